@@ -1,0 +1,159 @@
+"""The four kinds of plugin: what a deficit, a model, a dataset and a metric must provide.
+
+A plugin subclasses one of these and hands the class to the ``register`` callable of its
+hook (see :mod:`critui.hookspecs`). Class attributes describe it; the training worker
+instantiates it with resolved parameters. Built-ins in :mod:`critui.builtin` are written
+exactly the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from critui.params import Param
+
+if TYPE_CHECKING:
+    import torch
+
+KINDS = ("deficits", "models", "datasets", "metrics")
+
+
+class Plugin:
+    """Common description of every plugin: its kind, name, one-line description and parameters."""
+
+    kind: ClassVar[str] = ""
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    params: ClassVar[tuple[Param, ...]] = ()
+    aliases: ClassVar[tuple[str, ...]] = ()
+
+
+class Deficit(Plugin):
+    """A sensory deficit applied to training batches while its window is open.
+
+    ``level`` is ``"low"`` when the deficit changes input statistics (blur, noise) and
+    ``"high"`` when it keeps them but changes the task (vertical flip, label permutation).
+    Any fixed state (a permutation, a noise seed) is derived in ``__init__`` from ``seed``,
+    so the same run seed always gives the same deficit.
+    """
+
+    kind = "deficits"
+    level: ClassVar[str] = "low"
+
+    def __init__(self, params: dict[str, Any], seed: int, num_classes: int, input_shape: tuple[int, ...]):
+        self.settings = params
+        self.seed = seed
+        self.num_classes = num_classes
+        self.input_shape = input_shape
+
+    def apply(
+        self, x: torch.Tensor, y: torch.Tensor, epoch: int, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the deficit version of a batch on the device.
+
+        ``x`` is a normalised float batch N×C×H×W, ``y`` int64 labels. Must not modify its
+        inputs in place, must keep shapes and dtypes, and may draw randomness only from
+        ``generator`` (already seeded from the run seed and epoch, on ``x``'s device).
+        """
+        raise NotImplementedError
+
+
+class Model(Plugin):
+    """An architecture: ``build`` returns a fresh ``torch.nn.Module`` producing logits."""
+
+    kind = "models"
+
+    def build(self, input_shape: tuple[int, int, int], num_classes: int, **params: Any) -> torch.nn.Module:
+        """Build the network for C×H×W inputs and ``num_classes`` outputs.
+
+        The Fisher metric reports one trace per convolution or linear layer, in the order
+        the modules are registered, under their module names: name them well.
+        """
+        raise NotImplementedError
+
+
+@dataclass
+class DatasetTensors:
+    """A whole dataset as tensors, loaded once and moved to the device once.
+
+    Images are N×C×H×W, uint8 (0..255, divided by 255 before normalising) or float32
+    (already in 0..1). ``mean``/``std`` are per channel, in 0..1 units. ``augment`` is the
+    training augmentation the dataset is usually trained with: ``"crop-flip"`` (pad 4,
+    random crop, horizontal flip) or ``"none"``.
+    """
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    classes: list[str]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    augment: str = "none"
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train_x.shape[1:])  # type: ignore[return-value]
+
+
+class Dataset(Plugin):
+    """A source of labelled images. ``load`` runs once per run, in the worker."""
+
+    kind = "datasets"
+
+    def load(self, params: dict[str, Any], seed: int) -> DatasetTensors:
+        """Return the train and test tensors. Raise ``CritUIError`` for missing files."""
+        raise NotImplementedError
+
+
+@dataclass
+class MetricContext:
+    """What a metric can see at the end of an epoch. All tensors are on ``device``.
+
+    ``train_x``/``test_x`` are clean and normalised. ``deficit`` is the run's deficit
+    object, or None; ``deficit_active`` says whether its window covered this epoch.
+    """
+
+    model: torch.nn.Module
+    epoch: int
+    epochs: int
+    device: torch.device
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    num_classes: int
+    seed: int
+    deficit: Deficit | None = None
+    deficit_active: bool = False
+
+
+class Metric(Plugin):
+    """A measurement taken at the end of some epochs.
+
+    ``when(epoch, epochs)`` says whether to run this epoch; ``compute`` returns finite floats
+    under keys that stay the same from epoch to epoch.
+    """
+
+    kind = "metrics"
+
+    def __init__(self, params: dict[str, Any], seed: int):
+        self.settings = params
+        self.seed = seed
+
+    def when(self, epoch: int, epochs: int) -> bool:
+        """Whether to compute at the end of ``epoch`` (0-based) of ``epochs``. Default: always."""
+        return True
+
+    def compute(self, ctx: MetricContext) -> dict[str, float]:
+        raise NotImplementedError
+
+
+BASES: dict[str, type[Plugin]] = {
+    "deficits": Deficit,
+    "models": Model,
+    "datasets": Dataset,
+    "metrics": Metric,
+}

@@ -1,0 +1,170 @@
+"""Typed parameter declarations, shared by the CLI, the TOML configs, the TUI forms and errors.
+
+A plugin declares its parameters once, as a tuple of :class:`Param`. Everything that takes
+a value from a person goes through :meth:`Param.parse`, so ``--set deficit.size=3``, a
+TOML value and a TUI form field give the same validation and the same messages.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from critui.errors import CritUIError
+
+PARAM_TYPES = ("int", "float", "str", "bool", "choice")
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+class ParamError(CritUIError):
+    """A value that does not fit its parameter declaration."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """One typed, documented, bounded parameter of a plugin or of the training setup.
+
+    ``type`` is one of ``int``, ``float``, ``str``, ``bool`` or ``choice`` (a string from
+    ``choices``). ``min``/``max`` bound numbers, inclusively. ``default`` must itself be valid.
+    """
+
+    name: str
+    type: str
+    default: Any
+    help: str
+    min: float | None = None
+    max: float | None = None
+    choices: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        if self.type not in PARAM_TYPES:
+            raise ValueError(f"parameter {self.name!r}: type must be one of {PARAM_TYPES}")
+        if self.type == "choice" and not self.choices:
+            raise ValueError(f"parameter {self.name!r}: a choice parameter needs choices")
+
+    def parse(self, raw: Any, where: str = "") -> Any:
+        """Turn ``raw`` (a string from the command line or a TOML value) into a checked value.
+
+        ``where`` names the setting in error messages, e.g. ``deficit.size``.
+        """
+        label = where or self.name
+        value = self._convert(raw, label)
+        self._check(value, label)
+        return value
+
+    def describe(self) -> str:
+        """A short human description of the accepted values: ``int, 1..32``."""
+        if self.type == "choice":
+            return "one of " + ", ".join(self.choices)
+        bounds = ""
+        if self.min is not None or self.max is not None:
+            lo = "" if self.min is None else _fmt(self.min)
+            hi = "" if self.max is None else _fmt(self.max)
+            bounds = f", {lo}..{hi}"
+        return f"{self.type}{bounds}"
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": self.name,
+            "type": self.type,
+            "default": self.default,
+            "help": self.help,
+        }
+        if self.min is not None:
+            out["min"] = self.min
+        if self.max is not None:
+            out["max"] = self.max
+        if self.choices:
+            out["choices"] = list(self.choices)
+        return out
+
+    def _convert(self, raw: Any, label: str) -> Any:
+        try:
+            if self.type == "bool":
+                if isinstance(raw, bool):
+                    return raw
+                text = str(raw).strip().lower()
+                if text in _TRUE:
+                    return True
+                if text in _FALSE:
+                    return False
+                raise ValueError
+            if self.type == "int":
+                if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+                    raise ValueError
+                return int(str(raw).strip()) if isinstance(raw, str) else int(raw)
+            if self.type == "float":
+                if isinstance(raw, bool):
+                    raise ValueError
+                value = float(raw)
+                if not math.isfinite(value):
+                    raise ValueError
+                return value
+            if isinstance(raw, (dict, list)):
+                raise ValueError
+            return str(raw)
+        except (TypeError, ValueError):
+            raise ParamError(
+                f"{label} must be {_article(self.type)} {self.describe()}, got {raw!r}. "
+                f"{self.help}"
+            ) from None
+
+    def _check(self, value: Any, label: str) -> None:
+        if self.type == "choice" and value not in self.choices:
+            raise ParamError(
+                f"{label} must be one of {', '.join(self.choices)}; got {value!r}. {self.help}"
+            )
+        if self.type in ("int", "float"):
+            if self.min is not None and value < self.min:
+                raise ParamError(
+                    f"{label}={value} is below its minimum of {_fmt(self.min)}. "
+                    f"Use a value in {self.describe()}. ({self.help})"
+                )
+            if self.max is not None and value > self.max:
+                raise ParamError(
+                    f"{label}={value} is above its maximum of {_fmt(self.max)}. "
+                    f"Use a value in {self.describe()}. ({self.help})"
+                )
+
+
+def defaults(params: tuple[Param, ...]) -> dict[str, Any]:
+    """The default value of every declared parameter."""
+    return {p.name: p.default for p in params}
+
+
+def resolve(
+    params: tuple[Param, ...], given: dict[str, Any], prefix: str
+) -> dict[str, Any]:
+    """Validate ``given`` against ``params`` and fill in defaults.
+
+    An unknown name is an error that lists the known ones and the closest match.
+    """
+    by_name = {p.name: p for p in params}
+    out = defaults(params)
+    for name, raw in given.items():
+        if name not in by_name:
+            raise ParamError(unknown_name_message(f"{prefix}.{name}", name, list(by_name), prefix))
+        out[name] = by_name[name].parse(raw, f"{prefix}.{name}")
+    return out
+
+
+def unknown_name_message(label: str, name: str, known: list[str], prefix: str) -> str:
+    import difflib
+
+    if not known:
+        return f"{label} is not a setting: {prefix} takes no parameters."
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f" Did you mean {prefix}.{close[0]}?" if close else ""
+    listed = ", ".join(f"{prefix}.{k}" for k in sorted(known))
+    return f"{label} is not a setting.{hint} The settings of {prefix} are: {listed}."
+
+
+def _fmt(number: float) -> str:
+    return str(int(number)) if float(number).is_integer() else repr(number)
+
+
+def _article(type_name: str) -> str:
+    return "an" if type_name[0] in "aeiou" else "a"
