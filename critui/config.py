@@ -43,7 +43,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 TRAIN_PARAMS = (
-    Param("epochs", "int", 20, "number of training epochs", min=1, max=100_000),
+    Param("epochs", "int", 24, "number of training epochs", min=1, max=100_000),
     Param("seed", "int", 0, "run seed: model init, batch order, augmentation and deficit state", min=0),
     Param("device", "str", "auto", "auto (CUDA when present, else CPU), cpu, cuda or cuda:N"),
     Param(

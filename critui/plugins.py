@@ -32,7 +32,7 @@ ENTRY_POINT_GROUP = "critui"
 # Every deficit is active in a window of epochs, start <= epoch < end.
 WINDOW_PARAMS = (
     Param("start", "int", 0, "first epoch with the deficit (inclusive)", min=0),
-    Param("end", "int", 4, "epoch the deficit is removed at (exclusive): active while start <= epoch < end", min=0),
+    Param("end", "int", 8, "epoch the deficit is removed at (exclusive): active while start <= epoch < end", min=0),
 )
 
 

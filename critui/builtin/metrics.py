@@ -1,7 +1,139 @@
-"""Built-in metrics (being written): fisher."""
+"""Built-in metrics: the Fisher trace per layer, and accuracy on the deficit-transformed test set.
+
+Both run in the training worker at the end of an epoch, on data already on the device.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
 from critui.hookspecs import hookimpl
+from critui.kinds import Metric, MetricContext
+from critui.params import Param, defaults
+from critui.train.fisher import ESTIMATORS, eval_mode, fisher_trace, probe_indices
+from critui.train.loop import derive_seed
+
+# The default cadence: the trace moves fastest early (PAPER.md: a sharp rise in the first
+# epochs, then a decline), so every epoch at first and every 5th after.
+DENSE_EPOCHS = 10
+SPARSE_EVERY = 5
+
+
+def fisher_due(epoch: int, epochs: int, every: int) -> bool:
+    """Whether the Fisher cadence ``every`` measures at the end of ``epoch`` (0-based).
+
+    ``every=0``: epochs 0-9, then 10, 15, 20, ...; ``every=k``: epochs 0, k, 2k, ...
+    Either way the last epoch is always measured, so a run ends on a data point.
+    """
+    if epoch == epochs - 1:
+        return True
+    if every > 0:
+        return epoch % every == 0
+    return epoch < DENSE_EPOCHS or epoch % SPARSE_EVERY == 0
+
+
+class Fisher(Metric):
+    """Trace of the Fisher information of the weights, per conv/linear layer and in total."""
+
+    name = "fisher"
+    description = (
+        "Trace of the Fisher information of the weights per layer and in total, "
+        "labels sampled from the model, on a fixed class-balanced probe of clean training images."
+    )
+    params = (
+        Param(
+            "every",
+            "int",
+            0,
+            "measure every k epochs (plus the last); 0 = every epoch for the first 10, then every 5th",
+            min=0,
+        ),
+        Param(
+            "probe",
+            "int",
+            500,
+            "number of clean training images in the class-balanced probe",
+            min=1,
+        ),
+        Param(
+            "samples", "int", 1, "labels sampled from the model per probe image", min=1, max=1000
+        ),
+        Param(
+            "chunk",
+            "int",
+            128,
+            "per-sample gradients held in memory at once (the batch size for estimator=batch)",
+            min=1,
+        ),
+        Param(
+            "estimator",
+            "choice",
+            "exact",
+            "exact: per-sample gradients; batch: B·‖mean gradient‖², cheaper but much noisier",
+            choices=ESTIMATORS,
+        ),
+    )
+
+    def __init__(self, params: dict[str, Any], seed: int):
+        super().__init__({**defaults(self.params), **params}, seed)
+        self._probe: torch.Tensor | None = None
+
+    def when(self, epoch: int, epochs: int) -> bool:
+        return fisher_due(epoch, epochs, self.settings["every"])
+
+    def compute(self, ctx: MetricContext) -> dict[str, float]:
+        x = ctx.train_x[self.probe(ctx).to(ctx.train_x.device)]
+        return fisher_trace(
+            ctx.model,
+            x,
+            ctx.seed,
+            ctx.epoch,
+            samples=self.settings["samples"],
+            chunk=self.settings["chunk"],
+            estimator=self.settings["estimator"],
+        )
+
+    def probe(self, ctx: MetricContext) -> torch.Tensor:
+        """The probe's indices, drawn once per run so every epoch measures the same images."""
+        if self._probe is None:
+            self._probe = probe_indices(
+                ctx.train_y, self.settings["probe"], ctx.num_classes, ctx.seed
+            )
+        return self._probe
+
+
+class DeficitAccuracy(Metric):
+    """Accuracy and loss on the test set passed through the deficit, while its window is open."""
+
+    name = "deficit-accuracy"
+    description = "Test accuracy and loss with the deficit applied, while the deficit is active."
+    batch_size = 1000
+
+    def compute(self, ctx: MetricContext) -> dict[str, float]:
+        if ctx.deficit is None or not ctx.deficit_active:
+            return {}
+        device = ctx.test_x.device
+        gen = torch.Generator(device=device).manual_seed(
+            derive_seed(ctx.seed, ctx.epoch, "deficit-test")
+        )
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.long, device=device)
+        with eval_mode(ctx.model), torch.inference_mode():
+            for start in range(0, len(ctx.test_y), self.batch_size):
+                x = ctx.test_x[start : start + self.batch_size]
+                y = ctx.test_y[start : start + self.batch_size]
+                x, y = ctx.deficit.apply(x, y, ctx.epoch, gen)
+                logits = ctx.model(x).float()
+                loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
+                correct += (logits.argmax(1) == y).sum()
+        n = max(len(ctx.test_y), 1)
+        return {"acc": correct.item() / n, "loss": loss_sum.item() / n}
 
 
 @hookimpl
 def critui_register_metrics(register):
-    pass
+    register(Fisher)
+    register(DeficitAccuracy)

@@ -1,0 +1,3 @@
+from critui.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Everything the managing process does: the run index, launching workers, reading events."""

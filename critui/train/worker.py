@@ -1,0 +1,207 @@
+"""The training subprocess: ``python -m critui.train.worker RUN_DIR``.
+
+The worker owns its run directory. It reads ``spec.json``, resumes from ``ckpt/latest.pt``
+when one exists, appends to ``events.jsonl`` and replaces the latest checkpoint at every
+epoch boundary, keeping the checkpoints of the epochs listed in ``keep_checkpoints``. It
+never touches the run index: its exit code and last event say how it ended.
+
+Exit codes: 0 finished, 1 crashed (traceback in the events), 2 bad input (a message for the
+user), 3 NaN loss, 130 cancelled (SIGTERM or SIGINT).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+
+EXIT_FINISHED, EXIT_CRASHED, EXIT_USER, EXIT_NAN, EXIT_CANCELLED = 0, 1, 2, 3, 130
+
+
+class Cancelled(Exception):
+    """Raised from the signal handler so that the loop stops at a safe point."""
+
+
+class Diverged(Exception):
+    """The training loss became NaN or infinite."""
+
+
+def _on_signal(signum, frame):
+    raise Cancelled(signal.Signals(signum).name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m critui.train.worker RUN_DIR", file=sys.stderr)
+        return EXIT_USER
+    run_dir = Path(argv[0])
+    if not (run_dir / "spec.json").is_file():
+        print(f"{run_dir} has no spec.json: not a critui run directory.", file=sys.stderr)
+        return EXIT_USER
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+
+    from critui.events import EventLog
+
+    log = EventLog(run_dir)
+    state = {"epoch": None}
+    try:
+        run(run_dir, log, state)
+        return EXIT_FINISHED
+    except Cancelled as exc:
+        log.write("cancelled", epoch=state["epoch"], signal=str(exc))
+        return EXIT_CANCELLED
+    except Diverged as exc:
+        log.write("failed", epoch=state["epoch"], reason="nan", error=str(exc))
+        return EXIT_NAN
+    except Exception as exc:  # noqa: BLE001 - every failure must reach the events
+        from critui.errors import CritUIError
+
+        if isinstance(exc, CritUIError):
+            log.write("failed", epoch=state["epoch"], reason="user", error=str(exc))
+            return EXIT_USER
+        message = f"{type(exc).__name__}: {exc}"
+        if "out of memory" in str(exc).lower():
+            message += " (try a smaller optim.batch_size, train.eval_batch_size or model width)"
+        log.write("failed", epoch=state["epoch"], reason="exception", error=message, traceback=traceback.format_exc())
+        traceback.print_exc()
+        return EXIT_CRASHED
+    finally:
+        log.close()
+
+
+def run(run_dir: Path, log, state: dict) -> None:
+    import torch
+
+    from critui import __version__
+    from critui.config import RunSpec
+    from critui.devices import resolve_device
+    from critui.events import FINAL_WINDOW
+    from critui.kinds import MetricContext
+    from critui.plugins import get_registry
+    from critui.train import checkpoint
+    from critui.train.loop import evaluate, lr_at, make_optimizer, prepare_data, train_epoch
+
+    spec = RunSpec.from_json(json.loads((run_dir / "spec.json").read_text()))
+    if spec.train["threads"]:
+        torch.set_num_threads(spec.train["threads"])
+    device = torch.device(resolve_device(spec.train["device"]))
+    registry = get_registry()
+    t_start = time.perf_counter()
+
+    dataset = registry.get(spec.dataset.id).cls().load(spec.dataset.params, spec.seed)
+    data = prepare_data(dataset, device, spec.train["augment"])
+    input_shape = tuple(data.train_x.shape[1:])
+
+    from critui.train.loop import derive_seed
+
+    torch.manual_seed(derive_seed(spec.seed, -1, "init"))
+    model = registry.get(spec.model.id).cls().build(input_shape, data.num_classes, **spec.model.params).to(device)
+    optimizer = make_optimizer(spec, model)
+    deficit = None
+    if spec.deficit is not None:
+        deficit = registry.get(spec.deficit.id).cls(spec.deficit.params, spec.seed, data.num_classes, input_shape)
+    metrics = [(m.id, registry.get(m.id).cls(m.params, spec.seed)) for m in spec.metrics]
+
+    ckpt_dir = run_dir / "ckpt"
+    latest = ckpt_dir / checkpoint.LATEST
+    first_epoch = 0
+    if latest.exists():
+        first_epoch = checkpoint.load(latest, model, optimizer, device)["next_epoch"]
+    window = spec.window()
+    log.write(
+        "started",
+        epoch=first_epoch,
+        pid=os.getpid(),
+        device=str(device),
+        device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        threads=torch.get_num_threads(),
+        torch=torch.__version__,
+        critui=__version__,
+        resumed=first_epoch > 0,
+        input_shape=list(input_shape),
+        num_classes=data.num_classes,
+        n_train=len(data.train_y),
+        n_test=len(data.test_y),
+        augment=data.augment,
+        parameters=sum(p.numel() for p in model.parameters()),
+        lr_at_removal=lr_at(spec, window[1]) if window else None,
+        setup_seconds=round(time.perf_counter() - t_start, 3),
+    )
+
+    test_accs: list[float] = []
+    eval_bs = spec.train["eval_batch_size"]
+    for epoch in range(first_epoch, spec.epochs):
+        state["epoch"] = epoch
+        t0 = time.perf_counter()
+        result = train_epoch(model, optimizer, data, spec, epoch, deficit)
+        if not result.finite:
+            raise Diverged(
+                f"the training loss became NaN or infinite in epoch {epoch} (lr {lr_at(spec, epoch):.4g}). "
+                "Lower optim.lr, or check the deficit and dataset."
+            )
+        test_loss, test_acc = evaluate(model, data.test_x, data.test_y, eval_bs)
+        test_accs.append(test_acc)
+        log.write(
+            "epoch",
+            epoch=epoch,
+            lr=lr_at(spec, epoch),
+            deficit_active=spec.deficit_active(epoch),
+            train_loss=result.train_loss,
+            train_acc=result.train_acc,
+            test_loss=test_loss,
+            test_acc=test_acc,
+            seconds=round(time.perf_counter() - t0, 4),
+        )
+        context = MetricContext(
+            model=model, epoch=epoch, epochs=spec.epochs, device=device,
+            train_x=data.train_x, train_y=data.train_y, test_x=data.test_x, test_y=data.test_y,
+            num_classes=data.num_classes, seed=spec.seed, deficit=deficit,
+            deficit_active=spec.deficit_active(epoch),
+        )
+        for metric_id, metric in metrics:
+            if metric.when(epoch, spec.epochs):
+                t_metric = time.perf_counter()
+                values = metric.compute(context)
+                if values:
+                    log.write("metric", epoch=epoch, metric=metric_id, values=values,
+                              seconds=round(time.perf_counter() - t_metric, 4))
+        _checkpoint(spec, model, optimizer, epoch + 1, ckpt_dir, log, lr_at(spec, epoch))
+
+    from critui.events import epoch_table, final_accuracy, read_events
+
+    rows = epoch_table(read_events(run_dir))
+    log.write(
+        "finished",
+        epochs=spec.epochs,
+        final_acc=final_accuracy(rows),
+        final_window=FINAL_WINDOW,
+        seconds=round(time.perf_counter() - t_start, 3),
+    )
+
+
+def _checkpoint(spec, model, optimizer, next_epoch: int, ckpt_dir: Path, log, lr: float) -> None:
+    """Replace the latest checkpoint; keep a copy when the caller asked for this epoch."""
+    import shutil
+
+    from critui.train import checkpoint
+
+    state = checkpoint.make_state(model, optimizer, next_epoch, {"lr": lr})
+    latest = ckpt_dir / checkpoint.LATEST
+    checkpoint.save_atomic(state, latest)
+    kept = None
+    if next_epoch in spec.keep_checkpoints:
+        kept = ckpt_dir / checkpoint.epoch_checkpoint_name(next_epoch)
+        tmp = kept.with_name(f".{kept.name}.tmp")
+        shutil.copyfile(latest, tmp)
+        os.replace(tmp, kept)
+    log.write("checkpoint", epoch=next_epoch, path=str(kept.relative_to(ckpt_dir.parent)) if kept else None)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

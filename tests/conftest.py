@@ -1,0 +1,51 @@
+"""Shared fixtures: run ``critui`` the way a user does, against a throwaway home."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Small enough to train an epoch in well under a second on one core, big enough to learn.
+FAST = ["--set", "dataset.n_train=600", "--set", "dataset.n_test=400", "--set", "train.threads=1"]
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    path = tmp_path / "home"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def critui(home: Path):
+    """Run ``critui ARGS`` in a subprocess with its own home; returns the CompletedProcess."""
+
+    def run(*args: str, env: dict[str, str] | None = None, timeout: float = 240, check: bool = False):
+        environment = {**os.environ, "CRITUI_HOME": str(home), "COLUMNS": "160", **(env or {})}
+        result = subprocess.run(
+            [sys.executable, "-m", "critui", *args],
+            capture_output=True, text=True, env=environment, timeout=timeout,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"critui {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+        return result
+
+    return run
+
+
+def index_docs(home: Path) -> list[dict]:
+    data = json.loads((home / "history.json").read_text())
+    return list(data.get("_default", {}).values())
+
+
+def events_of(home: Path, run_id: str) -> list[dict]:
+    from critui.events import read_events
+
+    return read_events(home / "runs" / run_id)

@@ -1,0 +1,63 @@
+"""Bad input gets one clear paragraph and exit status 2, never a traceback."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def assert_clean_error(result, *phrases: str) -> None:
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr + result.stdout
+    text = " ".join(result.stderr.split())
+    for phrase in phrases:
+        assert phrase in text, text
+
+
+def test_unknown_plugin_id_names_known_ids_and_the_closest(critui):
+    result = critui("run", "--plugin", "deficits.blurr")
+    assert_clean_error(result, "Unknown deficits plugin 'deficits.blurr'", "Did you mean deficits.blur?",
+                       "deficits.flip", "deficits.noise")
+
+
+def test_unknown_kind_explains_the_id_form(critui):
+    assert_clean_error(critui("run", "--plugin", "blur"), "KIND.NAME", "Did you mean deficits.blur?")
+
+
+def test_bad_set_value_names_the_bound(critui):
+    assert_clean_error(critui("run", "--plugin", "deficits.blur", "--set", "deficit.size=0"),
+                       "deficit.size=0 is below its minimum of 1")
+    assert_clean_error(critui("run", "--set", "optim.lr=fast"), "optim.lr must be a float")
+    assert_clean_error(critui("run", "--set", "optim.lrr=0.1"), "Did you mean optim.lr?")
+
+
+def test_malformed_toml_names_the_line(critui, tmp_path):
+    config = tmp_path / "exp.toml"
+    config.write_text("[train]\nepochs = 4\n[deficit\nid = 'deficits.blur'\n")
+    assert_clean_error(critui("run", "--config", str(config)), "exp.toml is not valid TOML", "line 3")
+
+
+def test_invalid_value_in_toml_names_the_line(critui, tmp_path):
+    config = tmp_path / "exp.toml"
+    config.write_text("[train]\nepochs = 4\n\n[optim]\nmomentum = 1.5\n")
+    assert_clean_error(critui("run", "--config", str(config)), "exp.toml, line 5", "optim.momentum=1.5 is above its maximum of 1")
+
+
+def test_cuda_without_cuda_says_what_to_do(critui):
+    pytest.importorskip("torch")
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert_clean_error(critui("run", "--device", "cuda"), "--device cuda was asked for", "sees no CUDA GPU", "--device cpu")
+
+
+def test_missing_cifar10_offline_says_where_to_put_the_files(critui, tmp_path):
+    empty = tmp_path / "nodata"
+    result = critui("run", "--plugin", "datasets.cifar10", "--epochs", "1", "--set", f"dataset.root={empty}",
+                    env={"CRITUI_LOAD_PLUGINS": ""})
+    assert_clean_error(result, "cifar-10-batches-py", str(empty))
+
+
+def test_unknown_run_and_home_errors(critui):
+    assert_clean_error(critui("show", "nope"), "No run 'nope'")
+    assert_clean_error(critui("run", "--set", "nonsense"), "KEY=VALUE")

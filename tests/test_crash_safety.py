@@ -1,0 +1,122 @@
+"""No run data is lost to a SIGKILL of the worker or of `critui run`, or to a second critui."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.conftest import FAST, events_of, index_docs
+
+
+def start_critui(home: Path, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "CRITUI_HOME": str(home)}
+    return subprocess.Popen([sys.executable, "-m", "critui", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_epochs(home: Path, count: int, timeout: float = 120) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if (home / "history.json").exists():
+            docs = index_docs(home)
+            if docs:
+                done = [e for e in events_of(home, docs[0]["id"]) if e["event"] == "epoch"]
+                if len(done) >= count:
+                    return docs[0]
+        time.sleep(0.1)
+    raise AssertionError(f"no run reached {count} epochs in {timeout} s")
+
+
+def worker_pid(home: Path, run_id: str) -> int:
+    return [e for e in events_of(home, run_id) if e["event"] == "started"][-1]["pid"]
+
+
+def test_sigkill_of_the_worker_leaves_an_interrupted_run_with_its_epochs(critui, home):
+    manager = start_critui(home, "run", "--epochs", "30", *FAST)
+    doc = wait_for_epochs(home, 2)
+    os.kill(worker_pid(home, doc["id"]), signal.SIGKILL)
+    manager.communicate(timeout=60)
+    assert manager.returncode != 0
+    (doc,) = index_docs(home)  # the index is readable
+    assert doc["status"] in ("failed", "interrupted")
+    epochs = [e["epoch"] for e in events_of(home, doc["id"]) if e["event"] == "epoch"]
+    assert epochs[:2] == [0, 1] and doc["epochs_done"] == len(epochs)
+    # It resumes from its last checkpoint and finishes.
+    resumed = critui("resume", doc["id"], "--home", str(home))
+    assert resumed.returncode == 0, resumed.stderr
+    (doc,) = index_docs(home)
+    assert doc["status"] == "finished" and doc["epochs_done"] == 30
+
+
+def test_sigkill_of_critui_run_loses_nothing(critui, home):
+    manager = start_critui(home, "run", "--epochs", "6", *FAST)
+    doc = wait_for_epochs(home, 1)
+    manager.kill()  # SIGKILL: no chance to clean up
+    manager.communicate(timeout=30)
+    pid = worker_pid(home, doc["id"])
+    deadline = time.time() + 120
+    while time.time() < deadline:  # the orphaned worker trains on to the end
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    listing = critui("runs", check=True)  # the next command brings the index up to date
+    (doc,) = index_docs(home)
+    assert doc["status"] == "finished", listing.stdout
+    assert doc["epochs_done"] == 6
+
+
+def test_killed_run_whose_worker_also_died_becomes_interrupted(critui, home):
+    manager = start_critui(home, "run", "--epochs", "30", *FAST)
+    doc = wait_for_epochs(home, 1)
+    pid = worker_pid(home, doc["id"])
+    manager.kill()
+    os.kill(pid, signal.SIGKILL)
+    manager.communicate(timeout=30)
+    time.sleep(0.3)
+    critui("runs", check=True)
+    (doc,) = index_docs(home)
+    assert doc["status"] == "interrupted"
+    assert doc["epochs_done"] >= 1
+
+
+def test_ctrl_c_cancels_cleanly(home):
+    manager = start_critui(home, "run", "--epochs", "30", *FAST)
+    wait_for_epochs(home, 1)
+    manager.send_signal(signal.SIGINT)
+    _, err = manager.communicate(timeout=60)
+    assert manager.returncode == 130
+    assert "Traceback" not in err
+    (doc,) = index_docs(home)
+    assert doc["status"] == "cancelled"
+    assert any(e["event"] == "cancelled" for e in events_of(home, doc["id"]))
+
+
+def test_two_critui_runs_sharing_a_home_both_land_in_the_index(home):
+    runs = [start_critui(home, "run", "--epochs", "2", "--seed", str(seed), *FAST) for seed in (1, 2)]
+    for process in runs:
+        _, err = process.communicate(timeout=240)
+        assert process.returncode == 0, err
+    docs = index_docs(home)
+    assert sorted(d["seed"] for d in docs) == [1, 2]
+    assert all(d["status"] == "finished" for d in docs)
+
+
+def test_lost_index_is_rebuilt_from_run_directories(critui, home):
+    critui("run", "--epochs", "1", *FAST, check=True)
+    (home / "history.json").unlink()
+    critui("runs", check=True)
+    (doc,) = index_docs(home)
+    assert doc["status"] == "finished" and doc["epochs_done"] == 1
+
+
+def test_corrupt_index_gets_a_clear_error(critui, home):
+    (home / "history.json").write_text("{ not json")
+    result = critui("runs")
+    assert result.returncode == 2
+    assert "corrupt" in result.stderr and "Traceback" not in result.stderr

@@ -1,0 +1,258 @@
+"""The Fisher trace: checked against a naive per-sample loop, on tiny models, in seconds."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from critui.builtin.deficits import VerticalFlip
+from critui.builtin.metrics import DeficitAccuracy, Fisher
+from critui.builtin.models import FullyConnected, SmallCNN
+from critui.errors import CritUIError
+from critui.kinds import MetricContext
+from critui.train.fisher import eval_mode, fisher_trace, probe_indices, trace_given_labels
+
+CLASSES = 4
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny models: threads only add overhead, and a busy 2-core machine makes them thrash.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_cnn(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return with_trained_bn(SmallCNN().build((1, 8, 8), CLASSES, depth=2, width=4), (1, 8, 8))
+
+
+def tiny_fc(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return with_trained_bn(FullyConnected().build((1, 8, 8), CLASSES, depth=2, width=8), (1, 8, 8))
+
+
+def with_trained_bn(model: torch.nn.Module, shape: tuple[int, ...]) -> torch.nn.Module:
+    """Give BatchNorm running statistics and affine values far from their defaults.
+
+    Otherwise eval-mode and train-mode BatchNorm would be nearly the same function and a
+    test could not tell which one the estimator used.
+    """
+    with torch.no_grad():
+        for _ in range(3):
+            model(2.0 * torch.randn(32, *shape) + 0.5)
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.weight.uniform_(0.5, 2.0)
+                module.bias.uniform_(-0.5, 0.5)
+    return model.train()
+
+
+def images(n: int, seed: int = 1) -> torch.Tensor:
+    return torch.randn(n, 1, 8, 8, generator=torch.Generator().manual_seed(seed))
+
+
+def layer_params(model: torch.nn.Module) -> list[list[torch.nn.Parameter]]:
+    """The reference's own idea of a layer: each Conv2d/Linear's weight and bias."""
+    kinds = (torch.nn.Conv2d, torch.nn.Linear)
+    return [list(m.parameters(recurse=False)) for m in model.modules() if isinstance(m, kinds)]
+
+
+def naive_trace(model, x, labels) -> list[float]:
+    """Per-layer mean squared gradient norm, one sample at a time with autograd."""
+    layers = layer_params(model)
+    sums = [0.0] * len(layers)
+    with eval_mode(model):
+        for xi, yi in zip(x, labels, strict=True):
+            log_p = torch.log_softmax(model(xi[None]), dim=1)[0, yi]
+            grads = torch.autograd.grad(log_p, [p for ps in layers for p in ps])
+            flat = iter(grads)
+            for i, ps in enumerate(layers):
+                sums[i] += sum(float(next(flat).double().pow(2).sum()) for _ in ps)
+    return [s / len(labels) for s in sums]
+
+
+def expected_trace(model, x) -> float:
+    """The total trace with the expectation over y ~ p_w(y|x) taken exactly, class by class."""
+    with eval_mode(model), torch.no_grad():
+        probs = torch.softmax(model(x), dim=1)
+    total = 0.0
+    for y in range(CLASSES):
+        per_image = torch.tensor([sum(naive_trace(model, xi[None], [y])) for xi in x])
+        total += float((probs[:, y].double() * per_image.double()).mean())
+    return total
+
+
+def relative(a: float, b: float) -> float:
+    return abs(a - b) / abs(b)
+
+
+@pytest.mark.parametrize("build", [tiny_cnn, tiny_fc])
+def test_vectorised_exact_estimator_matches_a_per_sample_loop(build):
+    model = build()
+    x = images(12)
+    labels = torch.randint(0, CLASSES, (12,), generator=torch.Generator().manual_seed(2))
+    with eval_mode(model):
+        fast = trace_given_labels(model, x, torch.arange(12), labels, chunk=5)
+    slow = naive_trace(model, x, labels)
+    per_layer = [v for k, v in fast.items() if k != "total"]
+    assert len(per_layer) == len(slow)
+    for got, want in zip(per_layer, slow, strict=True):
+        assert relative(got, want) < 1e-5
+    assert fast["total"] == pytest.approx(sum(per_layer), rel=1e-12)
+
+
+def test_labels_are_sampled_from_the_model():
+    # Many label samples per image converge on E_{y~p_w}: dataset or argmax labels would not.
+    model, x = tiny_cnn(), images(6)
+    want = expected_trace(model, x)
+    got = fisher_trace(model, x, seed=0, epoch=0, samples=400, chunk=600)["total"]
+    assert relative(got, want) < 0.05
+
+
+def test_layer_names_follow_the_models_modules():
+    cnn = fisher_trace(tiny_cnn(), images(4), 0, 0)
+    assert list(cnn) == ["conv1", "conv2", "fc", "total"]
+    fc = fisher_trace(tiny_fc(), images(4), 0, 0)
+    assert list(fc) == ["fc1", "fc2", "fc", "total"]
+    default = SmallCNN().build((1, 16, 16), 10)
+    names = list(fisher_trace(default, torch.randn(2, 1, 16, 16), 0, 0))
+    assert names == [f"conv{i}" for i in range(1, 7)] + ["fc", "total"]
+    assert all(isinstance(v, float) for v in cnn.values())
+
+
+def test_chunk_size_does_not_change_the_result():
+    model, x = tiny_cnn(), images(20)
+    one = fisher_trace(model, x, 3, 1, samples=2, chunk=1000)
+    many = fisher_trace(model, x, 3, 1, samples=2, chunk=3)
+    for key in one:
+        assert relative(many[key], one[key]) < 1e-5
+
+
+@pytest.mark.parametrize("estimator", ["exact", "batch"])
+def test_leaves_weights_buffers_and_modes_as_they_were(estimator):
+    model = tiny_fc()
+    model.fc1.eval()  # a mixed model: each module must get its own mode back
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    modes = [m.training for m in model.modules()]
+    fisher_trace(model, images(16), 0, 0, chunk=4, estimator=estimator)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # BN running stats included
+    assert [m.training for m in model.modules()] == modes
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_batchnorm_uses_running_statistics_not_the_batch():
+    # In eval mode an image's term cannot depend on its batch-mates: a batch of 1 equals
+    # the per-sample estimator exactly, and batches of one image's copies add up.
+    model, x = tiny_cnn(), images(8)
+    labels = torch.randint(0, CLASSES, (8,), generator=torch.Generator().manual_seed(4))
+    idx = torch.arange(8)
+    with eval_mode(model):
+        exact = trace_given_labels(model, x, idx, labels, chunk=8, estimator="exact")
+        batch_of_one = trace_given_labels(model, x, idx, labels, chunk=1, estimator="batch")
+        other_mates = trace_given_labels(model, x, idx.flip(0), labels.flip(0), chunk=3)
+    for key in exact:
+        assert relative(batch_of_one[key], exact[key]) < 1e-5
+        assert relative(other_mates[key], exact[key]) < 1e-5
+
+
+def test_batch_estimator_agrees_with_the_exact_one_on_average():
+    model, x = tiny_cnn(), images(128)
+    # 1024 (image, label) pairs: 256 batches of 4 average out the cross terms.
+    exact = fisher_trace(model, x, 0, 0, samples=8, chunk=256)
+    batch = fisher_trace(model, x, 0, 0, samples=8, chunk=4, estimator="batch")
+    assert relative(batch["total"], exact["total"]) < 0.15
+    for key in exact:
+        assert relative(batch[key], exact[key]) < 0.3
+
+
+def test_same_seed_and_epoch_give_the_same_estimate():
+    model, x = tiny_cnn(), images(16)
+    first = fisher_trace(model, x, seed=5, epoch=2)
+    assert fisher_trace(model, x, seed=5, epoch=2) == first
+    assert fisher_trace(model, x, seed=5, epoch=3) != first
+    assert fisher_trace(model, x, seed=6, epoch=2) != first
+
+
+def test_unknown_estimator_is_refused_by_name():
+    with pytest.raises(CritUIError, match="'kfac'.*exact, batch"):
+        fisher_trace(tiny_cnn(), images(2), 0, 0, estimator="kfac")
+
+
+def test_default_cadence_is_dense_early_then_every_fifth_and_the_last():
+    fisher = Fisher({}, seed=0)
+    measured = [e for e in range(32) if fisher.when(e, 32)]
+    assert measured == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 15, 20, 25, 30, 31]
+    every3 = Fisher({"every": 3}, seed=0)
+    assert [e for e in range(8) if every3.when(e, 8)] == [0, 3, 6, 7]
+
+
+def test_probe_is_class_balanced_and_fixed():
+    labels = torch.arange(10).repeat_interleave(100)[torch.randperm(1000)]
+    probe = probe_indices(labels, 500, 10, seed=0)
+    assert torch.bincount(labels[probe], minlength=10).tolist() == [50] * 10
+    assert len(set(probe.tolist())) == 500
+    assert torch.equal(probe_indices(labels, 500, 10, seed=0), probe)
+    assert not torch.equal(probe_indices(labels, 500, 10, seed=1), probe)
+
+
+def test_probe_takes_all_of_a_rare_class_and_balances_the_rest():
+    labels = torch.tensor([0] * 100 + [1] * 50 + [2] * 30 + [3] * 5)
+    counts = torch.bincount(labels[probe_indices(labels, 41, 4, seed=0)], minlength=4).tolist()
+    assert counts[3] == 5 and sum(counts) == 41
+    assert max(counts[:3]) - min(counts[:3]) <= 1
+
+
+def context(model, deficit=None, active=False, epoch=0) -> MetricContext:
+    gen = torch.Generator().manual_seed(0)
+    return MetricContext(
+        model=model,
+        epoch=epoch,
+        epochs=10,
+        device=torch.device("cpu"),
+        train_x=torch.randn(200, 1, 8, 8, generator=gen),
+        train_y=torch.arange(CLASSES).repeat(50),
+        test_x=torch.randn(50, 1, 8, 8, generator=gen),
+        test_y=torch.randint(0, CLASSES, (50,), generator=gen),
+        num_classes=CLASSES,
+        seed=0,
+        deficit=deficit,
+        deficit_active=active,
+    )
+
+
+def test_fisher_metric_reports_every_layer_on_a_fixed_probe():
+    fisher = Fisher({"probe": 40, "chunk": 16}, seed=0)
+    ctx = context(tiny_cnn())
+    values = fisher.compute(ctx)
+    probe = fisher.probe(ctx)
+    assert list(values) == ["conv1", "conv2", "fc", "total"]
+    assert all(v > 0 and v == v for v in values.values())
+    assert torch.bincount(ctx.train_y[probe]).tolist() == [10] * CLASSES
+    ctx.epoch = 1
+    fisher.compute(ctx)
+    assert fisher.probe(ctx) is probe
+
+
+def test_deficit_accuracy_scores_the_flipped_test_set_while_the_deficit_is_on():
+    model = tiny_cnn()
+    flip = VerticalFlip({"start": 0, "end": 5}, 0, CLASSES, (1, 8, 8))
+    ctx = context(model, deficit=flip, active=True)
+    clean = ctx.test_x.clone()
+    got = DeficitAccuracy({}, seed=0).compute(ctx)
+    assert model.training and torch.equal(ctx.test_x, clean)
+    with eval_mode(model), torch.no_grad():
+        logits = model(torch.flip(clean, dims=(-2,)))
+    assert got["acc"] == pytest.approx(float((logits.argmax(1) == ctx.test_y).float().mean()))
+    assert got["loss"] == pytest.approx(float(F.cross_entropy(logits, ctx.test_y)), rel=1e-5)
+
+
+def test_deficit_accuracy_is_silent_without_an_active_deficit():
+    flip = VerticalFlip({"start": 0, "end": 5}, 0, CLASSES, (1, 8, 8))
+    metric = DeficitAccuracy({}, seed=0)
+    assert metric.compute(context(tiny_cnn(), deficit=flip, active=False)) == {}
+    assert metric.compute(context(tiny_cnn(), deficit=None, active=True)) == {}

@@ -1,0 +1,72 @@
+"""The worker alone: exact resume from a checkpoint, NaN and crash handling."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from critui.config import build_spec
+from critui.events import epoch_table, read_events
+from critui.plugins import get_registry
+
+SMALL = ["dataset.n_train=300", "dataset.n_test=200", "train.threads=1", "model.width=4"]
+
+
+def make_run(tmp_path: Path, name: str, extra_sets=(), plugins=(), keep=()) -> Path:
+    spec = build_spec(get_registry(), plugins=list(plugins), sets=SMALL + list(extra_sets))
+    spec.keep_checkpoints = list(keep)
+    run_dir = tmp_path / name
+    run_dir.mkdir()
+    (run_dir / "spec.json").write_text(json.dumps(spec.to_json()))
+    return run_dir
+
+
+def work(run_dir: Path) -> int:
+    return subprocess.run([sys.executable, "-m", "critui.train.worker", str(run_dir)], capture_output=True, timeout=240).returncode
+
+
+def weights(run_dir: Path) -> dict:
+    return torch.load(run_dir / "ckpt" / "latest.pt", weights_only=False)["model"]
+
+
+def test_resumed_run_equals_uninterrupted_run_bit_for_bit(tmp_path):
+    sets = ["train.epochs=4", "deficit.end=2", "train.augment=crop-flip"]
+    straight = make_run(tmp_path, "straight", sets, ["deficits.blur"], keep=[2])
+    assert work(straight) == 0
+    resumed = make_run(tmp_path, "resumed", sets, ["deficits.blur"])
+    (resumed / "ckpt").mkdir()
+    (resumed / "ckpt" / "latest.pt").write_bytes((straight / "ckpt" / "epoch-0002.pt").read_bytes())
+    assert work(resumed) == 0
+    a, b = weights(straight), weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    rows_a = epoch_table(read_events(straight))
+    rows_b = epoch_table(read_events(resumed))
+    assert [r["epoch"] for r in rows_b] == [2, 3]
+    for ra, rb in zip(rows_a[2:], rows_b):
+        assert {k: v for k, v in ra.items() if k != "seconds"} == {k: v for k, v in rb.items() if k != "seconds"}
+
+
+def test_nan_loss_fails_cleanly_with_the_epoch(tmp_path):
+    run_dir = make_run(tmp_path, "nan", ["train.epochs=3", "optim.lr=10", "optim.momentum=0.99", "model.width=4"])
+    code = work(run_dir)
+    events = read_events(run_dir)
+    failed = [e for e in events if e["event"] == "failed"]
+    if code == 0:  # the network survived lr=10; nothing to check
+        return
+    assert code == 3 and failed[-1]["reason"] == "nan"
+    assert "epoch" in failed[-1]["error"] and failed[-1]["epoch"] is not None
+
+
+def test_exception_is_recorded_with_its_traceback(tmp_path):
+    run_dir = make_run(tmp_path, "crash", ["train.epochs=2"])
+    spec = json.loads((run_dir / "spec.json").read_text())
+    spec["model"]["params"]["depth"] = "not-a-number"  # bypasses validation: a plugin that raises
+    (run_dir / "spec.json").write_text(json.dumps(spec))
+    assert work(run_dir) == 1
+    failed = [e for e in read_events(run_dir) if e["event"] == "failed"][-1]
+    assert failed["reason"] == "exception"
+    assert "Traceback" in failed["traceback"]
