@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -109,7 +110,13 @@ def _plugin_source(info) -> dict[str, str]:
 
 def watch_run(store, run_id: str, spec) -> int:
     """Start the worker, follow its events with a progress bar, keep the index in step."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from critui.events import EventTail, epoch_table, final_accuracy, read_events
     from critui.runs.launcher import start_worker, stop_worker
@@ -142,7 +149,6 @@ def watch_run(store, run_id: str, spec) -> int:
                     break
                 time.sleep(0.1)
     except KeyboardInterrupt:
-        progress.stop()
         err_console.print("Stopping the run cleanly...")
         stop_worker(process)
         for event in tail.read_new():
@@ -292,16 +298,22 @@ def runs(status, deficit, model, dataset, limit, as_json, home) -> None:
     if not docs:
         console.print(f"No runs{' match' if (status or deficit or model or dataset) else ''} in {store.home}.")
         return
-    table = Table(title=f"runs in {store.home}")
-    for column in ("id", "status", "dataset", "model", "deficit [window)", "epochs", "final acc", "parent", "created"):
-        table.add_column(column, no_wrap=column in ("id", "created"))
+    table = Table(title=f"runs in {store.home}", box=box.SIMPLE_HEAD, pad_edge=False)
+    forks = any(d.get("parent") for d in docs)
+    wide = console.width >= 100  # below that, the creation time gives way to the experiment
+    columns = ["id", "status", "model / dataset / deficit", "epochs", "final acc"] + (["created"] if wide else [])
+    for column in columns + (["forked from"] if forks else []):
+        table.add_column(column, no_wrap=column != columns[2], min_width=22 if column == columns[2] else None,
+                         justify="right" if column in ("epochs", "final acc") else "left")
     for d in docs:
-        table.add_row(
-            d["id"], _status_markup(d["status"]), _short(d["dataset"]), _short(d["model"]),
-            _deficit_text(d), f"{d.get('epochs_done', 0)}/{d['epochs']}", _fmt_acc(d.get("final_acc")),
-            f"{d['parent']}@{d['fork_epoch']}" if d.get("parent") else "",
-            time.strftime("%Y-%m-%d %H:%M", time.localtime(d.get("created", 0))),
-        )
+        row = [
+            d["id"], _status_markup(d["status"]),
+            f"{_short(d['model'])} / {_short(d['dataset'])} / {_deficit_text(d)}",
+            f"{d.get('epochs_done', 0)}/{d['epochs']}", _fmt_acc(d.get("final_acc")),
+        ] + ([time.strftime("%m-%d %H:%M", time.localtime(d.get("created", 0)))] if wide else [])
+        if forks:
+            row.append(f"{d['parent']}@{d['fork_epoch']}" if d.get("parent") else "")
+        table.add_row(*row)
     console.print(table)
 
 
@@ -405,14 +417,14 @@ def _print_overview(doc, spec, run_dir) -> None:
 
 
 def _epoch_table(rows) -> Table:
-    table = Table(title="per-epoch metrics (test data is always clean)")
+    table = Table(title="per-epoch metrics (test data is always clean)", box=box.SIMPLE_HEAD)
     columns = ["epoch", "lr", "deficit", "train loss", "train acc", "test loss", "test acc"]
     has_fisher = any("fisher.total" in r for r in rows)
     extra = sorted({k for r in rows for k in r if "." in k and not k.startswith("fisher.")})
     for column in columns + (["fisher total"] if has_fisher else []) + extra:
         table.add_column(column, justify="right")
     for r in rows:
-        cells = [str(r["epoch"]), f"{r['lr']:.4g}", "on" if r.get("deficit_active") else "",
+        cells = [str(r["epoch"]), f"{r['lr']:.3g}", "on" if r.get("deficit_active") else "",
                  f"{r['train_loss']:.4f}", f"{r['train_acc']:.4f}", f"{r['test_loss']:.4f}", f"{r['test_acc']:.4f}"]
         if has_fisher:
             cells.append(_fmt_num(r.get("fisher.total")))
@@ -432,7 +444,7 @@ def _fisher_layers(rows) -> list[str]:
 
 def _fisher_table(rows, layers, normalised) -> Table:
     title = "Fisher trace per layer" + (" / sum over layers" if normalised else " (raw)")
-    table = Table(title=title)
+    table = Table(title=title, box=box.SIMPLE_HEAD)
     table.add_column("epoch", justify="right")
     for layer in layers:
         table.add_column(layer, justify="right")

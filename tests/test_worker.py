@@ -46,7 +46,7 @@ def test_resumed_run_equals_uninterrupted_run_bit_for_bit(tmp_path):
     rows_a = epoch_table(read_events(straight))
     rows_b = epoch_table(read_events(resumed))
     assert [r["epoch"] for r in rows_b] == [2, 3]
-    for ra, rb in zip(rows_a[2:], rows_b):
+    for ra, rb in zip(rows_a[2:], rows_b, strict=True):
         assert {k: v for k, v in ra.items() if k != "seconds"} == {k: v for k, v in rb.items() if k != "seconds"}
 
 
