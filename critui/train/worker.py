@@ -88,9 +88,8 @@ def run(run_dir: Path, log, state: dict) -> None:
     from critui.train.loop import evaluate, lr_at, make_optimizer, prepare_data, train_epoch
 
     spec = RunSpec.from_json(json.loads((run_dir / "spec.json").read_text()))
-    if spec.train["threads"]:
-        torch.set_num_threads(spec.train["threads"])
     device = torch.device(resolve_device(spec.train["device"]))
+    torch.set_num_threads(spec.train["threads"] or max(1, (os.cpu_count() or 2) // 2))
     registry = get_registry()
     t_start = time.perf_counter()
 
