@@ -16,7 +16,7 @@ Example ``pyproject.toml`` of a plugin distribution::
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pluggy
 

@@ -75,7 +75,7 @@ def critui_epochs(epochs: int, threads: int, blur: bool) -> list[float]:
         )
         (run_dir,) = (Path(home) / "runs").iterdir()
         stamps = [e["time"] for e in read_events(run_dir) if e["event"] == "epoch"]
-        return [0.0] + [b - a for a, b in zip(stamps, stamps[1:])]  # the 0.0 stands for the warm-up
+        return [0.0] + [b - a for a, b in zip(stamps, stamps[1:], strict=False)]  # the 0.0 stands for the warm-up
 
 
 def main() -> None:

@@ -1,0 +1,980 @@
+"""Contract checks for critui plugins, and the pytest plugin that hands them to your tests.
+
+A plugin author checks their plugin against what critui relies on with one call per class::
+
+    def test_my_deficit(critui_contract):
+        critui_contract.check_deficit(MyDeficit)
+
+``critui_contract`` is a pytest fixture: critui registers this module as a pytest plugin
+(entry point group ``pytest11``), so it is there in every test session of an environment
+where critui is installed. The checks are also plain functions (:func:`check_deficit`,
+:func:`check_model`, :func:`check_dataset`, :func:`check_metric`, :func:`check_plugin`,
+:func:`check_registered`) usable from any test runner. The fixture ``critui_scratch_env``
+gives a :class:`ScratchEnv` to test a distribution's packaging: install it, run critui
+there, uninstall it.
+
+Each check raises ``AssertionError`` with one paragraph: which plugin, which property
+failed, on which value, and how to fix it. Parameters default to the plugin's declared
+defaults (plus the deficit window ``start``/``end`` for deficits); pass ``params`` to check
+other values, e.g. a small ``width`` so a big model builds quickly.
+
+``pytest --critui-device cuda`` (or ``CRITUI_TEST_DEVICE=cuda``) runs the checks on a GPU;
+they are skipped there when CUDA is not available.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from critui.errors import CritUIError
+from critui.kinds import BASES, Dataset, DatasetTensors, Deficit, MetricContext, Model, Plugin
+from critui.params import Param, ParamError, resolve
+
+if TYPE_CHECKING:
+    import torch
+
+    from critui.plugins import PluginInfo
+
+__all__ = [
+    "Contract",
+    "ScratchEnv",
+    "check_dataset",
+    "check_deficit",
+    "check_metric",
+    "check_model",
+    "check_plugin",
+    "check_registered",
+]
+
+# A batch the size the training loop could hand over, small enough to be instant.
+BATCH = 8
+GENERATOR_SEED = 1234
+AUGMENTATIONS = ("none", "crop-flip")
+
+
+# --- messages ----------------------------------------------------------------------------------
+
+
+def _label(cls: type) -> str:
+    kind = getattr(cls, "kind", "") or "?"
+    name = getattr(cls, "name", "") or cls.__name__
+    return f"{kind}.{name} ({cls.__module__}.{cls.__qualname__})"
+
+
+def _fail(cls: type, what: str, detail: str, fix: str) -> AssertionError:
+    """One paragraph for the plugin author: the plugin, the failed property, the value, the fix."""
+    return AssertionError(f"{_label(cls)} {what}: {detail} Fix: {fix}")
+
+
+def _difference(a: torch.Tensor, b: torch.Tensor, names: tuple[str, str] = ("first", "second")) -> str:
+    """Where two same-shaped tensors differ most, for a message; ``names`` label ``a`` and ``b``."""
+    import torch
+
+    if a.shape != b.shape:
+        return f"shapes {tuple(a.shape)} and {tuple(b.shape)} differ"
+    diff = (a.double() - b.double()).abs() if a.is_floating_point() else (a != b).double()
+    diff = torch.nan_to_num(diff, nan=math.inf)
+    flat = int(diff.argmax())
+    index = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), a.shape))
+    changed = int((diff > 0).sum())
+    return (
+        f"{changed} of {a.numel()} entries differ, the most at index {index}: "
+        f"{names[0]} {a.flatten()[flat].item():.6g}, {names[1]} {b.flatten()[flat].item():.6g}"
+    )
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    import torch
+
+    return a.shape == b.shape and a.dtype == b.dtype and bool(torch.equal(a, b))
+
+
+# --- parameters --------------------------------------------------------------------------------
+
+
+def plugin_params(cls: type[Plugin], params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The parameters critui would hand ``cls``: declared defaults, deficit window, ``params``."""
+    from critui.plugins import WINDOW_PARAMS
+
+    _check_declaration(cls)
+    schema = tuple(cls.params) + (WINDOW_PARAMS if issubclass(cls, Deficit) else ())
+    try:
+        return resolve(schema, dict(params or {}), f"{cls.kind}.{cls.name}")
+    except ParamError as exc:
+        raise _fail(cls, "was given parameters it does not accept", str(exc),
+                    "pass only parameters the class declares in `params`, with valid values.") from None
+
+
+def _check_declaration(cls: type) -> None:
+    """What ``register`` requires of any class, checked before anything is built."""
+    from critui.plugins import WINDOW_PARAMS
+
+    base = next((b for b in BASES.values() if isinstance(cls, type) and issubclass(cls, b)), None)
+    if base is None:
+        raise AssertionError(
+            f"{cls!r} is not a critui plugin class. Fix: subclass one of "
+            f"{', '.join('critui.kinds.' + b.__name__ for b in BASES.values())}."
+        )
+    if not cls.name or "." in cls.name or cls.name != cls.name.strip():
+        raise _fail(cls, "has no usable `name`", f"name is {cls.name!r}.",
+                    "set a class attribute `name` without dots or spaces, e.g. name = \"blur\"; "
+                    f"the plugin's id is then {cls.kind}.NAME.")
+    if not cls.description:
+        raise _fail(cls, "has no `description`", "`critui plugins` and the TUI show it in their lists.",
+                    "set a one-line class attribute `description`.")
+    names: set[str] = set()
+    for p in cls.params:
+        if not isinstance(p, Param):
+            raise _fail(cls, "declares a parameter that is not a Param", f"params holds {p!r}.",
+                        "declare parameters as critui.params.Param(name, type, default, help, ...).")
+        if p.name in names:
+            raise _fail(cls, "declares a parameter twice", f"{p.name!r} appears more than once in params.",
+                        "give each parameter a unique name.")
+        names.add(p.name)
+        try:
+            p.parse(p.default, f"{cls.kind}.{cls.name}.{p.name} (its default)")
+        except ParamError as exc:
+            raise _fail(cls, "has a parameter whose default is invalid", str(exc),
+                        "make the default satisfy the parameter's own type and bounds.") from None
+    if issubclass(cls, Deficit):
+        clash = names & {p.name for p in WINDOW_PARAMS}
+        if clash:
+            raise _fail(cls, "declares a window parameter itself", f"{sorted(clash)} are added by critui to every deficit.",
+                        "rename the parameter; read the window from self.settings['start'] / ['end'].")
+
+
+# --- global state ------------------------------------------------------------------------------
+
+
+def _global_state() -> dict[str, Any]:
+    """The process-wide torch state a plugin must leave alone."""
+    import torch
+
+    state = {
+        "the global RNG (torch.manual_seed, or torch.rand/randn/randperm without generator=)": torch.get_rng_state(),
+        "the default dtype (torch.set_default_dtype)": torch.get_default_dtype(),
+        "grad mode (torch.set_grad_enabled)": torch.is_grad_enabled(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["the global CUDA RNG (torch.randn(..., device='cuda') without generator=)"] = torch.cat(
+            torch.cuda.get_rng_state_all()
+        )
+    return state
+
+
+def _check_global_state(cls: type, before: dict[str, Any], during: str) -> None:
+    import torch
+
+    after = _global_state()
+    for what, value in before.items():
+        same = torch.equal(value, after[what]) if isinstance(value, torch.Tensor) else value == after[what]
+        if not same:
+            raise _fail(cls, "changed process-wide torch state", f"{during} changed {what}.",
+                        "keep state on the plugin object; draw randomness only from the generator "
+                        "critui passes (or one you seed from the run seed), and restore anything you "
+                        "change before returning.")
+
+
+# --- device ------------------------------------------------------------------------------------
+
+
+def _device(device: str | torch.device) -> torch.device:
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise AssertionError(
+            f"Contract checks were asked to run on {device}, but CUDA is not available here. "
+            "Fix: run them on cpu (the default), or on a machine with a GPU."
+        )
+    return device
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run a check's tiny tensor ops on one CPU thread, then restore the setting.
+
+    Batches of a few 16×16 images gain nothing from intra-op threads, and when other
+    processes (pytest-xdist workers, other jobs) share the cores, waiting for descheduled
+    threads makes each op many times slower.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _single_threaded(check: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(check)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with _one_thread():
+            return check(*args, **kwargs)
+
+    return wrapper
+
+
+def _generator(device: torch.device, seed: int = GENERATOR_SEED) -> torch.Generator:
+    import torch
+
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+# --- deficits ----------------------------------------------------------------------------------
+
+
+@_single_threaded
+def check_deficit(
+    cls: type[Deficit],
+    params: Mapping[str, Any] | None = None,
+    input_shape: tuple[int, int, int] = (3, 16, 16),
+    num_classes: int = 10,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    batch: int = BATCH,
+) -> None:
+    """Check a deficit the way the training loop and ``metrics.deficit-accuracy`` use it.
+
+    On a normalised float batch ``batch``×C×H×W on ``device``, with int64 labels:
+
+    - ``level`` is ``"low"`` or ``"high"``;
+    - ``apply`` returns ``(x, y)`` with the input's shapes, dtypes and device, finite
+      images and labels in ``0..num_classes-1``, for a full batch and a smaller last one;
+    - it leaves its inputs untouched: the batch is a slice of a larger "test set" tensor, as
+      when ``metrics.deficit-accuracy`` scores the deficit on test data, and that whole
+      tensor must be unchanged afterwards;
+    - it is deterministic under a seed: two calls with generators seeded equally, two
+      instances built with the same run seed, and calls under different global RNG states
+      all give the same output;
+    - it does not change process-wide torch state (global RNG, default dtype, grad mode).
+    """
+    import torch
+
+    settings = plugin_params(cls, params)
+    device = _device(device)
+    if cls.level not in ("low", "high"):
+        raise _fail(cls, "has an unknown `level`", f"level is {cls.level!r}.",
+                    "set level = \"low\" for deficits that change input statistics (blur, noise), "
+                    "\"high\" for ones that keep them and change the task (flip, label permutation).")
+    if cls.apply is Deficit.apply:
+        raise _fail(cls, "does not implement apply", "it still has Deficit.apply, which raises.",
+                    "define apply(self, x, y, epoch, generator) returning (x, y).")
+
+    data_gen = torch.Generator().manual_seed(seed)
+    test_x = torch.randn((2 * batch, *input_shape), generator=data_gen).to(device)
+    # Labels from 0 to num_classes - 1 in every batch, so an off-by-one shows up.
+    spread = torch.linspace(0, num_classes - 1, batch).round().long()
+    test_y = torch.cat([spread, spread.flip(0)]).to(device)
+    pristine_x, pristine_y = test_x.clone(), test_y.clone()
+    # Views into the larger tensors: an in-place change to x or y shows up in test_x / test_y.
+    x, y = test_x[:batch], test_y[:batch]
+    epoch = settings["start"]
+
+    def build(global_seed: int) -> Deficit:
+        torch.manual_seed(global_seed)
+        state = _global_state()
+        try:
+            deficit = cls(dict(settings), seed, num_classes, input_shape)
+        except Exception as exc:
+            raise _fail(cls, "could not be built", f"{cls.__name__}(params, seed={seed}, num_classes={num_classes}, "
+                        f"input_shape={input_shape}) raised {type(exc).__name__}: {exc}",
+                        "accept (params, seed, num_classes, input_shape) and call super().__init__ "
+                        "with them.") from exc
+        _check_global_state(cls, state, "__init__")
+        return deficit
+
+    def call(deficit: Deficit, global_seed: int = 0, size: int = batch) -> tuple[torch.Tensor, torch.Tensor]:
+        torch.manual_seed(global_seed)
+        state = _global_state()
+        try:
+            out = deficit.apply(x[:size], y[:size], epoch, _generator(device))
+        except Exception as exc:
+            raise _fail(cls, "raised in apply", f"apply(x of shape {tuple(x.shape)} float32 on {device}, y int64, "
+                        f"epoch={epoch}, generator) raised {type(exc).__name__}: {exc}",
+                        "make apply work on any batch N×C×H×W on the device it is given.") from exc
+        _check_global_state(cls, state, "apply")
+        return _check_output(cls, out, x[:size], y[:size], num_classes)
+
+    deficit = build(1)
+    first = call(deficit)
+    # The last batch of an epoch is usually smaller: nothing may depend on the batch size.
+    call(deficit, size=max(1, batch // 2 - 1))
+    if not (_same(test_x, pristine_x) and _same(test_y, pristine_y)):
+        changed = "x" if not _same(test_x, pristine_x) else "y"
+        whole, pristine = (test_x, pristine_x) if changed == "x" else (test_y, pristine_y)
+        raise _fail(
+            cls, f"modified its input {changed} in place",
+            f"after apply, the tensor the batch was sliced from differs "
+            f"({_difference(whole, pristine, ('now', 'before'))}). "
+            "critui passes slices of the dataset: metrics.deficit-accuracy passes slices of the clean "
+            "test set, so an in-place change corrupts the test data for the rest of the run.",
+            "use out-of-place operations (x * a, x.flip(-2), torch.where(...)) instead of x.mul_(a), "
+            "x[...] = v or y.copy_(...), or start with x = x.clone().",
+        )
+    checks = (
+        ("the same instance, called twice with generators seeded equally", lambda: call(deficit),
+         "draw all randomness from the `generator` argument (torch.rand(x.shape, generator=generator, "
+         "device=x.device)) and keep no state that changes from call to call."),
+        ("a second instance built with the same run seed", lambda: call(build(2)),
+         "derive fixed state (a permutation, a noise pattern) in __init__ from `seed` with your own "
+         "torch.Generator().manual_seed(seed), never from the global RNG, the clock or Python's random."),
+        ("the same call under a different global RNG state", lambda: call(deficit, global_seed=99),
+         "pass generator=generator to every torch.rand/randn/randint/randperm in apply."),
+    )
+    for how, again, fix in checks:
+        second = again()
+        for part, a, b in (("x", first[0], second[0]), ("y", first[1], second[1])):
+            if not _same(a, b):
+                raise _fail(cls, "is not deterministic under a seed",
+                            f"{how} gave a different {part} ({_difference(a, b, ('first', 'then'))}).", fix)
+
+
+def _check_output(cls: type, out: Any, x: torch.Tensor, y: torch.Tensor, num_classes: int):
+    import torch
+
+    if not (isinstance(out, (tuple, list)) and len(out) == 2 and all(isinstance(t, torch.Tensor) for t in out)):
+        raise _fail(cls, "returned the wrong thing from apply", f"it returned {type(out).__name__} {_short_repr(out)}.",
+                    "return a pair of tensors (x, y), e.g. `return x.flip(-2), y`.")
+    out_x, out_y = out
+    for part, got, given in (("x", out_x, x), ("y", out_y, y)):
+        if got.shape != given.shape:
+            raise _fail(cls, f"changed the shape of {part}", f"apply got {tuple(given.shape)} and returned {tuple(got.shape)}.",
+                        "return tensors shaped like the inputs (resize back, e.g. with F.interpolate, "
+                        "and keep one label per image).")
+        if got.dtype != given.dtype:
+            raise _fail(cls, f"changed the dtype of {part}", f"apply got {given.dtype} and returned {got.dtype}.",
+                        f"convert back with .to({given.dtype}); images stay float, labels int64.")
+        if got.device != given.device:
+            raise _fail(cls, f"moved {part} to another device", f"apply got it on {given.device} and returned it on {got.device}.",
+                        "create new tensors with device=x.device and never call .cpu() in apply: "
+                        "deficits run batched on the training device.")
+        if got.requires_grad:
+            raise _fail(cls, f"returned a {part} that requires grad", "its output is part of an autograd graph.",
+                        "compute the deficit under torch.no_grad() or .detach() the result.")
+    if not bool(torch.isfinite(out_x).all()):
+        raise _fail(cls, "returned non-finite images", f"{int((~torch.isfinite(out_x)).sum())} entries of x are NaN or infinite.",
+                    "avoid divisions by zero and logs of non-positive values (inputs are normalised: "
+                    "negative and zero values are normal).")
+    bad = (out_y < 0) | (out_y >= num_classes)
+    if bool(bad.any()):
+        raise _fail(cls, "returned labels outside the class range",
+                    f"label {int(out_y[bad][0])} with {num_classes} classes (valid: 0..{num_classes - 1}).",
+                    "map labels within range(num_classes), e.g. with a permutation of self.num_classes.")
+    return out_x, out_y
+
+
+def _short_repr(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) < 80 else text[:77] + "..."
+
+
+# --- models ------------------------------------------------------------------------------------
+
+
+@_single_threaded
+def check_model(
+    cls: type[Model],
+    params: Mapping[str, Any] | None = None,
+    input_shape: tuple[int, int, int] = (3, 16, 16),
+    num_classes: int = 10,
+    device: str | torch.device = "cpu",
+    batch: int = 4,
+    fisher: bool = True,
+) -> None:
+    """Check that a model builds for ``input_shape`` and ``num_classes`` and trains.
+
+    - ``build`` returns a ``torch.nn.Module``, the same one for the same ``torch.manual_seed``
+      (the worker seeds torch's global RNG from the run seed just before building);
+    - in train mode a batch gives finite float logits of shape N×``num_classes``, without
+      changing its input in place; in eval mode a batch of one works too;
+    - a backward pass reaches every trainable parameter, with finite gradients;
+    - it has at least one convolution or linear layer, and (with ``fisher=True``) the
+      built-in Fisher metric can measure it: per-sample gradients through ``torch.func``.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    settings = plugin_params(cls, params)
+    device = _device(device)
+    if cls.build is Model.build:
+        raise _fail(cls, "does not implement build", "it still has Model.build, which raises.",
+                    "define build(self, input_shape, num_classes, **params) returning an nn.Module.")
+
+    def build() -> torch.nn.Module:
+        torch.manual_seed(0)
+        try:
+            model = cls().build(tuple(input_shape), num_classes, **settings)
+        except Exception as exc:
+            raise _fail(cls, "could not be built",
+                        f"build({tuple(input_shape)}, {num_classes}, **{settings}) raised {type(exc).__name__}: {exc}",
+                        "accept input_shape (C, H, W), num_classes and every declared parameter as a "
+                        "keyword argument.") from exc
+        if not isinstance(model, torch.nn.Module):
+            raise _fail(cls, "built something that is not a torch.nn.Module", f"build returned {type(model).__name__}.",
+                        "return an nn.Module (nn.Sequential, or your own subclass).")
+        lazy = [n for n, p in model.named_parameters() if isinstance(p, torch.nn.parameter.UninitializedParameter)]
+        if lazy:
+            raise _fail(cls, "has uninitialised (lazy) parameters", f"{lazy[0]!r} has no shape until a forward pass.",
+                        "critui creates the optimiser and restores checkpoints right after build, before "
+                        "any forward pass: compute the sizes from input_shape (nn.Linear, not nn.LazyLinear).")
+        return model
+
+    model = build()
+    again = build()
+    theirs = dict(again.state_dict())
+    for key, value in model.state_dict().items():
+        if key not in theirs or not _same(value, theirs[key]):
+            raise _fail(cls, "does not build deterministically under torch.manual_seed",
+                        f"two builds after torch.manual_seed(0) differ in {key!r}.",
+                        "initialise only from torch's global RNG (no numpy or Python random, no clock), "
+                        "so that the run seed fixes the initial weights.")
+    model.to(device).train()
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn((batch, *input_shape), generator=gen).to(device)
+    y = (torch.arange(batch) % num_classes).to(device)
+    pristine = x.clone()
+    try:
+        logits = model(x)
+    except Exception as exc:
+        raise _fail(cls, "failed in forward", f"a train-mode batch of shape {tuple(x.shape)} raised {type(exc).__name__}: {exc}",
+                    "make the network accept N×C×H×W for the input_shape given to build "
+                    "(adaptive pooling helps with other image sizes).") from exc
+    if not _same(x, pristine):
+        raise _fail(cls, "modified its input in place in forward", _difference(x, pristine, ("now", "before")) + ".",
+                    "do not apply in-place operations (nn.ReLU(inplace=True), x.add_) to the input itself.")
+    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (batch, num_classes):
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise _fail(cls, "returned logits of the wrong shape", f"a batch of {batch} gave {shape}; expected {(batch, num_classes)}.",
+                    "end with a layer of num_classes outputs and flatten to N×num_classes (no softmax).")
+    if not logits.is_floating_point() or not bool(torch.isfinite(logits).all()):
+        raise _fail(cls, "returned non-finite or non-float logits", f"dtype {logits.dtype}, finite: "
+                    f"{bool(torch.isfinite(logits).all()) if logits.is_floating_point() else 'n/a'}.",
+                    "check the initialisation and any division or log in forward.")
+
+    F.cross_entropy(logits, y).backward()
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if param.grad is None:
+            raise _fail(cls, "has a parameter the loss does not reach", f"{name!r} got no gradient in backward.",
+                        "use every module you register in forward, or delete it: critui trains and "
+                        "measures every parameter.")
+        if not bool(torch.isfinite(param.grad).all()):
+            raise _fail(cls, "has non-finite gradients", f"{name!r} has NaN or infinite gradient entries.",
+                        "check the initialisation and any division or log in forward.")
+
+    model.eval()
+    with torch.no_grad():
+        try:
+            single = model(x[:1])
+        except Exception as exc:
+            raise _fail(cls, "failed on a batch of one in eval mode", f"{type(exc).__name__}: {exc}",
+                        "evaluation may end with a batch of one: avoid layers that need several samples "
+                        "in eval mode.") from exc
+    if tuple(single.shape) != (1, num_classes):
+        raise _fail(cls, "returned logits of the wrong shape", f"a batch of 1 gave {tuple(single.shape)}.",
+                    "flatten to N×num_classes, never squeeze the batch dimension away.")
+    model.train()
+
+    from critui.train.fisher import fisher_layers, fisher_trace
+
+    layers = fisher_layers(model)
+    if not layers:
+        raise _fail(cls, "has no convolution or linear layer", "the Fisher metric reports one trace per nn.Conv*/nn.Linear.",
+                    "build the network from torch.nn layers.")
+    if fisher:
+        try:
+            traces = fisher_trace(model, x, seed=0, epoch=0, samples=1, chunk=batch)
+        except Exception as exc:
+            raise _fail(cls, "cannot be measured by metrics.fisher",
+                        f"per-sample gradients (torch.func.vmap over functional_call) raised {type(exc).__name__}: {exc}",
+                        "avoid data-dependent Python control flow and .item() in forward; in-place "
+                        "ops on intermediate tensors are fine.") from exc
+        bad = {k: v for k, v in traces.items() if not (math.isfinite(v) and v >= 0)}
+        if bad:
+            raise _fail(cls, "gave invalid Fisher traces", f"{bad}.", "check for NaN in forward.")
+
+
+# --- datasets ----------------------------------------------------------------------------------
+
+
+@_single_threaded
+def check_dataset(
+    cls: type[Dataset],
+    params: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    input_shape: tuple[int, int, int] | None = None,
+    num_classes: int | None = None,
+    deterministic: bool = True,
+) -> DatasetTensors:
+    """Load a dataset and check what the worker relies on; returns the loaded tensors.
+
+    - ``load(params, seed)`` returns a ``DatasetTensors``;
+    - images are N×C×H×W, uint8 or float32 in 0..1, train and test of the same C×H×W
+      (``input_shape`` when given);
+    - labels are 1-D integers, one per image, in ``0..len(classes)-1``;
+    - ``classes`` are distinct strings (``num_classes`` of them when given);
+    - ``mean`` and ``std`` have one finite entry per channel, ``std`` > 0;
+    - ``augment`` is ``"none"`` or ``"crop-flip"``;
+    - with ``deterministic=True``, loading twice gives identical tensors.
+    """
+    import torch
+
+    settings = plugin_params(cls, params)
+    if cls.load is Dataset.load:
+        raise _fail(cls, "does not implement load", "it still has Dataset.load, which raises.",
+                    "define load(self, params, seed) returning a critui.kinds.DatasetTensors.")
+
+    def load() -> DatasetTensors:
+        try:
+            data = cls().load(dict(settings), seed)
+        except CritUIError as exc:
+            raise _fail(cls, "could not be loaded", f"load({settings}, seed={seed}) reported a problem for the "
+                        f"user: {exc}", "that is the right way to report missing data; give the check "
+                        "parameters under which the data is there (a folder with a small copy, fewer "
+                        "images).") from exc
+        except Exception as exc:
+            raise _fail(cls, "could not be loaded", f"load({settings}, seed={seed}) raised {type(exc).__name__}: {exc}",
+                        "raise critui.errors.CritUIError with a message saying where the files go when "
+                        "they are missing; anything else is a bug in load.") from exc
+        if not isinstance(data, DatasetTensors):
+            raise _fail(cls, "returned the wrong thing from load", f"load returned {type(data).__name__}.",
+                        "return critui.kinds.DatasetTensors(train_x, train_y, test_x, test_y, classes, mean, std).")
+        return data
+
+    data = load()
+    shapes = {}
+    for part in ("train", "test"):
+        images, labels = getattr(data, f"{part}_x"), getattr(data, f"{part}_y")
+        if not isinstance(images, torch.Tensor) or images.ndim != 4:
+            got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+            raise _fail(cls, f"has {part} images of the wrong shape", f"{part}_x is {got}; expected N×C×H×W.",
+                        "stack the images into one 4-D tensor; add a channel axis for grey images.")
+        if images.dtype not in (torch.uint8, torch.float32):
+            raise _fail(cls, f"has {part} images of an unsupported dtype", f"{part}_x is {images.dtype}.",
+                        "use uint8 (0..255) or float32 (0..1).")
+        if images.dtype == torch.float32 and len(images) and (
+            not bool(torch.isfinite(images).all()) or images.min() < 0 or images.max() > 1
+        ):
+            raise _fail(cls, f"has float {part} images outside 0..1",
+                        f"{part}_x spans {images.min().item():.4g}..{images.max().item():.4g}.",
+                        "scale float images into 0..1 (critui normalises them with mean/std itself).")
+        if not isinstance(labels, torch.Tensor) or labels.ndim != 1 or len(labels) != len(images):
+            got = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
+            raise _fail(cls, f"has {part} labels that do not match its images",
+                        f"{part}_y is {got} for {len(images)} images.", "give one label per image, as a 1-D tensor.")
+        if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.is_complex():
+            raise _fail(cls, f"has non-integer {part} labels", f"{part}_y is {labels.dtype}.",
+                        "use integer class indices (torch.long).")
+        shapes[part] = tuple(images.shape[1:])
+        if len(images) == 0:
+            raise _fail(cls, f"has an empty {part} set", f"{part}_x has no images.", "return at least one image.")
+    if shapes["train"] != shapes["test"]:
+        raise _fail(cls, "has train and test images of different shapes", f"train {shapes['train']}, test {shapes['test']}.",
+                    "resize or crop both to the same C×H×W.")
+    if input_shape is not None and shapes["train"] != tuple(input_shape):
+        raise _fail(cls, "has images of an unexpected shape", f"C×H×W is {shapes['train']}; expected {tuple(input_shape)}.",
+                    "check the parameters, or the input_shape the test expects.")
+
+    classes = data.classes
+    if not isinstance(classes, (list, tuple)) or not all(isinstance(c, str) for c in classes):
+        raise _fail(cls, "has class names that are not strings", f"classes is {_short_repr(classes)}.",
+                    "give a list of str, one name per class index.")
+    if len(classes) < 2 or len(set(classes)) != len(classes):
+        raise _fail(cls, "has too few or repeated class names", f"classes is {_short_repr(list(classes))}.",
+                    "give at least two distinct names, one per class index.")
+    if num_classes is not None and len(classes) != num_classes:
+        raise _fail(cls, "has an unexpected number of classes", f"{len(classes)} names; expected {num_classes}.",
+                    "check the parameters, or the num_classes the test expects.")
+    for part in ("train", "test"):
+        labels = getattr(data, f"{part}_y")
+        bad = (labels < 0) | (labels >= len(classes))
+        if bool(bad.any()):
+            raise _fail(cls, f"has {part} labels outside the class range",
+                        f"label {int(labels[bad][0])} with {len(classes)} class names (valid: 0..{len(classes) - 1}).",
+                        "number classes 0..K-1 and give K names.")
+
+    channels = shapes["train"][0]
+    for stat in ("mean", "std"):
+        values = getattr(data, stat)
+        ok = isinstance(values, (list, tuple)) and len(values) == channels and all(
+            isinstance(v, (int, float)) and math.isfinite(v) for v in values
+        )
+        if not ok or (stat == "std" and min(values) <= 0):
+            raise _fail(cls, f"has an invalid `{stat}`", f"{stat} is {_short_repr(values)} for {channels} channel(s).",
+                        f"give one finite float per channel, in 0..1 units{' and above 0' if stat == 'std' else ''}, "
+                        "e.g. tuple(train_x.float().mean(dim=(0, 2, 3)).tolist()) for float images.")
+    if data.augment not in AUGMENTATIONS:
+        raise _fail(cls, "names an unknown augmentation", f"augment is {data.augment!r}.",
+                    f"use one of {', '.join(AUGMENTATIONS)}.")
+
+    if deterministic:
+        again = load()
+        for part in ("train_x", "train_y", "test_x", "test_y"):
+            a, b = getattr(data, part), getattr(again, part)
+            if not _same(a, b):
+                raise _fail(cls, "does not load deterministically", f"two loads with seed={seed} differ in {part} "
+                            f"({_difference(a, b, ('first load', 'second'))}).",
+                            "draw generated data from a torch.Generator seeded from the parameters or the "
+                            "seed argument; pass deterministic=False if the data really changes between loads.")
+    return data
+
+
+# --- metrics -----------------------------------------------------------------------------------
+
+
+class _FlipForMetrics(Deficit):
+    """The deficit the metric check puts in its context (vertical flip: cheap, deterministic)."""
+
+    name = "contract-flip"
+    description = "Vertical flip, for contract checks of metrics."
+    level = "high"
+
+    def apply(self, x, y, epoch, generator):
+        return x.flip(-2), y
+
+
+def _tiny_model(input_shape: tuple[int, int, int], num_classes: int) -> torch.nn.Module:
+    from collections import OrderedDict
+
+    from torch import nn
+
+    return nn.Sequential(OrderedDict(
+        conv=nn.Conv2d(input_shape[0], 4, 3, padding=1, bias=False),
+        bn=nn.BatchNorm2d(4),
+        relu=nn.ReLU(),
+        pool=nn.AdaptiveAvgPool2d(1),
+        flatten=nn.Flatten(),
+        fc=nn.Linear(4, num_classes),
+    ))
+
+
+@_single_threaded
+def check_metric(
+    cls: type,
+    params: Mapping[str, Any] | None = None,
+    model: torch.nn.Module | None = None,
+    input_shape: tuple[int, int, int] = (3, 16, 16),
+    num_classes: int = 10,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    epochs: int = 4,
+    n_train: int = 64,
+    n_test: int = 32,
+) -> None:
+    """Run a metric over ``epochs`` epochs of a small context, as the worker would.
+
+    The deficit (a vertical flip) is active in the first half of the epochs. Checks:
+
+    - ``when(epoch, epochs)`` returns a bool, and the metric runs at least once;
+    - ``compute(ctx)`` returns a dict of str to finite Python floats (not tensors), with the
+      same keys every epoch it returns any (an empty dict means "nothing this epoch");
+    - it leaves the model (weights, buffers, gradients, train/eval mode) and the data as
+      they were;
+    - a second instance with the same seed gives the same values.
+    """
+    import torch
+
+    from critui.kinds import Metric
+
+    settings = plugin_params(cls, params)
+    device = _device(device)
+    if cls.compute is Metric.compute:
+        raise _fail(cls, "does not implement compute", "it still has Metric.compute, which raises.",
+                    "define compute(self, ctx) returning {key: float}.")
+    torch.manual_seed(seed)
+    if model is None:
+        model = _tiny_model(input_shape, num_classes)
+    model = model.to(device).train()
+    gen = torch.Generator().manual_seed(seed)
+    train_x = torch.randn((n_train, *input_shape), generator=gen).to(device)
+    test_x = torch.randn((n_test, *input_shape), generator=gen).to(device)
+    train_y = (torch.arange(n_train) % num_classes).to(device)
+    test_y = (torch.arange(n_test) % num_classes).to(device)
+    deficit = _FlipForMetrics({"start": 0, "end": epochs // 2}, seed, num_classes, input_shape)
+    data = {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
+    pristine = {k: v.clone() for k, v in data.items()}
+    weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    modes = [m.training for m in model.modules()]
+    grads = [p.grad for p in model.parameters()]
+
+    def build() -> Any:
+        try:
+            return cls(dict(settings), seed)
+        except Exception as exc:
+            raise _fail(cls, "could not be built", f"{cls.__name__}(params, seed={seed}) raised {type(exc).__name__}: {exc}",
+                        "accept (params, seed) and call super().__init__ with them.") from exc
+
+    def context(epoch: int) -> MetricContext:
+        return MetricContext(model=model, epoch=epoch, epochs=epochs, device=device, num_classes=num_classes,
+                             seed=seed, deficit=deficit, deficit_active=epoch < epochs // 2, **data)
+
+    def compute(metric: Any, epoch: int) -> dict[str, float]:
+        try:
+            values = metric.compute(context(epoch))
+        except Exception as exc:
+            raise _fail(cls, "raised in compute", f"epoch {epoch} of {epochs}: {type(exc).__name__}: {exc}",
+                        "make compute work on the MetricContext it gets (tensors on ctx.device).") from exc
+        _check_values(cls, values, epoch)
+        return values
+
+    metric = build()
+    results: dict[int, dict[str, float]] = {}
+    for epoch in range(epochs):
+        due = metric.when(epoch, epochs)
+        if not isinstance(due, bool):
+            raise _fail(cls, "returned a non-bool from when", f"when({epoch}, {epochs}) returned {due!r}.",
+                        "return True or False (e.g. epoch % k == 0).")
+        if due:
+            results[epoch] = compute(metric, epoch)
+    if not results:
+        raise _fail(cls, "never ran", f"when(epoch, {epochs}) was False for every epoch 0..{epochs - 1}.",
+                    "measure at least the last epoch (epoch == epochs - 1).")
+    filled = {e: v for e, v in results.items() if v}
+    if not filled:
+        raise _fail(cls, "returned no values", f"compute returned an empty dict in every epoch it ran ({sorted(results)}).",
+                    "return {key: float} at least in some epochs (an empty dict means nothing to report).")
+    first_epoch, first = next(iter(filled.items()))
+    for epoch, values in filled.items():
+        if set(values) != set(first):
+            raise _fail(cls, "returned unstable keys",
+                        f"epoch {first_epoch} gave {sorted(first)} and epoch {epoch} gave {sorted(values)}.",
+                        "return the same keys every epoch: they become the columns of the run's history.")
+
+    for key, value in data.items():
+        if not _same(value, pristine[key]):
+            raise _fail(cls, f"modified ctx.{key} in place", _difference(value, pristine[key], ("now", "before")) + ".",
+                        "treat the context's tensors as read-only; clone before changing them.")
+    for key, value in model.state_dict().items():
+        if not _same(value, weights[key]):
+            raise _fail(cls, "changed the model",
+                        f"{key!r} differs after compute ({_difference(value, weights[key], ('now', 'before'))}).",
+                        "measure without training: no optimiser steps, and BatchNorm in eval mode "
+                        "(critui.train.fisher.eval_mode) so running statistics stay put.")
+    if [m.training for m in model.modules()] != modes:
+        raise _fail(cls, "left the model in another train/eval mode", "some module's .training changed.",
+                    "restore each module's mode afterwards (critui.train.fisher.eval_mode does).")
+    for param, before in zip(model.parameters(), grads, strict=True):
+        if param.grad is not before:
+            raise _fail(cls, "left gradients on the model", "a parameter's .grad changed during compute.",
+                        "use torch.func or torch.autograd.grad instead of .backward(), or restore .grad.")
+
+    repeat = build()
+    for epoch, values in results.items():
+        if repeat.when(epoch, epochs):
+            again = compute(repeat, epoch)
+            differs = [k for k in values if k in again and not math.isclose(values[k], again[k], rel_tol=1e-6, abs_tol=1e-12)]
+            if set(again) != set(values) or differs:
+                raise _fail(cls, "is not deterministic under a seed",
+                            f"a second instance with seed={seed} gave {_short_repr(again)} at epoch {epoch}, "
+                            f"the first {_short_repr(values)}.",
+                            "derive any sampling from ctx.seed and ctx.epoch (a seeded torch.Generator), "
+                            "and keep the same probe of images every epoch.")
+
+
+def _check_values(cls: type, values: Any, epoch: int) -> None:
+    import torch
+
+    if not isinstance(values, dict):
+        raise _fail(cls, "returned the wrong thing from compute", f"epoch {epoch}: {type(values).__name__} {_short_repr(values)}.",
+                    "return a dict {key: float}.")
+    for key, value in values.items():
+        if not isinstance(key, str) or not key:
+            raise _fail(cls, "returned a bad key", f"epoch {epoch}: key {key!r}.", "use non-empty str keys.")
+        if isinstance(value, torch.Tensor):
+            raise _fail(cls, "returned a tensor instead of a float", f"epoch {epoch}: {key}={_short_repr(value)}.",
+                        "convert with float(t) or t.item(); values go into JSON events.")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _fail(cls, "returned a value that is not a number", f"epoch {epoch}: {key}={value!r}.",
+                        "return Python floats.")
+        if not math.isfinite(value):
+            raise _fail(cls, "returned a non-finite value", f"epoch {epoch}: {key}={value!r}.",
+                        "guard against divisions by zero; NaN cannot be plotted or compared across runs.")
+
+
+# --- registration ------------------------------------------------------------------------------
+
+
+def check_registered(plugin_id: str, distribution: str | None = None, version: str | None = None) -> PluginInfo:
+    """Check that ``plugin_id`` is discovered the way ``critui plugins`` finds it; returns its info.
+
+    Builds a fresh registry (built-ins plus every entry point of group ``critui`` allowed by
+    ``CRITUI_LOAD_PLUGINS``), so this passes only once the distribution is installed
+    (``pip install -e .``). ``distribution`` and ``version``, when given, must match.
+    """
+    from critui.plugins import build_registry
+
+    registry = build_registry()
+    info = registry.plugins.get(plugin_id)
+    if info is None:
+        failures = [f for f in registry.failures if distribution in (None, f.distribution)]
+        broken = "; ".join(f"{f.source} from {f.distribution} {f.version}: {f.error}" for f in failures)
+        known = ", ".join(sorted(registry.plugins)) or "none"
+        raise AssertionError(
+            f"{plugin_id} is not registered. "
+            + (f"Plugins that failed to load: {broken}. " if broken else "")
+            + f"Registered: {known}. Fix: install the distribution (pip install -e .), declare its module "
+            "under [project.entry-points.critui] in pyproject.toml, register the class in the hook "
+            f"for its kind, and check that CRITUI_LOAD_PLUGINS ({_allow_list_text()}) does not exclude it."
+        )
+    if distribution is not None and info.distribution != distribution:
+        raise AssertionError(
+            f"{plugin_id} is registered by {info.distribution} {info.version}, not by {distribution}. "
+            "Fix: uninstall the other distribution or rename your plugin."
+        )
+    if version is not None and info.version != version:
+        raise AssertionError(
+            f"{plugin_id} is registered by {info.distribution} {info.version}, not version {version}. "
+            "Fix: reinstall the package (pip install -e .) after changing its version."
+        )
+    return info
+
+
+def _allow_list_text() -> str:
+    raw = os.environ.get("CRITUI_LOAD_PLUGINS")
+    return "unset: everything loads" if raw is None else f"now {raw!r}"
+
+
+CHECKS = {"deficits": check_deficit, "models": check_model, "datasets": check_dataset, "metrics": check_metric}
+
+
+def check_plugin(cls: type[Plugin], params: Mapping[str, Any] | None = None, **options: Any) -> Any:
+    """Run the check for ``cls``'s kind: ``check_deficit``, ``check_model``, ``check_dataset``
+    or ``check_metric``, with ``options`` passed on."""
+    _check_declaration(cls)
+    return CHECKS[cls.kind](cls, params, **options)
+
+
+# --- a scratch environment for install tests ---------------------------------------------------
+
+
+class ScratchEnv:
+    """A throwaway virtual environment for installing plugin distributions in tests, offline.
+
+    It sees the packages of the environment running the tests (critui, torch, pytest, pip,
+    setuptools) through a ``.pth`` file, so ``pip install --no-index --no-deps
+    --no-build-isolation`` works without a network, while whatever is installed into it,
+    editable or not, stays in ``path`` and can be uninstalled again without touching the
+    environment running the tests. Commands run with this environment's Python, so
+    ``critui run`` workers see the same plugins.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]):
+        import site
+        import subprocess
+        import sys
+        from pathlib import Path
+
+        self.path = Path(path)
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(self.path)],
+                       check=True, capture_output=True)
+        self.python = self.path / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+        self.site_packages = Path(self.run("-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").stdout.strip())
+        user = [site.getusersitepackages()] if site.ENABLE_USER_SITE else []
+        # Every site directory this process imports from, including ones a .pth added (as
+        # when the tests themselves run inside a ScratchEnv).
+        found = [p for p in sys.path if Path(p).name in ("site-packages", "dist-packages")]
+        outer = [p for p in dict.fromkeys(found + site.getsitepackages() + user) if Path(p).is_dir()]
+        # addsitedir (not a bare path) so the outer environment's own .pth files (editable
+        # installs such as critui's) are processed too.
+        (self.site_packages / "_critui_outer_env.pth").write_text(
+            "import site; " + "; ".join(f"site.addsitedir({p!r})" for p in outer) + "\n"
+        )
+
+    def environment(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "VIRTUAL_ENV", "__PYVENV_LAUNCHER__")}
+        env.update(PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1", PIP_NO_INDEX="1", VIRTUAL_ENV=str(self.path))
+        env.update(extra or {})
+        return env
+
+    def run(self, *args: str, env: Mapping[str, str] | None = None, check: bool = True, timeout: float = 300,
+            cwd: str | os.PathLike[str] | None = None):
+        """``python ARGS`` in this environment; returns the CompletedProcess (text output)."""
+        import subprocess
+
+        result = subprocess.run([str(self.python), *args], capture_output=True, text=True, timeout=timeout,
+                                env=self.environment(env), cwd=cwd)
+        if check and result.returncode != 0:
+            raise AssertionError(f"python {' '.join(args)} exited {result.returncode} in {self.path}:\n"
+                                 f"{result.stdout}\n{result.stderr}")
+        return result
+
+    def pip_install(self, *args: str, **options: Any):
+        """``pip install --no-index --no-deps --no-build-isolation ARGS`` (offline, deps from outside)."""
+        return self.run("-m", "pip", "install", "--no-index", "--no-deps", "--no-build-isolation", *args, **options)
+
+    def pip_uninstall(self, *names: str, **options: Any):
+        return self.run("-m", "pip", "uninstall", "--yes", *names, **options)
+
+    def critui(self, *args: str, **options: Any):
+        """``critui ARGS`` run with this environment's Python."""
+        return self.run("-m", "critui", *args, **options)
+
+
+# --- the pytest plugin -------------------------------------------------------------------------
+
+
+class Contract:
+    """The checks, bound to the device chosen for this test session (``critui_contract``)."""
+
+    def __init__(self, device: str = "cpu"):
+        self.device = device
+
+    def check_deficit(self, cls: type[Deficit], params: Mapping[str, Any] | None = None, **options: Any) -> None:
+        check_deficit(cls, params, **{"device": self.device, **options})
+
+    def check_model(self, cls: type[Model], params: Mapping[str, Any] | None = None, **options: Any) -> None:
+        check_model(cls, params, **{"device": self.device, **options})
+
+    def check_dataset(self, cls: type[Dataset], params: Mapping[str, Any] | None = None, **options: Any) -> DatasetTensors:
+        return check_dataset(cls, params, **options)
+
+    def check_metric(self, cls: type, params: Mapping[str, Any] | None = None, **options: Any) -> None:
+        check_metric(cls, params, **{"device": self.device, **options})
+
+    def check_plugin(self, cls: type[Plugin], params: Mapping[str, Any] | None = None, **options: Any) -> Any:
+        if cls.kind != "datasets":
+            options = {"device": self.device, **options}
+        return check_plugin(cls, params, **options)
+
+    def check_registered(self, plugin_id: str, distribution: str | None = None, version: str | None = None) -> PluginInfo:
+        return check_registered(plugin_id, distribution, version)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("critui", "critui plugin contract checks")
+    group.addoption(
+        "--critui-device",
+        default=None,
+        help="device for critui_contract checks: cpu (default), cuda or cuda:N; also CRITUI_TEST_DEVICE",
+    )
+
+
+@pytest.fixture
+def critui_scratch_env(tmp_path_factory: pytest.TempPathFactory) -> ScratchEnv:
+    """A fresh :class:`ScratchEnv`: install your distribution into it and run critui there."""
+    return ScratchEnv(tmp_path_factory.mktemp("scratch-env") / "venv")
+
+
+@pytest.fixture
+def critui_contract(request: pytest.FixtureRequest) -> Contract:
+    """critui's contract checks for plugin classes: check_deficit, check_model, check_dataset,
+    check_metric, check_plugin and check_registered (see ``critui.testing``)."""
+    device = request.config.getoption("--critui-device") or os.environ.get("CRITUI_TEST_DEVICE") or "cpu"
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            pytest.skip(f"critui contract checks asked for {device}, but CUDA is not available")
+    return Contract(device)

@@ -1,0 +1,55 @@
+"""critui-plugin-resnet: pre-activation ResNet-18 and ResNet-34 for critui.
+
+critui loads this module through the entry point in ``pyproject.toml`` (group ``critui``)
+and calls :func:`critui_register_models`, which registers ``models.resnet18`` and
+``models.resnet34``. ``width`` is the first stage's channel count (64 in the paper); the
+stages use width, 2·width, 4·width and 8·width.
+"""
+
+from __future__ import annotations
+
+from critui.hookspecs import hookimpl
+from critui.kinds import Model
+from critui.params import Param
+from critui_resnet.preact import DEPTHS, PreActResNet, resnet
+
+__all__ = ["DEPTHS", "PreActResNet", "ResNet18", "ResNet34", "resnet"]
+
+WIDTH = Param(
+    "width",
+    "int",
+    64,
+    "channels of the stem and first stage (the paper's 64); the later stages use 2x, 4x and 8x",
+    min=1,
+    max=4096,
+)
+
+
+class ResNet18(Model):
+    name = "resnet18"
+    description = (
+        "Pre-activation ResNet-18, CIFAR variant (as in Achille et al. 2019): 3x3 stem, stages [2,2,2,2] at "
+        "64/128/256/512 channels, average pool, linear."
+    )
+    params = (WIDTH,)
+
+    def build(self, input_shape, num_classes, width=64):
+        return resnet(self.name, input_shape, num_classes, width)
+
+
+class ResNet34(Model):
+    name = "resnet34"
+    description = (
+        "Pre-activation ResNet-34, CIFAR variant: 3x3 stem, stages [3,4,6,3] at "
+        "64/128/256/512 channels, average pool, linear."
+    )
+    params = (WIDTH,)
+
+    def build(self, input_shape, num_classes, width=64):
+        return resnet(self.name, input_shape, num_classes, width)
+
+
+@hookimpl
+def critui_register_models(register):
+    register(ResNet18)
+    register(ResNet34)
