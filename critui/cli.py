@@ -44,8 +44,10 @@ def open_store(home: Path | None):
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="critui")
+@click.option("--home", "tui_home", type=click.Path(file_okay=False, path_type=Path), envvar="CRITUI_HOME",
+              help="With no command: the critui home the interactive session opens (default: CRITUI_HOME).")
 @click.pass_context
-def cli(ctx: click.Context) -> None:
+def cli(ctx: click.Context, tui_home: Path | None) -> None:
     """critui: train networks with a sensory deficit during a window of epochs, remove it,
     and measure how much damage is permanent (Achille, Rovere, Soatto, ICLR 2019).
 
@@ -54,9 +56,12 @@ def cli(ctx: click.Context) -> None:
     critui run --plugin deficits.blur --set deficit.end=8 --epochs 28
     critui plugins                              what is installed, with parameters
     critui runs / critui show last              the run history
+    critui                                      the interactive session (dashboard, forms, live charts)
     """
     if ctx.invoked_subcommand is None:
-        click.echo(ctx.get_help())
+        from critui.tui.app import run_app
+
+        run_app(tui_home)
 
 
 # -- run ----------------------------------------------------------------------------------------
@@ -118,80 +123,45 @@ def watch_run(store, run_id: str, spec) -> int:
         TimeRemainingColumn,
     )
 
-    from critui.events import EventTail, epoch_table, final_accuracy, read_events
-    from critui.runs.launcher import start_worker, stop_worker
+    from critui.events import epoch_table, final_accuracy, read_events
+    from critui.runs.monitor import RunMonitor
 
-    run_dir = store.run_dir(run_id)
-    tail = EventTail(run_dir)
-    tail.offset = (run_dir / "events.jsonl").stat().st_size if (run_dir / "events.jsonl").exists() else 0
-    process = start_worker(run_dir)
-    store.update(run_id, status="running", pid=process.pid, manager_pid=_own_pid())
-    console.print(f"[bold]run {run_id}[/]  {spec.describe()}  ({spec.epochs} epochs)  {run_dir}")
+    monitor = RunMonitor(store, run_id)
+    console.print(f"[bold]run {run_id}[/]  {spec.describe()}  ({spec.epochs} epochs)  {monitor.run_dir}")
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    end: dict[str, Any] | None = None
     progress = Progress(
         TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} epochs"),
-        TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-        console=console, transient=False,
+        TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn(), console=console,
     )
     try:
         with progress:
             task = progress.add_task("starting", total=spec.epochs, status="loading data")
-            while end is None:
-                for event in tail.read_new():
-                    end = _on_event(store, run_id, spec, event, progress, task) or end
-                if end is None and process.poll() is not None:
-                    for event in tail.read_new():
-                        end = _on_event(store, run_id, spec, event, progress, task) or end
-                    if end is None:
-                        end = {"event": "failed", "reason": "exception",
-                               "error": f"the worker exited with code {process.returncode} without a final event"}
-                    break
+            while not monitor.done:
+                for event in monitor.poll():
+                    _show_progress(progress, task, event)
                 time.sleep(0.1)
     except KeyboardInterrupt:
         err_console.print("Stopping the run cleanly...")
-        stop_worker(process)
-        for event in tail.read_new():
-            end = _on_event(store, run_id, spec, event, None, None) or end
-        end = end or {"event": "cancelled"}
+        monitor.cancel()
     finally:
         signal.signal(signal.SIGTERM, previous)
-    process.wait()
-    fields = store.summary_fields(read_events(run_dir), ended_default=end["event"] if end["event"] != "finished" else None)
-    if end["event"] == "failed" and "error" not in fields:
-        fields.update(status="failed", error=end.get("error"))
-    store.update(run_id, **fields)
-    rows = epoch_table(read_events(run_dir))
-    return _print_outcome(run_id, run_dir, end, rows, final_accuracy(rows))
-
-
-def _own_pid() -> int:
-    import os
-
-    return os.getpid()
+    rows = epoch_table(read_events(monitor.run_dir))
+    return _print_outcome(run_id, monitor.run_dir, monitor.end, rows, final_accuracy(rows))
 
 
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def _on_event(store, run_id, spec, event, progress, task) -> dict[str, Any] | None:
-    kind = event["event"]
-    if kind == "started":
-        store.update(run_id, status="running", device=event.get("device"), device_name=event.get("device_name"),
-                     torch=event.get("torch"), started=event.get("time"), lr_at_removal=event.get("lr_at_removal"))
-        if progress is not None:
-            progress.update(task, description="training", completed=event.get("epoch", 0),
-                            status=f"on {event.get('device')}")
-    elif kind == "epoch" and progress is not None:
-        deficit = " deficit on " if event.get("deficit_active") else ""
+def _show_progress(progress, task, event: dict[str, Any]) -> None:
+    if event["event"] == "started":
+        progress.update(task, description="training", completed=event.get("epoch", 0), status=f"on {event.get('device')}")
+    elif event["event"] == "epoch":
+        deficit = "  deficit on" if event.get("deficit_active") else ""
         progress.update(
             task, completed=event["epoch"] + 1,
             status=f"test acc {event['test_acc']:.3f}  train loss {event['train_loss']:.3f}  lr {event['lr']:.3g}{deficit}",
         )
-    elif kind in ("finished", "failed", "cancelled"):
-        return event
-    return None
 
 
 def _print_outcome(run_id, run_dir, end, rows, final) -> int:
@@ -512,6 +482,235 @@ def new_plugin(name, kind, parent) -> None:
     click.echo(f"Wrote the plugin {names.plugin_id} in {root}/:\n" + "".join(f"  {p}\n" for p in written))
     click.echo(f"Next:\n  cd {root}\n  pip install -e '.[test]'\n  critui plugins\n  pytest\n"
                f"  critui run --plugin {names.plugin_id}")
+
+
+# -- sweep and report ---------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("config_path", metavar="FILE.toml", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Print the planned runs, the fork tree and its cost in epochs; train nothing.")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Workers at once. On the CPU the cores are split between them (train.threads).")
+@click.option("--gpus", metavar="0,1,...", help="GPUs to assign round-robin through CUDA_VISIBLE_DEVICES "
+              "(default: every visible GPU when the runs use one).")
+@click.option("--set", "-s", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Set a parameter in every run of the sweep, like `critui run --set`. Repeatable.")
+@click.option("--resume", "resume_ref", metavar="SWEEP",
+              help="Continue an interrupted sweep (id, unique prefix, or `last`) from its runs' last checkpoints.")
+@home_option
+def sweep(config_path, dry_run, jobs, gpus, sets, resume_ref, home) -> None:
+    """Run a sweep that reproduces one of the paper's figures, sharing training prefixes.
+
+    \b
+    critui sweep configs/demo-removal.toml --dry-run    the plan, the fork tree, epochs saved
+    critui sweep configs/demo-removal.toml --jobs 2     train it, two workers at once
+    critui sweep --resume last                          continue after Ctrl-C or a crash
+    critui report last                                  the figure's table and chart
+
+    Runs that train identically up to epoch k (same settings, same deficit activity and
+    learning rate for every epoch before k) share that prefix: it is trained once,
+    checkpointed exactly at k, and the other runs fork from the checkpoint. A forked run is
+    bit-identical (on the CPU) to the same run trained from scratch.
+    """
+    from critui.runs import scheduler as sched
+
+    if resume_ref and config_path:
+        raise CritUIError("Give either a sweep config (FILE.toml) to start a sweep or --resume SWEEP to "
+                          "continue one, not both.")
+    if resume_ref:
+        store = open_store(home)
+        record = sched.load_record(store, resume_ref)
+        busy = [e["run_id"] for e in record["runs"] if store.get(e["run_id"])["status"] == "running"]
+        if busy:
+            raise CritUIError(f"Sweep {record['id']} is still running ({len(busy)} run(s) have a live worker, "
+                              f"e.g. {busy[0]}). Stop that `critui sweep` first, or wait for it.")
+        sys.exit(_run_sweep(store, record, jobs, gpus))
+    if config_path is None:
+        raise CritUIError("Give a sweep config, e.g. `critui sweep configs/demo-removal.toml`, or continue "
+                          "one with `critui sweep --resume SWEEP`.")
+    from critui.plugins import get_registry
+    from critui.runs.planner import cost, plan_tree
+    from critui.sweeps import expand, load_sweep
+
+    registry = get_registry()
+    spec_sweep = load_sweep(config_path)
+    planned = expand(spec_sweep, registry, sets)
+    threads = sched.cpu_threads_per_worker(jobs)
+    for run in planned:
+        if not run.spec.train["threads"]:
+            run.spec.train["threads"] = threads
+    nodes = plan_tree([run.spec for run in planned])
+    scratch, forked = cost(nodes)
+    if dry_run:
+        _print_plan(spec_sweep, planned, nodes, scratch, forked)
+        return
+    from critui.devices import resolve_device
+
+    for device in {run.spec.train["device"] for run in planned}:
+        resolve_device(device)
+    store = open_store(home)
+    record = sched.create_sweep(store, spec_sweep, planned, nodes,
+                                lambda spec: _plugin_versions(registry, spec), str(config_path))
+    console.print(f"[bold]sweep {record['id']}[/]  {len(planned)} runs, {forked} epochs to train "
+                  f"({scratch} from scratch: {_saved(scratch, forked)})")
+    sys.exit(_run_sweep(store, record, jobs, gpus))
+
+
+def _plugin_versions(registry, spec) -> dict[str, dict[str, str]]:
+    used = [spec.dataset, spec.model] + ([spec.deficit] if spec.deficit else []) + spec.metrics
+    return {p.id: _plugin_source(registry.get(p.id)) for p in used}
+
+
+def _saved(scratch: int, forked: int) -> str:
+    saved = scratch - forked
+    return f"{saved} fewer epochs, {100 * saved / scratch:.1f}% saved" if scratch else "nothing to train"
+
+
+def _print_plan(spec_sweep, planned, nodes, scratch: int, forked: int) -> None:
+    from rich.tree import Tree
+
+    from critui.runs.planner import roots
+
+    table = Table(title=f"sweep {spec_sweep.name}: {len(planned)} runs", box=box.SIMPLE_HEAD)
+    for column in ("#", "run", "deficit window", "epochs", "forks from", "at epoch", "trains"):
+        table.add_column(column, justify="right" if column not in ("run", "deficit window") else "left")
+    for node, run in zip(nodes, planned, strict=True):
+        window = node.spec.window()
+        table.add_row(
+            str(node.index), run.label(),
+            "none" if not window or window[0] == window[1] else f"{_short(node.spec.deficit.id)} [{window[0]},{window[1]})",
+            str(node.spec.epochs), "-" if node.parent is None else f"#{node.parent}",
+            "-" if node.parent is None else str(node.fork_epoch), str(node.epochs_to_train),
+        )
+    console.print(table)
+    tree = Tree("fork tree (a child starts from its parent's checkpoint at the fork epoch)")
+
+    def add(branch, i: int) -> None:
+        node = nodes[i]
+        where = f"fork at {node.fork_epoch}, " if node.parent is not None else ""
+        sub = branch.add(f"#{i} {planned[i].label()}  ({where}trains {node.epochs_to_train} of {node.spec.epochs})")
+        for child in sorted(node.children, key=lambda c: nodes[c].fork_epoch):
+            add(sub, child)
+
+    for r in roots(nodes):
+        add(tree, r)
+    console.print(tree)
+    console.print(f"Epochs: {scratch} from scratch, {forked} with shared-prefix forking ({_saved(scratch, forked)}).")
+
+
+def _run_sweep(store, record: dict[str, Any], jobs: int, gpus_option: str | None) -> int:
+    """Train a sweep's pending runs with a progress display; Ctrl-C cancels the whole sweep."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from critui.runs import scheduler as sched
+
+    gpus = [g.strip() for g in gpus_option.split(",") if g.strip()] if gpus_option else None
+    if gpus is None:
+        devices = {json.loads((store.run_dir(e["run_id"]) / "spec.json").read_text())["train"]["device"]
+                   for e in record["runs"]}
+        gpus = sched.detect_gpus() if devices - {"cpu"} else []
+    docs = {d["id"]: d for d in store.all()}
+    total = sum(e["epochs"] - (e.get("fork_epoch") or 0) for e in record["runs"])
+    done = sum(docs.get(e["run_id"], {}).get("epochs_done", 0) or 0 for e in record["runs"])
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                        TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=console)
+    overall = progress.add_task(f"sweep {record['id']}", total=total, completed=min(done, total), status="epochs")
+    tasks: dict[int, Any] = {}
+
+    def on_start(entry) -> None:
+        tasks[entry["index"]] = progress.add_task(f"  #{entry['index']} {entry['label']}", total=entry["epochs"],
+                                                  completed=entry.get("fork_epoch") or 0, status="starting")
+
+    def on_event(entry, event) -> None:
+        task = tasks.get(entry["index"])
+        if event["event"] == "epoch" and task is not None:
+            progress.update(task, completed=event["epoch"] + 1, status=f"test acc {event['test_acc']:.3f}")
+            progress.advance(overall)
+
+    def on_end(entry, status: str) -> None:
+        task = tasks.pop(entry["index"], None)
+        if task is not None:
+            progress.remove_task(task)
+        doc = store.get(entry["run_id"])
+        progress.console.print(f"#{entry['index']} {entry['label']}: {_status_markup(status)}"
+                               + (f"  final acc {doc['final_acc']:.4f}" if doc.get("final_acc") is not None else ""))
+
+    scheduler = sched.SweepScheduler(store, record, jobs, gpus, on_event=on_event, on_start=on_start, on_end=on_end)
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        with progress:
+            statuses = scheduler.run()
+    except KeyboardInterrupt:
+        err_console.print("Stopping the sweep cleanly...")
+        scheduler.cancel()
+        err_console.print(f"Sweep {record['id']} cancelled; finished runs and every checkpoint are kept. "
+                          f"Continue it with: critui sweep --resume {record['id']}")
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    failed = [i for i, s in statuses.items() if s != "finished"]
+    if failed:
+        err_console.print(f"[red]{len(failed)} run(s) of sweep {record['id']} did not finish[/] "
+                          f"({', '.join(record['runs'][i]['run_id'] for i in failed[:5])}); see `critui show RUN`, "
+                          f"then `critui sweep --resume {record['id']}`.")
+        return 1
+    console.print(f"Sweep {record['id']} finished. See the figure with: critui report {record['id']}")
+    return 0
+
+
+@cli.command()
+@click.argument("sweep_ref", metavar="SWEEP")
+@click.option("--csv", "as_csv", is_flag=True, help="Print the table as CSV.")
+@click.option("--json", "as_json", is_flag=True, help="Print the table as JSON (with each seed's accuracy).")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the CSV or JSON to this file (atomically) instead of standard output.")
+@click.option("--png", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also draw the figure to this PNG file (needs matplotlib: pip install 'critui[plot]').")
+@click.option("--chart/--no-chart", default=True, help="Draw the terminal chart under the table.")
+@home_option
+def report(sweep_ref, as_csv, as_json, output, png, chart, home) -> None:
+    """Print a sweep's figure: final test accuracy per axis value (mean ± std over seeds),
+    the drop against the baseline, the LR at removal, and a terminal chart.
+
+    SWEEP is a sweep id, a unique prefix of one, or `last`.
+    """
+    from critui.runs import report as reports
+    from critui.runs import scheduler as sched
+
+    if as_csv and as_json:
+        raise CritUIError("Choose one of --csv and --json.")
+    if output and not (as_csv or as_json):
+        raise CritUIError("--output writes the CSV or JSON export; add --csv or --json.")
+    if png is not None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise CritUIError(f"--png {png} needs matplotlib, which is not installed. Install the optional "
+                              "extra with pip install 'critui[plot]' (or pip install matplotlib), or export "
+                              "the table with --csv / --json and plot it elsewhere.") from None
+    store = open_store(home)
+    data = reports.build_report(store, sched.load_record(store, sweep_ref))
+    if as_csv or as_json:
+        text = reports.to_csv(data) if as_csv else reports.to_json(data) + "\n"
+        if output is None:
+            click.echo(text, nl=False)
+        else:
+            from critui.runs.export import write_atomic
+
+            write_atomic(output, text)
+            err_console.print(f"Wrote the report of sweep {data['sweep']} to {output}")
+    else:
+        console.print(reports.rich_table(data))
+        if chart:
+            drawn = reports.terminal_chart(data, width=min(console.width, 100))
+            if drawn:
+                from rich.text import Text
+
+                console.print(Text.from_ansi(drawn))
+    if png is not None:
+        reports.draw_png(data, png)
+        err_console.print(f"Wrote the figure to {png}")
 
 
 # -- entry point --------------------------------------------------------------------------------

@@ -1,0 +1,79 @@
+"""Following one run: start its worker, read its new events, keep the index in step.
+
+Used by ``critui run``, the TUI and the sweep launcher alike. The monitor writes the index
+only on state changes (started, and the end), never per epoch: per-epoch metrics stay in
+``events.jsonl``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from typing import Any
+
+from critui.events import TERMINAL, EventTail, read_events
+from critui.runs.launcher import start_worker, stop_worker
+
+
+class RunMonitor:
+    """One worker and its events. Call :meth:`poll` often; it never blocks."""
+
+    def __init__(self, store, run_id: str, env: dict[str, str] | None = None):
+        self.store = store
+        self.run_id = run_id
+        self.run_dir = store.run_dir(run_id)
+        self.tail = EventTail(self.run_dir)
+        events_file = self.run_dir / "events.jsonl"
+        self.tail.offset = events_file.stat().st_size if events_file.exists() else 0
+        self.end: dict[str, Any] | None = None
+        self.process: subprocess.Popen = start_worker(self.run_dir, env)
+        store.update(run_id, status="running", pid=self.process.pid, manager_pid=os.getpid())
+
+    @property
+    def done(self) -> bool:
+        return self.end is not None
+
+    def poll(self) -> list[dict[str, Any]]:
+        """The events written since the last call; settles the run once its worker has ended."""
+        if self.done:
+            return []
+        events = self.tail.read_new()
+        exited = self.process.poll() is not None
+        if exited:
+            events += self.tail.read_new()  # anything written just before the exit
+        for event in events:
+            if event["event"] == "started":
+                self.store.update(
+                    self.run_id, status="running", device=event.get("device"), device_name=event.get("device_name"),
+                    torch=event.get("torch"), started=event.get("time"), lr_at_removal=event.get("lr_at_removal"),
+                )
+            elif event["event"] in TERMINAL:
+                self.end = event
+        if exited and self.end is None:
+            self.end = {
+                "event": "failed",
+                "reason": "exception",
+                "error": f"the worker exited with code {self.process.returncode} without a final event "
+                f"(see {self.run_dir / 'log.txt'})",
+            }
+        if self.end is not None:
+            self._settle()
+        return events
+
+    def cancel(self) -> None:
+        """Stop the worker cleanly (it records ``cancelled``) and settle the run."""
+        if self.done:
+            return
+        stop_worker(self.process)
+        self.poll()
+        if self.end is None:
+            self.end = {"event": "cancelled"}
+            self._settle()
+
+    def _settle(self) -> None:
+        self.process.wait()
+        kind = self.end["event"]
+        fields = self.store.summary_fields(read_events(self.run_dir), ended_default=None if kind == "finished" else kind)
+        if kind == "failed" and not fields.get("error"):
+            fields.update(status="failed", error=self.end.get("error"))
+        self.store.update(self.run_id, **fields)
