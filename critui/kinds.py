@@ -107,6 +107,10 @@ class Dataset(Plugin):
         """Return the train and test tensors. Raise ``CritUIError`` for missing files."""
         raise NotImplementedError
 
+    def check(self, params: dict[str, Any]) -> None:
+        """Cheaply say whether ``load`` can work, before a run is created; raise ``CritUIError``
+        if not (missing files that cannot be downloaded). Default: nothing to check."""
+
 
 @dataclass
 class MetricContext:

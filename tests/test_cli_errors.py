@@ -51,11 +51,13 @@ def test_cuda_without_cuda_says_what_to_do(critui):
     assert_clean_error(critui("run", "--device", "cuda"), "--device cuda was asked for", "sees no CUDA GPU", "--device cpu")
 
 
-def test_missing_cifar10_offline_says_where_to_put_the_files(critui, tmp_path):
+def test_missing_cifar10_offline_says_where_to_put_the_files(critui, home, tmp_path):
     empty = tmp_path / "nodata"
     result = critui("run", "--plugin", "datasets.cifar10", "--epochs", "1", "--set", f"dataset.root={empty}",
                     env={"CRITUI_LOAD_PLUGINS": ""})
-    assert_clean_error(result, "cifar-10-batches-py", str(empty))
+    assert_clean_error(result, "cifar-10-batches-py", str(empty), "pip install 'critui[vision]'", "CRITUI_DATA=DIR")
+    runs = home / "runs"
+    assert not runs.exists() or not any(runs.iterdir()), "a run was created for a dataset that cannot load"
 
 
 def test_unknown_run_and_home_errors(critui):

@@ -497,6 +497,20 @@ class Cifar10(Dataset):
         ),
     )
 
+    def check(self, params: dict[str, Any]) -> None:
+        """Fail before a run is created when the folder is missing and cannot be downloaded."""
+        root = data_root(params["root"])
+        if (root / CIFAR_FOLDER).is_dir():
+            return
+        if not params["download"]:
+            raise CritUIError(missing_cifar_message(root, "downloading is off (dataset.download=false)"))
+        try:
+            import torchvision  # noqa: F401
+        except Exception:  # noqa: BLE001 - missing, or built for another torch
+            raise CritUIError(
+                missing_cifar_message(root, "torchvision, which downloads it, is not installed")
+            ) from None
+
     def load(self, params: dict[str, Any], seed: int) -> DatasetTensors:
         root = data_root(params["root"])
         folder = root / CIFAR_FOLDER
