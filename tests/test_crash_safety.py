@@ -120,3 +120,23 @@ def test_corrupt_index_gets_a_clear_error(critui, home):
     result = critui("runs")
     assert result.returncode == 2
     assert "corrupt" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_starting_worker_is_not_mistaken_for_a_dead_one(tmp_path):
+    """Between launch and its first event, another critui process must see the run as running."""
+    from critui.config import build_spec
+    from critui.plugins import get_registry
+    from critui.runs.store import RunStore
+
+    store = RunStore(tmp_path / "home")
+    doc = store.create(build_spec(get_registry(), sets=["dataset.n_train=300", "dataset.n_test=200"]), {})
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", str(store.run_dir(doc["id"]))])
+    try:
+        store.update(doc["id"], status="running", pid=sleeper.pid, manager_pid=sleeper.pid)
+        store.reconcile()
+        assert store.get(doc["id"])["status"] == "running"
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    store.reconcile()
+    assert store.get(doc["id"])["status"] == "interrupted"

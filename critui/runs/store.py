@@ -246,7 +246,8 @@ class RunStore:
         if not run_dir.exists():
             return {"status": "interrupted", "error": "the run directory was deleted", "ended": time.time()}
         events = read_events(run_dir)
-        if pid_alive(worker_pid(events), doc["id"]):
+        # The manager records the worker's pid before the worker has written any event.
+        if pid_alive(worker_pid(events), doc["id"]) or pid_alive(doc.get("pid"), doc["id"]):
             return {} if doc.get("status") == "running" else {"status": "running"}
         if doc.get("status") == "queued" and pid_alive(doc.get("manager_pid")) and not events:
             return {}  # its manager is still about to start it
@@ -312,4 +313,6 @@ class RunStore:
             "final_acc": None,
             "parent": meta.get("parent"),
             "fork_epoch": meta.get("fork_epoch"),
+            "sweep": meta.get("sweep"),
+            "axis": meta.get("axis"),
         }

@@ -85,7 +85,14 @@ def run(run_dir: Path, log, state: dict) -> None:
     from critui.kinds import MetricContext
     from critui.plugins import get_registry
     from critui.train import checkpoint
-    from critui.train.loop import evaluate, lr_at, make_optimizer, prepare_data, train_epoch
+    from critui.train.loop import (
+        derive_seed,
+        evaluate,
+        lr_at,
+        make_optimizer,
+        prepare_data,
+        train_epoch,
+    )
 
     spec = RunSpec.from_json(json.loads((run_dir / "spec.json").read_text()))
     device = torch.device(resolve_device(spec.train["device"]))
@@ -96,8 +103,6 @@ def run(run_dir: Path, log, state: dict) -> None:
     dataset = registry.get(spec.dataset.id).cls().load(spec.dataset.params, spec.seed)
     data = prepare_data(dataset, device, spec.train["augment"])
     input_shape = tuple(data.train_x.shape[1:])
-
-    from critui.train.loop import derive_seed
 
     torch.manual_seed(derive_seed(spec.seed, -1, "init"))
     model = registry.get(spec.model.id).cls().build(input_shape, data.num_classes, **spec.model.params).to(device)
