@@ -16,6 +16,7 @@ from typing import Any
 import click
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from critui import __version__
@@ -99,6 +100,7 @@ def run(plugins, sets, epochs, seed, device, config_path, name, dry_run, home) -
         config["name"] = name
     spec = build_spec(registry, config, plugins, sets, overrides, source=source)
     resolve_device(spec.train["device"])  # fail now, not inside the worker
+    registry.get(spec.dataset.id).cls().check(spec.dataset.params)
     if dry_run:
         console.print_json(json.dumps(spec.to_json()))
         return
@@ -183,7 +185,7 @@ def _print_outcome(run_id, run_dir, end, rows, final) -> int:
         return 130
     reason = end.get("reason")
     where = f" in epoch {end['epoch']}" if end.get("epoch") is not None else ""
-    err_console.print(f"[red]Error:[/] run {run_id} failed{where}: {end.get('error')}", soft_wrap=True)
+    err_console.print(f"[red]Error:[/] run {run_id} failed{where}: {escape(str(end.get('error')))}")
     if reason == "user":
         return 2
     if reason == "exception":
@@ -344,6 +346,10 @@ def show(run_ref, fisher, normalised, home) -> None:
     events = read_events(run_dir)
     _print_overview(doc, spec, run_dir)
     rows = epoch_table(events)
+    if doc.get("parent"):
+        from critui.runs.lineage import full_rows
+
+        rows = full_rows(store, doc)  # a forked run: its parent's epochs before the fork, then its own
     if rows:
         console.print(_epoch_table(rows))
     else:
@@ -394,12 +400,14 @@ def _epoch_table(rows) -> Table:
     for column in columns + (["fisher total"] if has_fisher else []) + extra:
         table.add_column(column, justify="right")
     for r in rows:
-        cells = [str(r["epoch"]), f"{r['lr']:.3g}", "on" if r.get("deficit_active") else "",
+        cells = [f"{r['epoch']}*" if r.get("inherited") else str(r["epoch"]), f"{r['lr']:.3g}", "on" if r.get("deficit_active") else "",
                  f"{r['train_loss']:.4f}", f"{r['train_acc']:.4f}", f"{r['test_loss']:.4f}", f"{r['test_acc']:.4f}"]
         if has_fisher:
             cells.append(_fmt_num(r.get("fisher.total")))
         cells += [_fmt_num(r.get(k)) for k in extra]
         table.add_row(*cells)
+    if any(r.get("inherited") for r in rows):
+        table.caption = "* inherited: trained once by the parent run before the fork"
     return table
 
 
@@ -488,7 +496,7 @@ def new_plugin(name, kind, parent) -> None:
 
 
 @cli.command()
-@click.argument("config_path", metavar="FILE.toml", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("config_path", metavar="[FILE.toml]", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--dry-run", is_flag=True, help="Print the planned runs, the fork tree and its cost in epochs; train nothing.")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
               help="Workers at once. On the CPU the cores are split between them (train.threads).")
@@ -521,7 +529,8 @@ def sweep(config_path, dry_run, jobs, gpus, sets, resume_ref, home) -> None:
     if resume_ref:
         store = open_store(home)
         record = sched.load_record(store, resume_ref)
-        busy = [e["run_id"] for e in record["runs"] if store.get(e["run_id"])["status"] == "running"]
+        statuses = {d["id"]: d.get("status") for d in store.all()}
+        busy = [e["run_id"] for e in record["runs"] if statuses.get(e["run_id"]) == "running"]
         if busy:
             raise CritUIError(f"Sweep {record['id']} is still running ({len(busy)} run(s) have a live worker, "
                               f"e.g. {busy[0]}). Stop that `critui sweep` first, or wait for it.")
@@ -610,9 +619,10 @@ def _run_sweep(store, record: dict[str, Any], jobs: int, gpus_option: str | None
         devices = {json.loads((store.run_dir(e["run_id"]) / "spec.json").read_text())["train"]["device"]
                    for e in record["runs"]}
         gpus = sched.detect_gpus() if devices - {"cpu"} else []
-    docs = {d["id"]: d for d in store.all()}
+    from critui.events import epoch_table, read_events
+
     total = sum(e["epochs"] - (e.get("fork_epoch") or 0) for e in record["runs"])
-    done = sum(docs.get(e["run_id"], {}).get("epochs_done", 0) or 0 for e in record["runs"])
+    done = sum(len(epoch_table(read_events(store.run_dir(e["run_id"])))) for e in record["runs"])
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                         TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=console)
     overall = progress.add_task(f"sweep {record['id']}", total=total, completed=min(done, total), status="epochs")
@@ -721,7 +731,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="critui", standalone_mode=False)
     except CritUIError as exc:
-        err_console.print(f"[bold red]Error:[/] {exc}", soft_wrap=False)
+        err_console.print(f"[bold red]Error:[/] {escape(str(exc))}", soft_wrap=False)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         err_console.print("Aborted.")

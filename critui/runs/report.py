@@ -1,0 +1,204 @@
+"""A sweep's figure as a table: final accuracy per axis value, mean ± std over seeds.
+
+Rows are grouped by every axis but the seed. The *series* of a row is its values on the
+axes other than the primary one (the removal epoch, the onset, or the first swept
+parameter); the drop is measured against the series' reference: its no-deficit baseline
+when the sweep has one, else its earliest removal (or first value). Each run's final
+accuracy is the mean test accuracy of its last 5 epochs, over its whole history (a forked
+run's inherited epochs included, see :mod:`critui.runs.lineage`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import statistics
+from typing import Any
+
+from critui.config import RunSpec
+from critui.events import FINAL_WINDOW, final_accuracy
+from critui.runs.lineage import full_rows
+from critui.sweeps import axis_text
+
+COLUMNS = ("series", "value", "runs", "finished", "final_acc_mean", "final_acc_std", "drop", "lr_at_removal")
+
+
+def build_report(store, record: dict[str, Any]) -> dict[str, Any]:
+    """The figure's data: one row per (series, primary value), with per-seed accuracies."""
+    from critui.train.loop import lr_at
+
+    docs = {d["id"]: d for d in store.all()}
+    primary = record.get("primary")
+    groups: dict[tuple[str, Any], dict[str, Any]] = {}
+    for entry in record["runs"]:
+        doc = docs.get(entry["run_id"])
+        axis = entry["axis"]
+        series = ", ".join(axis_text(k, v) for k, v in axis.items() if k not in (primary, "seed")) or "all"
+        value: Any = "baseline" if entry.get("baseline") else axis.get(primary)
+        group = groups.setdefault((series, _key(value)), {
+            "series": series, "value": value, "baseline": bool(entry.get("baseline")),
+            "accs": [], "runs": 0, "finished": 0, "lrs": [],
+        })
+        group["runs"] += 1
+        if doc is None:
+            continue
+        rows = full_rows(store, doc, docs)
+        spec = _spec(store, doc)
+        done = doc.get("status") == "finished" and spec is not None and len(rows) >= spec.epochs
+        if done:
+            group["finished"] += 1
+            group["accs"].append(final_accuracy(rows))
+        window = spec.window() if spec else None
+        if window and window[1] > window[0] and not entry.get("baseline"):
+            group["lrs"].append(lr_at(spec, window[1]))
+    rows_out = []
+    for group in groups.values():
+        accs = [a for a in group["accs"] if a is not None]
+        mean = statistics.fmean(accs) if accs else None
+        std = statistics.stdev(accs) if len(accs) > 1 else (0.0 if accs else None)
+        rows_out.append({
+            "series": group["series"], "value": group["value"], "runs": group["runs"],
+            "finished": group["finished"], "final_acc_mean": mean, "final_acc_std": std,
+            "seeds": accs, "lr_at_removal": group["lrs"][0] if group["lrs"] else None,
+            "baseline": group["baseline"],
+        })
+    rows_out.sort(key=lambda r: (r["series"], not r["baseline"], _key(r["value"])))
+    for row in rows_out:
+        ref = _reference(rows_out, row["series"])
+        row["drop"] = (ref["final_acc_mean"] - row["final_acc_mean"]
+                       if ref and ref["final_acc_mean"] is not None and row["final_acc_mean"] is not None else None)
+        row["reference"] = "baseline" if ref and ref["baseline"] else (ref["value"] if ref else None)
+    return {
+        "sweep": record["id"], "name": record.get("name"), "primary": primary, "final_window": FINAL_WINDOW,
+        "rows": rows_out,
+    }
+
+
+def _spec(store, doc) -> RunSpec | None:
+    try:
+        return RunSpec.from_json(json.loads((store.run_dir(doc["id"]) / "spec.json").read_text()))
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _key(value: Any) -> tuple[int, Any]:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (0, value)
+    return (1, str(value))
+
+
+def _reference(rows: list[dict[str, Any]], series: str) -> dict[str, Any] | None:
+    same = [r for r in rows if r["series"] == series]
+    base = [r for r in same if r["baseline"]]
+    return base[0] if base else (same[0] if same else None)
+
+
+# -- output ----------------------------------------------------------------------------------
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}" if math.isfinite(value) else "-"
+    return str(value)
+
+
+def rich_table(report: dict[str, Any]):
+    from rich import box
+    from rich.table import Table
+
+    primary = report["primary"] or "value"
+    table = Table(title=f"sweep {report['sweep']}: final test accuracy (mean of the last {report['final_window']} "
+                  "epochs), mean ± std over seeds", box=box.SIMPLE_HEAD)
+    multi = len({r["series"] for r in report["rows"]}) > 1 or report["rows"] and report["rows"][0]["series"] != "all"
+    if multi:
+        table.add_column("series")
+    for column in (primary, "seeds done", "final acc", "drop", "lr at removal"):
+        table.add_column(column, justify="right")
+    for r in report["rows"]:
+        acc = "-" if r["final_acc_mean"] is None else f"{r['final_acc_mean']:.4f} ± {r['final_acc_std']:.4f}"
+        drop = "-" if r["drop"] is None else f"{r['drop'] * 100:+.2f} pts"
+        lr = "-" if r["lr_at_removal"] is None else f"{r['lr_at_removal']:.4g}"
+        cells = [str(r["value"]), f"{r['finished']}/{r['runs']}", acc, drop, lr]
+        table.add_row(*([r["series"]] if multi else []), *cells)
+    ref = next((r for r in report["rows"] if r["drop"] is not None), None)
+    if ref is not None:
+        table.caption = ("drop: reference accuracy minus this row's, per series; the reference is the "
+                         + ("no-deficit baseline" if any(r["baseline"] for r in report["rows"]) else
+                            f"first {primary} value"))
+    return table
+
+
+def to_csv(report: dict[str, Any]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for r in report["rows"]:
+        writer.writerow(["" if r[c] is None else r[c] for c in COLUMNS])
+    return out.getvalue()
+
+
+def to_json(report: dict[str, Any]) -> str:
+    return json.dumps(report, indent=2)
+
+
+def _numeric_points(report, series):
+    points = [(r["value"], r["final_acc_mean"]) for r in report["rows"]
+              if r["series"] == series and not r["baseline"] and r["final_acc_mean"] is not None
+              and isinstance(r["value"], (int, float)) and not isinstance(r["value"], bool)]
+    return sorted(points)
+
+
+def terminal_chart(report: dict[str, Any], width: int = 80, height: int = 18) -> str:
+    """The figure as text (plotext): final accuracy against the primary axis, one line per series."""
+    import plotext as plt
+
+    plt.clear_figure()
+    plt.plotsize(width, height)
+    plt.theme("clear")
+    drawn = False
+    for series in dict.fromkeys(r["series"] for r in report["rows"]):
+        points = _numeric_points(report, series)
+        if not points:
+            continue
+        xs, ys = zip(*points, strict=True)
+        plt.plot(list(xs), list(ys), marker="dot", label=series if series != "all" else None)
+        drawn = True
+        base = next((r for r in report["rows"] if r["series"] == series and r["baseline"]
+                     and r["final_acc_mean"] is not None), None)
+        if base:
+            plt.hline(base["final_acc_mean"])
+    if not drawn:
+        return ""
+    plt.title(f"final test accuracy vs {report['primary']}")
+    plt.xlabel(str(report["primary"]))
+    return plt.build()
+
+
+def draw_png(report: dict[str, Any], path) -> None:
+    """A matplotlib figure of the curve(s), with the std over seeds as error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for series in dict.fromkeys(r["series"] for r in report["rows"]):
+        rows = [r for r in report["rows"] if r["series"] == series and not r["baseline"]
+                and r["final_acc_mean"] is not None and isinstance(r["value"], (int, float))]
+        rows.sort(key=lambda r: r["value"])
+        if rows:
+            ax.errorbar([r["value"] for r in rows], [r["final_acc_mean"] for r in rows],
+                        yerr=[r["final_acc_std"] for r in rows], marker="o", capsize=3,
+                        label=series if series != "all" else None)
+    ax.set_xlabel(str(report["primary"]))
+    ax.set_ylabel(f"final test accuracy (mean of last {report['final_window']})")
+    ax.set_title(str(report.get("name") or report["sweep"]))
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,255 @@
+"""Running a sweep: its record on disk, and a scheduler that keeps N workers busy.
+
+A sweep lives in ``HOME/sweeps/<sweep-id>/sweep.json`` (written atomically): the expanded
+plan, one entry per run with its axis values, its run id, and its parent and fork epoch. The
+run directories and the index stay the source of truth for how far each run got, so
+``critui sweep --resume`` only re-reads the record and asks the store.
+
+The scheduler starts a forked run only once its parent has kept the checkpoint of the fork
+epoch: it copies ``ckpt/epoch-KKKK.pt`` of the parent to the child's ``ckpt/latest.pt``, and
+the worker resumes there as it would after an interruption. Should the parent end without
+reaching the fork (it failed, or was cancelled for good), the child trains from scratch,
+which gives the same result, only slower.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from critui.errors import CritUIError
+from critui.train.checkpoint import LATEST, epoch_checkpoint_name
+
+SWEEPS_DIR = "sweeps"
+SWEEP_FILE = "sweep.json"
+
+
+# -- the sweep record ------------------------------------------------------------------------
+
+
+def sweeps_dir(store) -> Path:
+    return store.home / SWEEPS_DIR
+
+
+def new_sweep_id(name: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40] or "sweep"
+    return f"{slug}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def save_record(store, record: dict[str, Any]) -> Path:
+    folder = sweeps_dir(store) / record["id"]
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / SWEEP_FILE
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+    return path
+
+
+def all_records(store) -> list[dict[str, Any]]:
+    out = []
+    folder = sweeps_dir(store)
+    if folder.is_dir():
+        for path in sorted(folder.glob(f"*/{SWEEP_FILE}")):
+            try:
+                out.append(json.loads(path.read_text()))
+            except ValueError:
+                continue
+    return sorted(out, key=lambda r: r.get("created", 0))
+
+
+def load_record(store, ref: str) -> dict[str, Any]:
+    """A sweep by id, unique prefix, or ``last``."""
+    records = all_records(store)
+    if not records:
+        raise CritUIError(f"There are no sweeps in {store.home} yet. Start one with `critui sweep FILE.toml`.")
+    if ref in ("last", "latest"):
+        return records[-1]
+    matches = [r for r in records if r["id"] == ref] or [r for r in records if r["id"].startswith(ref)]
+    if len(matches) == 1:
+        return matches[0]
+    known = ", ".join(r["id"] for r in records[-5:])
+    if not matches:
+        raise CritUIError(f"No sweep {ref!r} in {store.home}. Known sweeps (most recent last): {known}; "
+                          "`last` is the newest.")
+    raise CritUIError(f"{ref!r} matches {len(matches)} sweeps ({', '.join(r['id'] for r in matches)}). Give more of the id.")
+
+
+def create_sweep(store, sweep, planned, nodes, versions: Callable[[Any], dict], config_path: str | None) -> dict[str, Any]:
+    """Create every run of the plan (parents first) and the sweep record; return the record."""
+    from critui.runs.planner import topological
+
+    sweep_id = new_sweep_id(Path(config_path).stem if config_path else sweep.name)
+    entries: list[dict[str, Any]] = [{} for _ in nodes]
+    for i in topological(nodes):
+        node, run = nodes[i], planned[i]
+        parent = entries[node.parent]["run_id"] if node.parent is not None else None
+        extra = {"sweep": sweep_id, "axis": run.axis}
+        if parent:
+            extra.update(parent=parent, fork_epoch=node.fork_epoch)
+        doc = store.create(node.spec, versions(node.spec), extra=extra)
+        entries[i] = {
+            "index": i, "run_id": doc["id"], "axis": run.axis, "baseline": run.baseline, "label": run.label(),
+            "parent": node.parent, "fork_epoch": node.fork_epoch if node.parent is not None else 0,
+            "epochs": node.spec.epochs, "window": list(node.spec.window()) if node.spec.window() else None,
+        }
+    record = {
+        "id": sweep_id, "name": sweep.name, "config": config_path, "created": time.time(),
+        "primary": sweep.primary, "axes": sweep.axis_names(), "runs": entries,
+    }
+    save_record(store, record)
+    return record
+
+
+# -- the scheduler ---------------------------------------------------------------------------
+
+
+def cpu_threads_per_worker(jobs: int) -> int:
+    """Split the cores between workers: one thread each beats two on a shared small machine."""
+    try:
+        cores = len(os.sched_getaffinity(0))  # the cores this process may use, not the machine's
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        cores = os.cpu_count() or 1
+    return max(1, cores // max(1, jobs))
+
+
+def detect_gpus() -> list[str]:
+    try:
+        import torch
+
+        return [str(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    except Exception:  # noqa: BLE001 - no usable CUDA is simply no GPU
+        return []
+
+
+class SweepScheduler:
+    """Runs a sweep's pending runs, ``jobs`` at a time, children after their fork checkpoint."""
+
+    def __init__(self, store, record: dict[str, Any], jobs: int = 1, gpus: list[str] | None = None,
+                 on_event: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
+                 on_start: Callable[[dict[str, Any]], None] | None = None,
+                 on_end: Callable[[dict[str, Any], str], None] | None = None):
+        self.store = store
+        self.record = record
+        self.jobs = max(1, jobs)
+        self.gpus = list(gpus or [])
+        self.on_event = on_event or (lambda entry, event: None)
+        self.on_start = on_start or (lambda entry: None)
+        self.on_end = on_end or (lambda entry, status: None)
+        self.running: dict[int, Any] = {}  # entry index -> RunMonitor
+        self.gpu_of: dict[int, str] = {}
+        self.entries = record["runs"]
+        docs = {d["id"]: d for d in store.all()}
+        self.status = {e["index"]: docs.get(e["run_id"], {}).get("status", "queued") for e in self.entries}
+        self.pending = [e["index"] for e in self.entries if self.status[e["index"]] != "finished"]
+        self.pending.sort(key=self._depth)
+
+    def _depth(self, index: int) -> tuple[int, int]:
+        depth, entry = 0, self.entries[index]
+        while entry.get("parent") is not None:
+            depth += 1
+            entry = self.entries[entry["parent"]]
+        return depth, self.entries[index].get("fork_epoch") or 0
+
+    # -- one step at a time, so that the CLI (and tests) can drive it ------------------------
+
+    def step(self) -> bool:
+        """Poll the running workers, start what can start; False once everything has ended."""
+        for index, monitor in list(self.running.items()):
+            for event in monitor.poll():
+                self.on_event(self.entries[index], event)
+            if monitor.done:
+                del self.running[index]
+                self.gpu_of.pop(index, None)
+                self.status[index] = monitor.end["event"] if monitor.end else "failed"
+                if self.entries[index].get("parent") is not None:
+                    self._summarise_fork(index)
+                self.on_end(self.entries[index], self.status[index])
+        for index in list(self.pending):
+            if len(self.running) >= self.jobs:
+                break
+            if self._prepare(index):
+                self.pending.remove(index)
+                self._start(index)
+        return bool(self.pending or self.running)
+
+    def run(self, interval: float = 0.2) -> dict[int, str]:
+        while self.step():
+            time.sleep(interval)
+        return self.status
+
+    def cancel(self) -> None:
+        """Stop every worker (all signalled first, then awaited) and mark unstarted runs cancelled."""
+        from critui.runs.launcher import stop_worker
+
+        for monitor in self.running.values():
+            if monitor.process.poll() is None:
+                try:
+                    monitor.process.terminate()
+                except ProcessLookupError:
+                    pass
+        for index, monitor in list(self.running.items()):
+            stop_worker(monitor.process)
+            monitor.cancel()
+            self.status[index] = monitor.end["event"] if monitor.end else "cancelled"
+        self.running.clear()
+        for index in self.pending:
+            self.store.update(self.entries[index]["run_id"], status="cancelled", ended=time.time())
+            self.status[index] = "cancelled"
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _prepare(self, index: int) -> bool:
+        """Whether the run can start now; puts the parent's fork checkpoint in place first."""
+        entry = self.entries[index]
+        run_dir = self.store.run_dir(entry["run_id"])
+        latest = run_dir / "ckpt" / LATEST
+        parent = entry.get("parent")
+        if parent is None or latest.exists():
+            return True
+        k = entry["fork_epoch"]
+        kept = self.store.run_dir(self.entries[parent]["run_id"]) / "ckpt" / epoch_checkpoint_name(k)
+        if kept.exists():
+            latest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = latest.with_name(f".{latest.name}.fork.tmp")
+            shutil.copyfile(kept, tmp)
+            os.replace(tmp, latest)
+            return True
+        parent_waiting = parent in self.pending or parent in self.running
+        if parent_waiting:
+            return False
+        # The parent ended without reaching the fork: train this run from scratch instead.
+        entry["parent"], entry["fork_epoch"] = None, 0
+        save_record(self.store, self.record)
+        self.store.update(entry["run_id"], parent=None, fork_epoch=None)
+        return True
+
+    def _summarise_fork(self, index: int) -> None:
+        """A fork's index entry counts its inherited epochs too, like the run trained from scratch."""
+        from critui.events import final_accuracy
+        from critui.runs.lineage import full_rows
+
+        docs = {d["id"]: d for d in self.store.all()}
+        rows = full_rows(self.store, docs[self.entries[index]["run_id"]], docs)
+        self.store.update(self.entries[index]["run_id"], epochs_done=len(rows), final_acc=final_accuracy(rows),
+                          last_acc=rows[-1]["test_acc"] if rows else None)
+
+    def _start(self, index: int) -> None:
+        from critui.runs.monitor import RunMonitor
+
+        env: dict[str, str] = {}
+        if self.gpus:
+            load = {g: list(self.gpu_of.values()).count(g) for g in self.gpus}
+            gpu = min(self.gpus, key=lambda g: (load[g], self.gpus.index(g)))
+            self.gpu_of[index] = gpu
+            env["CUDA_VISIBLE_DEVICES"] = gpu
+        self.store.update(self.entries[index]["run_id"], error=None)
+        self.running[index] = RunMonitor(self.store, self.entries[index]["run_id"], env=env)
+        self.status[index] = "running"
+        self.on_start(self.entries[index])

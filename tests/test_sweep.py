@@ -1,0 +1,172 @@
+"""Sweeps end to end on tiny data: forks equal scratch runs bit for bit, --jobs, reports, --resume."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from critui.events import epoch_table, final_accuracy, read_events
+from critui.runs.lineage import full_rows
+from critui.runs.store import RunStore
+
+TINY = """\
+[train]
+threads = 1
+augment = "crop-flip"
+
+[dataset]
+id = "datasets.synthetic"
+n_train = 300
+n_test = 200
+
+[model]
+id = "models.cnn"
+width = 4
+
+[deficit]
+id = "deficits.blur"
+
+[metrics.fisher]
+every = 1
+probe = 40
+"""
+
+TIMING = {"seconds", "time", "inherited"}
+
+
+def sweep_file(tmp_path: Path, name: str, axes: str) -> Path:
+    path = tmp_path / f"{name}.toml"
+    path.write_text(TINY + "\n[sweep]\nseeds = [0]\n" + axes)
+    return path
+
+
+def record_of(home: Path) -> dict:
+    (path,) = (home / "sweeps").glob("*/sweep.json")
+    return json.loads(path.read_text())
+
+
+def scratch_run(tmp_path: Path, store: RunStore, run_id: str) -> Path:
+    """The same spec as ``run_id``, trained from scratch by the worker alone."""
+    spec = json.loads((store.run_dir(run_id) / "spec.json").read_text())
+    spec["keep_checkpoints"] = []
+    run_dir = tmp_path / f"scratch-{run_id}"
+    run_dir.mkdir()
+    (run_dir / "spec.json").write_text(json.dumps(spec))
+    done = subprocess.run([sys.executable, "-m", "critui.train.worker", str(run_dir)], capture_output=True, timeout=240)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return run_dir
+
+
+def assert_fork_equals_scratch(tmp_path: Path, home: Path, entry: dict) -> None:
+    store = RunStore(home)
+    docs = {d["id"]: d for d in store.all()}
+    doc = docs[entry["run_id"]]
+    assert doc["parent"] and doc["fork_epoch"] == entry["fork_epoch"] > 0
+    # The fork trained only its own epochs...
+    own = epoch_table(read_events(store.run_dir(doc["id"])))
+    assert own[0]["epoch"] == entry["fork_epoch"]
+    scratch = scratch_run(tmp_path, store, doc["id"])
+    a = torch.load(store.run_dir(doc["id"]) / "ckpt" / "latest.pt", weights_only=False)["model"]
+    b = torch.load(scratch / "ckpt" / "latest.pt", weights_only=False)["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # ...and its whole history (inherited epochs + its own) equals the scratch run's, metrics included.
+    forked_rows = [{k: v for k, v in r.items() if k not in TIMING} for r in full_rows(store, doc)]
+    scratch_rows = [{k: v for k, v in r.items() if k not in TIMING} for r in epoch_table(read_events(scratch))]
+    assert [r["epoch"] for r in forked_rows] == list(range(doc["epochs"]))
+    assert any("fisher.total" in r for r in forked_rows[: entry["fork_epoch"]])
+    assert forked_rows == scratch_rows
+
+
+def test_blur_removal_sweep_with_two_jobs_forks_exactly_and_reports(tmp_path, home, critui):
+    path = sweep_file(tmp_path, "removal", "\n[sweep.removal]\nvalues = [1, 3]\nafter = 2\n")
+    result = critui("sweep", str(path), "--jobs", "2", check=True)
+    assert "finished" in result.stdout
+    record = record_of(home)
+    child = next(e for e in record["runs"] if e["axis"]["removal"] == 1)
+    trunk = next(e for e in record["runs"] if e["axis"]["removal"] == 3)
+    assert child["parent"] == trunk["index"] and child["fork_epoch"] == 1
+    assert (home / "runs" / trunk["run_id"] / "ckpt" / "epoch-0001.pt").exists()
+    assert_fork_equals_scratch(tmp_path, home, child)
+
+    # The run tree is in the index and on screen.
+    listing = critui("runs", check=True).stdout
+    assert f"{trunk['run_id']}@1" in listing
+    shown = critui("show", child["run_id"], "--no-fisher", check=True).stdout
+    assert f"forked from {trunk['run_id']}" in " ".join(shown.split()) and "inherited" in shown
+
+    report = critui("report", "last", check=True).stdout
+    assert "removal" in report and "± " in report and "lr at removal" in report
+    rows = list(csv.DictReader(io.StringIO(critui("report", record["id"], "--csv", check=True).stdout)))
+    assert [r["value"] for r in rows] == ["1", "3"]
+    store = RunStore(home)
+    docs = {d["id"]: d for d in store.all()}
+    expected = final_accuracy(full_rows(store, docs[child["run_id"]]))
+    assert float(rows[0]["final_acc_mean"]) == pytest.approx(expected)
+    assert float(rows[0]["drop"]) == 0.0
+    data = json.loads(critui("report", "last", "--json", check=True).stdout)
+    assert data["primary"] == "removal" and data["rows"][1]["lr_at_removal"] == pytest.approx(0.05 * 0.85**3)
+
+    out = tmp_path / "fig.png"
+    no_mpl = tmp_path / "no-matplotlib"
+    (no_mpl / "matplotlib").mkdir(parents=True)
+    (no_mpl / "matplotlib" / "__init__.py").write_text("raise ImportError('matplotlib is not installed')\n")
+    png = critui("report", "last", "--png", str(out), env={"PYTHONPATH": str(no_mpl)})
+    assert png.returncode == 2 and "Traceback" not in png.stderr
+    assert "matplotlib" in png.stderr and "critui[plot]" in png.stderr and not out.exists()
+
+
+def test_window_onset_fork_equals_the_run_trained_from_scratch(tmp_path, home, critui):
+    path = sweep_file(tmp_path, "window", "baseline = true\n\n[sweep.onset]\nvalues = [2]\nwidth = 1\nafter = 1\n")
+    critui("sweep", str(path), "--jobs", "2", check=True)
+    record = record_of(home)
+    child = next(e for e in record["runs"] if not e["baseline"])
+    assert child["window"] == [2, 3] and child["fork_epoch"] == 2
+    assert record["runs"][child["parent"]]["baseline"]
+    assert_fork_equals_scratch(tmp_path, home, child)
+
+
+def test_an_interrupted_sweep_resumes_without_redoing_finished_runs(tmp_path, home, critui):
+    path = sweep_file(tmp_path, "resume", "\n[sweep.removal]\nvalues = [1, 2]\nafter = 10\n")
+    env = {**os.environ, "CRITUI_HOME": str(home), "COLUMNS": "160"}
+    manager = subprocess.Popen([sys.executable, "-m", "critui", "sweep", str(path), "--jobs", "1"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.time() + 120
+        child = None
+        while time.time() < deadline:  # interrupt once the trunk is done and the fork has checkpointed an epoch
+            records = list((home / "sweeps").glob("*/sweep.json"))
+            if records:
+                record = json.loads(records[0].read_text())
+                child = next(e for e in record["runs"] if e["parent"] is not None)
+                if any(e["event"] == "checkpoint" and e["epoch"] > child["fork_epoch"]
+                       for e in read_events(home / "runs" / child["run_id"])):
+                    break
+            time.sleep(0.1)
+        assert child is not None
+        manager.send_signal(signal.SIGINT)
+        _, stderr = manager.communicate(timeout=60)
+    finally:
+        if manager.poll() is None:
+            manager.kill()
+    assert manager.returncode == 130, stderr
+    assert "--resume" in stderr
+    trunk = record["runs"][child["parent"]]
+    statuses = {d["id"]: d["status"] for d in RunStore(home).all()}
+    assert statuses[trunk["run_id"]] == "finished" and statuses[child["run_id"]] == "cancelled"
+
+    critui("sweep", "--resume", "last", check=True)
+    trunk_starts = [e for e in read_events(home / "runs" / trunk["run_id"]) if e["event"] == "started"]
+    child_starts = [e for e in read_events(home / "runs" / child["run_id"]) if e["event"] == "started"]
+    assert len(trunk_starts) == 1
+    assert len(child_starts) == 2 and child_starts[1]["resumed"] and child_starts[1]["epoch"] > child["fork_epoch"]
+    assert {d["status"] for d in RunStore(home).all()} == {"finished"}
