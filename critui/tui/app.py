@@ -1,0 +1,196 @@
+"""CritUIApp: the dashboard, the new-experiment form, run details and the plugin list.
+
+The app owns one :class:`~critui.tui.feed.RunsFeed`. A timer starts a thread worker about
+once a second that polls it (index, events, this app's own workers); the worker reports
+the ids that changed back on the UI thread, and ``runs_changed`` tells the screens, which
+redraw only what changed. Nothing that touches the disk or a subprocess runs on the UI thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from textual import work
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.signal import Signal
+
+from critui.runs.store import RunStore
+from critui.tui.feed import RunsFeed
+
+POLL_INTERVAL_S = 1.0
+
+
+class CritUIApp(App):
+    """critui's interactive session. ``home`` is the critui home (default: CRITUI_HOME or the user data dir)."""
+
+    TITLE = "critui"
+    SUB_TITLE = "critical learning periods"
+    CSS_PATH = "critui.tcss"
+    BINDINGS = [Binding("q", "quit", "Quit")]
+
+    def __init__(
+        self, home: Path | str | None = None, registry=None, poll_interval: float = POLL_INTERVAL_S
+    ):
+        super().__init__()
+        self.store = RunStore(home)
+        self.feed = RunsFeed(self.store)
+        self.poll_interval = poll_interval
+        self._plugin_registry = registry
+        self.runs_changed: Signal[set[str]] = Signal(self, "runs-changed")
+        self.polls_done = 0
+        self._polling = False
+        self._last_error: str | None = None
+
+    # -- data --------------------------------------------------------------------------------
+
+    @property
+    def registry(self):
+        """The plugin registry (built on first use; screens ask for it from a thread worker)."""
+        if self._plugin_registry is None:
+            from critui.plugins import get_registry
+
+            self._plugin_registry = get_registry()
+        return self._plugin_registry
+
+    def on_mount(self) -> None:
+        from critui.tui.screens.dashboard import DashboardScreen
+
+        self.push_screen(DashboardScreen())
+        self.poll_runs()
+        self.set_interval(self.poll_interval, self.poll_runs)
+
+    def poll_runs(self) -> None:
+        """Start one poll unless the previous one is still going (a slow disk never piles up polls)."""
+        if self._polling:
+            return
+        self._polling = True
+        self._poll_worker()
+
+    @work(thread=True, group="poll", exit_on_error=False)
+    def _poll_worker(self) -> None:
+        changed: set[str] = set()
+        error = None
+        try:
+            changed = self.feed.poll()
+        except Exception as exc:  # noqa: BLE001 - a bad index or disk must not end the session
+            error = (
+                f"{type(exc).__name__}: {exc}"
+                if not str(exc).startswith("The run index")
+                else str(exc)
+            )
+        try:
+            self.call_from_thread(self._after_poll, changed, error)
+        except RuntimeError:
+            pass  # the app is shutting down
+
+    def _after_poll(self, changed: set[str], error: str | None) -> None:
+        self._polling = False
+        self.polls_done += 1
+        if error and error != self._last_error:
+            self.notify(f"Could not read the runs: {error}", severity="error", timeout=8)
+        self._last_error = error
+        if changed or self.polls_done == 1:
+            self.runs_changed.publish(changed)
+
+    # -- actions shared by the screens ----------------------------------------------------------
+
+    @work(thread=True, group="actions", exit_on_error=False)
+    def cancel_run(self, run_id: str) -> None:
+        try:
+            result = self.feed.cancel(run_id)
+        except Exception as exc:  # noqa: BLE001
+            self.call_from_thread(
+                self.notify, f"Could not cancel {run_id}: {exc}", severity="error"
+            )
+            return
+        message = {
+            "cancelled": f"Cancelled {run_id}; every completed epoch is kept.",
+            "signalled": f"Asked {run_id}'s worker to stop.",
+            "not running": f"{run_id} is not running.",
+        }[result]
+        self.call_from_thread(self.notify, message)
+        self.call_from_thread(self.poll_runs)
+
+    @work(thread=True, group="actions", exit_on_error=False)
+    def delete_run(self, run_id: str) -> None:
+        try:
+            if self.feed.cancel(run_id) == "signalled":
+                import time
+
+                time.sleep(0.5)
+            self.store.delete(run_id)
+            self.feed.monitors.pop(run_id, None)
+        except Exception as exc:  # noqa: BLE001
+            self.call_from_thread(
+                self.notify, f"Could not delete {run_id}: {exc}", severity="error"
+            )
+            return
+        self.call_from_thread(self.notify, f"Deleted {run_id}.")
+        self.call_from_thread(self.poll_runs)
+
+    @work(thread=True, group="actions", exit_on_error=False)
+    def export_runs(self, run_ids: list[str], folder: Path | None = None) -> None:
+        from critui.runs.export import export_csv, write_atomic
+
+        try:
+            docs = [self.feed.docs[r] for r in run_ids if r in self.feed.docs]
+            path = Path(folder or Path.cwd()) / (
+                f"{run_ids[0]}.csv" if len(run_ids) == 1 else "critui-runs.csv"
+            )
+            write_atomic(path, export_csv(self.store, docs))
+        except Exception as exc:  # noqa: BLE001
+            self.call_from_thread(self.notify, f"Could not export: {exc}", severity="error")
+            return
+        self.call_from_thread(self.notify, f"Wrote {path}")
+
+    def launch(self, spec, versions: dict[str, dict[str, str]]) -> None:
+        """Create the run and start its worker (from a thread worker: both touch the disk)."""
+        from critui.runs.monitor import RunMonitor
+
+        doc = self.store.create(spec, versions)
+        self.feed.add_monitor(RunMonitor(self.store, doc["id"]))
+        return doc
+
+    async def action_quit(self) -> None:
+        """Quit; if runs started here still train, say that they go on, and ask first."""
+        active = [m.run_id for m in self.feed.monitors.values() if not m.done]
+        if not active:
+            self.exit()
+            return
+        from critui.tui.widgets.confirm import ConfirmModal
+
+        question = (
+            f"{len(active)} run(s) started here are still training. They keep running after you "
+            "quit; the next critui command records how they end. Quit?"
+        )
+        self.push_screen(
+            ConfirmModal(question, yes="Quit"), lambda yes: self.exit() if yes else None
+        )
+
+    # -- command palette: every binding of the screen is a command --------------------------
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        seen = set()
+        for _key, item in screen._bindings:
+            if not item.description or item.action in seen:
+                continue
+            seen.add(item.action)
+            help_text = (
+                f"{item.tooltip} ({screen.app.get_key_display(item)})"
+                if item.tooltip
+                else item.description
+            )
+            yield SystemCommand(
+                item.description, help_text, partial(screen.run_action, item.action)
+            )
+
+
+def run_app(home: Path | str | None = None) -> Any:
+    """Entry point used by bare ``critui``."""
+    return CritUIApp(home).run()

@@ -1,0 +1,121 @@
+"""What the TUI knows about the runs: the index documents and each run's events, kept fresh.
+
+:class:`RunsFeed` is polled from a thread worker about once a second. It reads the index
+(so runs started by ``critui run`` in another terminal appear), tails every run's
+``events.jsonl`` from where it left off, and polls the workers this app launched itself.
+It returns the ids that changed, so screens redraw only what needs it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+from critui.events import EventTail, epoch_table, pid_alive, worker_pid
+
+RECONCILE_EVERY = 5  # polls between reconciliations (settles runs whose manager died)
+
+
+def well_formed(event: dict[str, Any]) -> bool:
+    """Whether an event has the fields the charts rely on; anything else is skipped."""
+    kind = event.get("event")
+    if kind == "epoch":
+        return isinstance(event.get("epoch"), int) and isinstance(
+            event.get("test_acc", 0.0), (int, float, type(None))
+        )
+    if kind == "metric":
+        return (
+            isinstance(event.get("epoch"), int)
+            and isinstance(event.get("metric"), str)
+            and isinstance(event.get("values", {}), dict)
+        )
+    return isinstance(kind, str)
+
+
+class RunHistory:
+    """One run's events and per-epoch rows; ``version`` grows whenever they change."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        self.tail = EventTail(self.run_dir)
+        self.events: list[dict[str, Any]] = []
+        self.rows: list[dict[str, Any]] = []
+        self.version = 0
+
+    def refresh(self) -> bool:
+        new = [e for e in self.tail.read_new() if well_formed(e)]
+        if not new:
+            return False
+        events = self.events + new
+        self.rows = epoch_table(events)  # replaced whole: readers on the UI thread see old or new
+        self.events = events
+        self.version += 1
+        return True
+
+    @property
+    def worker_pid(self) -> int | None:
+        return worker_pid(self.events)
+
+    def layers(self) -> list[str]:
+        """Fisher layer names in forward order (as the metric wrote them)."""
+        names: list[str] = []
+        for row in self.rows:
+            for key in row:
+                if key.startswith("fisher.") and key != "fisher.total" and key[7:] not in names:
+                    names.append(key[7:])
+        return names
+
+
+class RunsFeed:
+    """Index documents, run histories and this app's own workers, polled together."""
+
+    def __init__(self, store):
+        self.store = store
+        self.docs: dict[str, dict[str, Any]] = {}
+        self.histories: dict[str, RunHistory] = {}
+        self.monitors: dict[str, Any] = {}  # run id -> RunMonitor, for runs this app launched
+        self.polls = 0
+        self._lock = threading.Lock()
+
+    def poll(self) -> set[str]:
+        """Bring everything up to date; return the ids of runs that changed (added, removed too)."""
+        with self._lock:
+            for monitor in list(self.monitors.values()):
+                if not monitor.done:
+                    monitor.poll()
+            if self.polls % RECONCILE_EVERY == 0:
+                self.store.reconcile()
+            self.polls += 1
+            docs = {d["id"]: d for d in self.store.all()}
+            changed = {run_id for run_id, doc in docs.items() if self.docs.get(run_id) != doc}
+            changed |= set(self.docs) - set(docs)
+            for run_id in docs:
+                history = self.histories.get(run_id)
+                if history is None:
+                    history = self.histories[run_id] = RunHistory(self.store.run_dir(run_id))
+                if history.refresh():
+                    changed.add(run_id)
+            for run_id in set(self.histories) - set(docs):
+                del self.histories[run_id]
+            self.docs = docs
+            return changed
+
+    def add_monitor(self, monitor) -> None:
+        self.monitors[monitor.run_id] = monitor
+
+    def cancel(self, run_id: str) -> str:
+        """Stop a run: through its monitor if this app launched it, else SIGTERM its worker."""
+        monitor = self.monitors.get(run_id)
+        if monitor is not None and not monitor.done:
+            with self._lock:  # never while a poll reads the same monitor's events
+                monitor.cancel()
+            return "cancelled"
+        history = self.histories.get(run_id)
+        pid = history.worker_pid if history else None
+        if not pid_alive(pid, run_id):
+            return "not running"
+        os.kill(pid, signal.SIGTERM)  # the worker records `cancelled` and exits
+        return "signalled"

@@ -1,0 +1,1 @@
+"""The screens of the critui TUI, one per file."""

@@ -1,0 +1,64 @@
+"""Compare: the test-accuracy curves of several runs overlaid, and their final accuracies."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header
+
+from critui.tui.widgets.charts import SERIES_COLOURS, Chart, accuracy_draw
+from critui.tui.widgets.runs_table import deficit_text, fmt_acc
+
+
+class CompareScreen(Screen):
+    """The marked runs side by side: one chart, one row each (colour = curve colour)."""
+
+    BINDINGS = [Binding("escape", "app.pop_screen", "Back", tooltip="Back to the dashboard")]
+
+    def __init__(self, run_ids: list[str]):
+        super().__init__()
+        self.run_ids = run_ids
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Chart("test accuracy (deficit windows as vertical lines)", id="compare-chart")
+        yield DataTable(id="compare-table", cursor_type="row")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        table.add_columns("curve", "run", "deficit [window)", "epochs", "best acc", "final acc")
+        self.app.runs_changed.subscribe(self, lambda changed: self.refresh_view())
+        self.refresh_view()
+
+    def refresh_view(self) -> None:
+        feed = self.app.feed
+        ids = [r for r in self.run_ids if r in feed.docs]
+        histories = [feed.histories.get(r) for r in ids]
+        runs = [
+            (r[-4:], getattr(h, "rows", []), feed.docs[r].get("window"))
+            for r, h in zip(ids, histories, strict=True)
+        ]
+        chart = self.query_one(Chart)
+        chart.show(
+            tuple((r, getattr(h, "version", 0)) for r, h in zip(ids, histories, strict=True)),
+            accuracy_draw(runs),
+        )
+        table = self.query_one(DataTable)
+        table.clear()
+        for i, (run_id, (_, rows, _)) in enumerate(zip(ids, runs, strict=True)):
+            doc = feed.docs[run_id]
+            best = max(
+                (r["test_acc"] for r in rows if isinstance(r.get("test_acc"), (int, float))),
+                default=None,
+            )
+            table.add_row(
+                f"[{SERIES_COLOURS[i % len(SERIES_COLOURS)]}]━━ {run_id[-4:]}[/]",
+                run_id,
+                deficit_text(doc),
+                f"{len(rows)}/{doc.get('epochs')}",
+                fmt_acc(best),
+                fmt_acc(doc.get("final_acc")),
+                key=run_id,
+            )

@@ -1,0 +1,205 @@
+"""The dashboard: every run in a table, and live charts of the selected (or marked) runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Input, Static
+
+from critui.tui.widgets.charts import Chart, accuracy_draw, fisher_draw
+from critui.tui.widgets.confirm import ConfirmModal
+from critui.tui.widgets.runs_table import SORTS, RunsTable
+
+
+class DashboardScreen(Screen):
+    """Runs table (filter with /, sort with s, mark with space) beside their charts."""
+
+    BINDINGS = [
+        Binding("n", "new_experiment", "New", tooltip="Start a new experiment"),
+        Binding("enter", "open_run", "Detail", tooltip="Open the highlighted run"),
+        Binding("slash", "focus_filter", "Filter", tooltip="Filter the runs by any text"),
+        Binding("s", "cycle_sort", "Sort", tooltip="Sort by the next column"),
+        Binding("space", "toggle_mark", "Mark", tooltip="Mark a run to chart it with others"),
+        Binding("x", "cancel_run", "Cancel run", tooltip="Stop the highlighted run cleanly"),
+        Binding(
+            "delete,D", "delete_run", "Delete", tooltip="Delete the highlighted run (asks first)"
+        ),
+        Binding(
+            "e", "export", "Export", tooltip="Write the highlighted (or marked) runs as CSV here"
+        ),
+        Binding(
+            "c",
+            "compare",
+            "Compare",
+            tooltip="Overlay the marked runs' accuracy curves (all shown if none marked)",
+        ),
+        Binding("p", "plugins", "Plugins", tooltip="What loaded and what failed"),
+        Binding("escape", "focus_table", "Table", show=False),
+    ]
+
+    AUTO_FOCUS = "RunsTable"  # keys act on runs at once; / focuses the filter
+    # Below 90 columns the charts go under the table (see critui.tcss).
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (90, "-wide")]
+
+    def __init__(self) -> None:
+        super().__init__(id="dashboard-screen")
+        self.sort = SORTS[0]
+        self.query_text = ""
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="dashboard"):
+            with Vertical(id="left"):
+                yield Input(placeholder="filter: any text, e.g. flip finished  (/)", id="filter")
+                yield RunsTable(id="runs")
+                yield Static("", id="selection")
+            with Vertical(id="charts"):
+                yield Chart("test accuracy", id="acc-chart")
+                yield Chart("Fisher trace per layer", id="fisher-chart")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.app.runs_changed.subscribe(self, self.on_runs_changed)
+        self.query_one(RunsTable).focus()
+        if self.app.polls_done:
+            self.refresh_table()
+
+    @property
+    def table(self) -> RunsTable:
+        return self.query_one(RunsTable)
+
+    def on_runs_changed(self, changed: set[str]) -> None:
+        self.refresh_table()
+
+    def on_screen_resume(self) -> None:
+        self.refresh_table()
+
+    def refresh_table(self) -> None:
+        feed = self.app.feed
+        self.table.marked &= set(feed.docs)
+        self.table.show_runs(list(feed.docs.values()), feed.histories, self.query_text, self.sort)
+        self.refresh_charts()
+
+    def selected_ids(self) -> list[str]:
+        """The marked runs, else the highlighted one."""
+        marked = [r for r in self.table.shown if r in self.table.marked]
+        current = self.table.current_id
+        return marked or ([current] if current else [])
+
+    def refresh_charts(self) -> None:
+        feed = self.app.feed
+        ids = [r for r in self.selected_ids() if r in feed.docs]
+        histories = {r: feed.histories.get(r) for r in ids}
+        key = tuple((r, getattr(histories[r], "version", 0)) for r in ids)
+        runs = [
+            (r[-4:], getattr(histories[r], "rows", []), feed.docs[r].get("window")) for r in ids
+        ]
+        acc = self.query_one("#acc-chart", Chart)
+        acc.show(key, accuracy_draw(runs))
+        fisher = self.query_one("#fisher-chart", Chart)
+        if ids:
+            history = histories[ids[0]]
+            rows = getattr(history, "rows", [])
+            layers = history.layers() if history else []
+            fisher.title = f"Fisher trace per layer, {ids[0][-4:]}"
+            fisher.show(key[:1], fisher_draw(rows, layers, feed.docs[ids[0]].get("window")))
+        else:
+            fisher.show((), None)
+        sort = f"sort: {self.sort}"
+        shown = f"{len(self.table.shown)}/{len(feed.docs)} runs"
+        marked = f"  {len(self.table.marked)} marked" if self.table.marked else ""
+        self.query_one("#selection", Static).update(f"{shown}  {sort}{marked}")
+
+    # -- events --------------------------------------------------------------------------------
+
+    @on(DataTable.RowHighlighted)
+    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self.refresh_charts()
+
+    @on(DataTable.RowSelected)
+    def _selected(self, event: DataTable.RowSelected) -> None:
+        self.action_open_run()
+
+    @on(Input.Changed, "#filter")
+    def _filter(self, event: Input.Changed) -> None:
+        self.query_text = event.value
+        self.refresh_table()
+
+    @on(Input.Submitted, "#filter")
+    def _filter_done(self, event: Input.Submitted) -> None:
+        self.table.focus()
+
+    # -- actions -------------------------------------------------------------------------------
+
+    def action_new_experiment(self) -> None:
+        from critui.tui.screens.new_experiment import NewExperimentScreen
+
+        self.app.push_screen(NewExperimentScreen())
+
+    def action_open_run(self) -> None:
+        from critui.tui.screens.run_detail import RunDetailScreen
+
+        run_id = self.table.current_id
+        if run_id:
+            self.app.push_screen(RunDetailScreen(run_id))
+
+    def action_focus_filter(self) -> None:
+        self.query_one("#filter", Input).focus()
+
+    def action_focus_table(self) -> None:
+        self.table.focus()
+
+    def action_cycle_sort(self) -> None:
+        self.sort = SORTS[(SORTS.index(self.sort) + 1) % len(SORTS)]
+        self.refresh_table()
+
+    def action_toggle_mark(self) -> None:
+        self.table.toggle_mark()
+        self.refresh_charts()
+
+    def action_cancel_run(self) -> None:
+        run_id = self.table.current_id
+        if run_id:
+            self.app.cancel_run(run_id)
+
+    def action_delete_run(self) -> None:
+        run_id = self.table.current_id
+        if run_id:
+            ask_delete(self.app, run_id)
+
+    def action_export(self) -> None:
+        ids = self.selected_ids()
+        if ids:
+            self.app.export_runs(ids)
+
+    def action_compare(self) -> None:
+        from critui.tui.screens.compare import CompareScreen
+
+        ids = [r for r in self.table.shown if r in self.table.marked] or list(self.table.shown)
+        if ids:
+            self.app.push_screen(CompareScreen(ids))
+
+    def action_plugins(self) -> None:
+        from critui.tui.screens.plugins import PluginsScreen
+
+        self.app.push_screen(PluginsScreen())
+
+
+def ask_delete(app: Any, run_id: str, then=None) -> None:
+    """Confirm, then delete the run's directory and index entry."""
+
+    def answered(yes: bool | None) -> None:
+        if yes:
+            app.delete_run(run_id)
+            if then:
+                then()
+
+    app.push_screen(
+        ConfirmModal(f"Delete run {run_id}: its directory, checkpoints and history entry?"),
+        answered,
+    )

@@ -1,0 +1,245 @@
+"""One run in detail: config and plugin versions, a live log tail, accuracy and loss curves,
+per-layer Fisher traces (raw and as a share of the sum over layers) and a layer × epoch
+Fisher heatmap, each with the deficit window marked."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Log, Static, TabbedContent, TabPane
+
+from critui.runs.launcher import LOG_FILE
+from critui.tui.widgets.charts import Chart, FisherHeatmap, accuracy_draw, curves_draw, fisher_draw
+from critui.tui.widgets.runs_table import STATUS_STYLES, deficit_text, fmt_acc
+
+LOG_TAIL_BYTES = 16_384
+
+
+def read_log_tail(run_dir: Path, limit: int = LOG_TAIL_BYTES) -> list[str]:
+    """The last lines of a run's log.txt ([] if it is missing)."""
+    try:
+        with open(run_dir / LOG_FILE, "rb") as f:
+            f.seek(0, 2)
+            size = f.tell()
+            f.seek(max(size - limit, 0))
+            data = f.read()
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    lines = data.decode("utf-8", errors="replace").splitlines()
+    return lines[1:] if size > limit and lines else lines
+
+
+def event_line(event: dict[str, Any]) -> str:
+    """One readable line per event for the log pane."""
+    kind = event.get("event")
+    if kind == "epoch":
+        deficit = " deficit" if event.get("deficit_active") else ""
+        return (
+            f"epoch {event.get('epoch')}: test acc {fmt_acc(event.get('test_acc'))}  "
+            f"train loss {event.get('train_loss', float('nan')):.4f}  lr {event.get('lr', 0):.3g}{deficit}"
+        )
+    if kind == "metric":
+        return f"epoch {event.get('epoch')}: {event.get('metric')} ({len(event.get('values', {}))} values)"
+    if kind == "failed":
+        return f"failed in epoch {event.get('epoch')}: {event.get('error')}"
+    fields = ", ".join(
+        f"{k}={v}" for k, v in event.items() if k not in ("event", "time", "traceback")
+    )
+    return f"{kind}: {fields}"
+
+
+def config_table(doc: dict[str, Any], spec: dict[str, Any]) -> Table:
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
+    status = Text(doc.get("status", "?"), style=STATUS_STYLES.get(doc.get("status"), ""))
+    if doc.get("error"):
+        status.append(f"  {doc['error']}", style="red")
+    table.add_row("status", status)
+    table.add_row("name", str(doc.get("name") or ""))
+    table.add_row("experiment", f"{doc.get('dataset')} / {doc.get('model')} / {deficit_text(doc)}")
+    table.add_row("final acc", fmt_acc(doc.get("final_acc")) + " (mean of the last 5 epochs)")
+    table.add_row("seed", str(doc.get("seed")))
+    if doc.get("parent"):
+        table.add_row("forked from", f"{doc['parent']} at epoch {doc.get('fork_epoch')}")
+    if doc.get("lr_at_removal") is not None:
+        table.add_row("lr at removal", f"{doc['lr_at_removal']:.4g}")
+    table.add_row("device", f"{doc.get('device') or '-'}, torch {doc.get('torch') or '-'}")
+    table.add_row("git commit", str(doc.get("git_commit") or "-"))
+    plugins = doc.get("plugins") or {}
+    for section in ("dataset", "model", "deficit"):
+        part = spec.get(section)
+        if part:
+            version = plugins.get(part["id"], {})
+            params = ", ".join(f"{k}={v}" for k, v in part.get("params", {}).items())
+            table.add_row(
+                section,
+                f"{part['id']} ({version.get('distribution', '?')} {version.get('version', '?')})"
+                f"\n{params}",
+            )
+    for metric in spec.get("metrics", []):
+        version = plugins.get(metric["id"], {})
+        params = ", ".join(f"{k}={v}" for k, v in metric.get("params", {}).items())
+        table.add_row(
+            "metric",
+            f"{metric['id']} ({version.get('distribution', '?')} {version.get('version', '?')})"
+            f"\n{params}",
+        )
+    for section in ("optim", "train"):
+        if spec.get(section):
+            table.add_row(section, ", ".join(f"{k}={v}" for k, v in spec[section].items()))
+    return table
+
+
+class RunDetailScreen(Screen):
+    """Everything about one run, updating live while it trains."""
+
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back", tooltip="Back to the dashboard"),
+        Binding("x", "cancel_run", "Cancel run", tooltip="Stop this run cleanly"),
+        Binding("delete,D", "delete_run", "Delete", tooltip="Delete this run (asks first)"),
+        Binding(
+            "e", "export", "Export CSV", tooltip="Write this run's per-epoch metrics as CSV here"
+        ),
+        Binding("1", "tab('overview')", "Overview", show=False),
+        Binding("2", "tab('curves')", "Curves", show=False),
+        Binding("3", "tab('fisher')", "Fisher", show=False),
+        Binding("4", "tab('heatmap')", "Heatmap", show=False),
+    ]
+
+    def __init__(self, run_id: str):
+        super().__init__()
+        self.run_id = run_id
+        self.spec: dict[str, Any] = {}
+        self._events_shown = 0
+        self._log_text: list[str] = []
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Vertical(id="detail-body"):
+            yield Static("", id="detail-status")
+            with TabbedContent(id="detail", initial="curves"):
+                with TabPane("Overview (1)", id="overview"):
+                    with Horizontal():
+                        with VerticalScroll(id="config"):
+                            yield Static("", id="config-text")
+                        with Vertical(id="log"):
+                            yield Log(id="events", max_lines=2000)
+                            yield Log(id="logfile", max_lines=400)
+                with TabPane("Curves (2)", id="curves"):
+                    with Horizontal(classes="pair"):
+                        yield Chart("test accuracy", id="acc")
+                        yield Chart("loss", id="loss")
+                with TabPane("Fisher (3)", id="fisher"):
+                    with Horizontal(classes="pair"):
+                        yield Chart("Fisher trace per layer (log)", id="fisher-raw")
+                        yield Chart("share of the sum over layers", id="fisher-norm")
+                with TabPane("Heatmap (4)", id="heatmap"):
+                    with VerticalScroll():
+                        yield FisherHeatmap(id="fisher-heatmap")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.app.runs_changed.subscribe(self, self.on_runs_changed)
+        self.load_spec()
+        self.refresh_view()
+
+    @property
+    def doc(self) -> dict[str, Any] | None:
+        return self.app.feed.docs.get(self.run_id)
+
+    @work(thread=True, exit_on_error=False)
+    def load_spec(self) -> None:
+        try:
+            spec = json.loads((self.app.store.run_dir(self.run_id) / "spec.json").read_text())
+        except (OSError, ValueError):
+            spec = {}
+        self.app.call_from_thread(self._spec_loaded, spec)
+
+    def _spec_loaded(self, spec: dict[str, Any]) -> None:
+        self.spec = spec
+        self.refresh_view()
+
+    def on_runs_changed(self, changed: set[str]) -> None:
+        if self.run_id in changed:
+            self.refresh_view()
+
+    def refresh_view(self) -> None:
+        doc = self.doc
+        status = self.query_one("#detail-status", Static)
+        if doc is None:
+            status.update(
+                Text(f"run {self.run_id} is no longer in the index (deleted?)", style="yellow")
+            )
+            return
+        history = self.app.feed.histories.get(self.run_id)
+        rows = history.rows if history else []
+        version = history.version if history else 0
+        window = doc.get("window")
+        current = rows[-1].get("test_acc") if rows else None
+        status.update(
+            Text.assemble(
+                (f"run {self.run_id}  ", "bold"),
+                (doc.get("status", "?"), STATUS_STYLES.get(doc.get("status"), "")),
+                f"  {len(rows)}/{doc.get('epochs')} epochs  acc {fmt_acc(current)}  final {fmt_acc(doc.get('final_acc'))}"
+                f"  {deficit_text(doc)}",
+            )
+        )
+        self.query_one("#config-text", Static).update(config_table(doc, self.spec))
+        key = (self.run_id, version)
+        acc = self.query_one("#acc", Chart)
+        acc.show(key, accuracy_draw([("test", rows, window)]))
+        loss = self.query_one("#loss", Chart)
+        loss.show(key, curves_draw(rows, ("train_loss", "test_loss"), window, "loss"))
+        layers = history.layers() if history else []
+        raw = self.query_one("#fisher-raw", Chart)
+        raw.show(key, fisher_draw(rows, layers, window))
+        norm = self.query_one("#fisher-norm", Chart)
+        norm.show(key, fisher_draw(rows, layers, window, normalised=True))
+        self.query_one(FisherHeatmap).show(key, rows, layers, window)
+        self.tail_log(history.events if history else [])
+
+    def tail_log(self, events: list[dict[str, Any]]) -> None:
+        log = self.query_one("#events", Log)
+        new = events[self._events_shown :]
+        self._events_shown = len(events)
+        if new:
+            log.write_lines([event_line(e) for e in new])
+        self.read_log()
+
+    @work(thread=True, exclusive=True, group="log", exit_on_error=False)
+    def read_log(self) -> None:
+        lines = read_log_tail(self.app.store.run_dir(self.run_id))
+        self.app.call_from_thread(self._show_log_file, lines)
+
+    def _show_log_file(self, lines: list[str]) -> None:
+        if lines != self._log_text:
+            self._log_text = lines
+            logfile = self.query_one("#logfile", Log)
+            logfile.clear()
+            logfile.write_lines(lines[-200:])
+
+    # -- actions -------------------------------------------------------------------------------
+
+    def action_tab(self, tab: str) -> None:
+        self.query_one(TabbedContent).active = tab
+
+    def action_cancel_run(self) -> None:
+        self.app.cancel_run(self.run_id)
+
+    def action_delete_run(self) -> None:
+        from critui.tui.screens.dashboard import ask_delete
+
+        ask_delete(self.app, self.run_id, then=self.dismiss)
+
+    def action_export(self) -> None:
+        self.app.export_runs([self.run_id])

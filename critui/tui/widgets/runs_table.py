@@ -1,0 +1,144 @@
+"""The runs table of the dashboard: one row per run, filterable and sortable."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual.binding import Binding
+from textual.widgets import DataTable
+
+STATUS_STYLES = {
+    "finished": "green",
+    "running": "cyan",
+    "failed": "red",
+    "interrupted": "yellow",
+    "cancelled": "yellow",
+    "queued": "blue",
+}
+# What matters most comes first, so that a narrow terminal still shows the accuracies.
+COLUMNS = (
+    ("id", "id"),
+    ("status", "status"),
+    ("deficit", "deficit"),
+    ("progress", "epochs"),
+    ("acc", "acc"),
+    ("final", "final"),
+    ("dataset", "dataset"),
+    ("model", "model"),
+    ("parent", "fork of"),
+)
+# What `s` cycles through: (name, key function over a row's cells). "created" is the index order.
+SORTS = ("created", "status", "deficit", "acc", "final", "id")
+
+
+def short(plugin_id: str | None) -> str:
+    return plugin_id.split(".", 1)[1] if plugin_id and "." in plugin_id else (plugin_id or "-")
+
+
+def deficit_text(doc: dict[str, Any]) -> str:
+    if not doc.get("deficit"):
+        return "none"
+    window = doc.get("window") or ("?", "?")
+    return f"{short(doc['deficit'])} [{window[0]},{window[1]})"
+
+
+def fmt_acc(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, (int, float)) else "-"
+
+
+def row_cells(doc: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The table's cells for one run; progress and current accuracy come from its events."""
+    done = max(len(rows), doc.get("epochs_done") or 0)
+    current = rows[-1].get("test_acc") if rows else doc.get("last_acc")
+    parent = f"{doc['parent']}@{doc.get('fork_epoch')}" if doc.get("parent") else ""
+    return {
+        "id": doc["id"],
+        "status": doc.get("status", "?"),
+        "dataset": short(doc.get("dataset")),
+        "model": short(doc.get("model")),
+        "deficit": deficit_text(doc),
+        "progress": f"{done}/{doc.get('epochs', '?')}",
+        "acc": current,
+        "final": doc.get("final_acc"),
+        "parent": parent,
+        "created": doc.get("created") or 0,
+    }
+
+
+def matches(cells: dict[str, Any], query: str) -> bool:
+    """Every word of the query appears in some cell (case-insensitive)."""
+    haystack = " ".join(str(v) for k, v in cells.items() if k != "created").lower()
+    return all(word in haystack for word in query.lower().split())
+
+
+def sort_value(cells: dict[str, Any], sort: str) -> Any:
+    value = cells[sort]
+    if sort in ("acc", "final"):
+        return -value if isinstance(value, (int, float)) else 1.0  # best first, missing last
+    return value
+
+
+class RunsTable(DataTable):
+    """Runs, one row each, keyed by run id. Marked runs (space) are charted together."""
+
+    BINDINGS = [Binding("enter", "select_cursor", "Detail", tooltip="Open the highlighted run")]
+
+    DEFAULT_CSS = """
+    RunsTable {
+        height: 1fr;
+    }
+    """
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
+        self.marked: set[str] = set()
+        self.shown: list[str] = []
+
+    def on_mount(self) -> None:
+        for key, label in COLUMNS:
+            self.add_column(label, key=key, width=22 if key == "id" else None)  # room for the mark
+
+    @property
+    def current_id(self) -> str | None:
+        if not self.shown or self.cursor_row < 0 or self.cursor_row >= len(self.shown):
+            return None
+        return self.shown[self.cursor_row]
+
+    def show_runs(
+        self,
+        docs: list[dict[str, Any]],
+        histories: dict[str, Any],
+        query: str = "",
+        sort: str = "created",
+    ) -> None:
+        """Rebuild the rows, keeping the cursor on the same run."""
+        current = self.current_id
+        cells = [row_cells(d, getattr(histories.get(d["id"]), "rows", [])) for d in docs]
+        cells = [c for c in cells if matches(c, query)]
+        cells.sort(key=lambda c: (sort_value(c, sort), c["created"]))
+        self.clear()
+        self.shown = [c["id"] for c in cells]
+        for c in cells:
+            mark = "● " if c["id"] in self.marked else ""
+            self.add_row(
+                mark + c["id"],
+                Text(c["status"], style=STATUS_STYLES.get(c["status"], "")),
+                c["deficit"],
+                Text(c["progress"], justify="right"),
+                Text(fmt_acc(c["acc"]), justify="right"),
+                Text(fmt_acc(c["final"]), justify="right"),
+                c["dataset"],
+                c["model"],
+                c["parent"],
+                key=c["id"],
+            )
+        if current in self.shown:
+            self.move_cursor(row=self.shown.index(current), animate=False)
+
+    def toggle_mark(self) -> None:
+        run_id = self.current_id
+        if run_id is None:
+            return
+        self.marked ^= {run_id}
+        self.update_cell(run_id, "id", ("● " if run_id in self.marked else "") + run_id)

@@ -1,0 +1,193 @@
+"""TUI responsiveness: chart redraw time and key-press-to-screen-update latency.
+
+Eight runs stream metrics (a thread appends an epoch and its Fisher traces to each, every
+0.1 s) on top of a 300-epoch history each; the dashboard polls them every second as usual.
+Measured in one session, headless (Textual's Pilot) at 120×40:
+
+- redraw: rebuilding the dashboard's accuracy chart (8 runs overlaid, 300+ epochs each,
+  deficit windows marked) and the per-layer Fisher chart (the plotext build, after
+  downsampling to the chart width); target ≤ 50 ms.
+- key latency: from a key event posted as the terminal driver posts it to the first frame
+  the app draws that shows its effect (every frame is recorded with what it showed): down/up
+  moves the cursor at once and charts that run once its chart, built in a thread worker,
+  lands; s re-sorts the table; target ≤ 100 ms.
+
+    python tests/bench/tui_responsiveness.py
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from textual import events
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from critui.runs.store import RunStore  # noqa: E402
+from tests.test_tui import LAYERS, T0, write_run  # noqa: E402
+
+RUNS, HISTORY, ROUNDS = 8, 300, 30
+
+
+def stream(home: Path, ids: list[str], stop: threading.Event) -> None:
+    epoch = HISTORY
+    while not stop.is_set():
+        for run_id in ids:
+            with open(home / "runs" / run_id / "events.jsonl", "a") as f:
+                f.write(
+                    json.dumps(
+                        {
+                            "event": "epoch",
+                            "time": T0,
+                            "epoch": epoch,
+                            "lr": 0.001,
+                            "deficit_active": False,
+                            "train_loss": 0.5,
+                            "train_acc": 0.8,
+                            "test_loss": 0.6,
+                            "test_acc": 0.79,
+                        }
+                    )
+                    + "\n"
+                )
+                values = {layer: 1.0 / (i + 1) for i, layer in enumerate(LAYERS)}
+                f.write(
+                    json.dumps(
+                        {
+                            "event": "metric",
+                            "time": T0,
+                            "epoch": epoch,
+                            "metric": "metrics.fisher",
+                            "values": {**values, "total": sum(values.values())},
+                        }
+                    )
+                    + "\n"
+                )
+        epoch += 1
+        time.sleep(0.1)
+
+
+def ms(values: list[float]) -> str:
+    return f"median {statistics.median(values) * 1000:6.1f} ms  p90 {sorted(values)[int(len(values) * 0.9)] * 1000:6.1f} ms"
+
+
+async def measure(home: Path, ids: list[str]) -> dict[str, list[float]]:
+    from critui.tui.app import CritUIApp
+    from critui.tui.widgets.charts import Chart
+    from critui.tui.widgets.runs_table import RunsTable
+
+    app = CritUIApp(home)
+    results: dict[str, list[float]] = {
+        "redraw_acc_8runs": [],
+        "redraw_fisher": [],
+        "key_cursor": [],
+        "key_down": [],
+        "key_sort": [],
+    }
+    async with app.run_test(size=(120, 40)) as pilot:
+        table = app.screen.query_one(RunsTable)
+        while len(table.shown) < RUNS:
+            await pilot.pause(0.1)
+        acc = app.screen.query_one("#acc-chart", Chart)
+        fisher = app.screen.query_one("#fisher-chart", Chart)
+
+        # every frame the app draws, with what it showed: (time, cursor row, sort, chart drawings)
+        frames: list[tuple[float, int, str, int]] = []
+        display = app._display
+
+        def recording_display(screen, renderable) -> None:
+            display(screen, renderable)
+            if renderable is not None:
+                frames.append((time.perf_counter(), table.cursor_row, app.screen.sort, acc.redraws))
+
+        app._display = recording_display
+
+        async def press(key: str, *shown) -> list[float]:
+            """Post the key as the terminal driver would; for each ``shown(frame)`` test, the
+            time from the key to the first frame that passes it."""
+            start, seen = time.perf_counter(), len(frames)
+            app.post_message(events.Key(key, None))
+            found: list[float | None] = [None] * len(shown)
+            while None in found and time.perf_counter() - start < 2:
+                await asyncio.sleep(0.0005)
+                for i, test in enumerate(shown):
+                    if found[i] is None:
+                        found[i] = next((f[0] - start for f in frames[seen:] if test(f)), None)
+            return [float("inf") if f is None else f for f in found]
+
+        step = "down"
+        for _ in range(ROUNDS):
+            if table.cursor_row in (0, RUNS - 1):
+                step = "down" if table.cursor_row == 0 else "up"
+            row, redraws = table.cursor_row, acc.redraws
+            cursor, charted = await press(
+                step, lambda f, row=row: f[1] != row, lambda f, redraws=redraws: f[3] > redraws
+            )
+            results["key_cursor"].append(cursor)
+            results["key_down"].append(charted)
+            sort = app.screen.sort
+            (resorted,) = await press("s", lambda f, sort=sort: f[2] != sort)
+            results["key_sort"].append(resorted)
+            await pilot.pause(0.05)
+        for run_id in ids:
+            table.marked.add(run_id)
+        app.screen.refresh_charts()
+        await pilot.pause(0.2)
+        for _ in range(ROUNDS):
+            start = time.perf_counter()
+            acc.build()  # the same build a worker thread runs, timed here on its own
+            results["redraw_acc_8runs"].append(time.perf_counter() - start)
+            start = time.perf_counter()
+            fisher.build()
+            results["redraw_fisher"].append(time.perf_counter() - start)
+        results["points"] = [acc.points, fisher.points]
+    return results
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp) / "home"
+        ids = [f"20260101-00{i:02d}00-{i:04x}" for i in range(RUNS)]
+        for i, run_id in enumerate(ids):
+            write_run(
+                home,
+                run_id,
+                window=(0, 5 + 5 * i),
+                epochs=HISTORY + 1000,
+                done=HISTORY,
+                seed=i,
+                end=None,
+                created=T0 + i,
+            )
+        RunStore(home).reconcile()
+        stop = threading.Event()
+        streamer = threading.Thread(target=stream, args=(home, ids, stop), daemon=True)
+        streamer.start()
+        try:
+            results = asyncio.run(measure(home, ids))
+        finally:
+            stop.set()
+    points = results.pop("points")
+    print(
+        f"TUI responsiveness, {RUNS} runs streaming, {HISTORY}-epoch history each, 120x40, {ROUNDS} rounds"
+    )
+    lines = [
+        (f"chart redraw: accuracy of 8 runs ({points[0]} points)", "redraw_acc_8runs", 50),
+        (f"chart redraw: Fisher per layer ({points[1]} points)", "redraw_fisher", 50),
+        ("key down/up -> cursor on the next run", "key_cursor", 100),
+        ("key down/up -> that run charted", "key_down", 100),
+        ("key s -> table re-sorted", "key_sort", 100),
+    ]
+    for label, key, target in lines:
+        print(f"  {label:<46} {ms(results[key])}   target <= {target} ms")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,639 @@
+"""The TUI, driven through Textual's Pilot the way a user drives it: keys, forms, screens.
+
+The async scenarios run under ``asyncio.run`` (no pytest-asyncio needed). Fake homes are
+written by hand (spec.json, run.json, events.jsonl with fixed timestamps) so that what the
+screens show is deterministic; one test launches a real run on tiny data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from critui.plugins import LoadFailure, Registry
+from critui.runs.store import RunStore
+
+T0 = 1_767_225_600.0  # 2026-01-01 00:00 UTC: fixed timestamps keep snapshots stable
+LAYERS = ("conv1", "conv2", "conv3", "fc")
+
+
+def spec_json(deficit: str | None, window: tuple[int, int], epochs: int, seed: int = 0) -> dict:
+    return {
+        "dataset": {"id": "datasets.synthetic", "params": {"n_train": 3000, "n_test": 2000}},
+        "model": {"id": "models.cnn", "params": {"depth": 4, "width": 8}},
+        "deficit": {"id": deficit, "params": {"start": window[0], "end": window[1]}}
+        if deficit
+        else None,
+        "metrics": [{"id": "metrics.fisher", "params": {"every": 1}}],
+        "optim": {"name": "sgd", "lr": 0.05, "decay": 0.85},
+        "train": {"epochs": epochs, "seed": seed, "device": "cpu"},
+        "name": "",
+        "keep_checkpoints": [],
+    }
+
+
+def accuracy_curve(epoch: int, window: tuple[int, int] | None, seed: int) -> float:
+    """A plausible critical-period curve: learning slows while the deficit is on."""
+    base = 0.1 + 0.75 * (1 - math.exp(-epoch / 4))
+    if window and window[0] <= epoch < window[1]:
+        base *= 0.6
+    elif window and epoch >= window[1]:
+        base -= 0.1 * min(window[1] - window[0], 6) / 6
+    return round(base + 0.01 * ((epoch * 7 + seed * 3) % 5 - 2) / 2, 4)
+
+
+def write_run(
+    home: Path,
+    run_id: str,
+    *,
+    deficit: str | None = "deficits.flip",
+    window=(0, 4),
+    epochs: int = 12,
+    done: int | None = None,
+    seed: int = 0,
+    end: str | None = "finished",
+    created: float = T0,
+    parent: str | None = None,
+) -> Path:
+    """A run directory as the worker leaves it; ``end=None`` leaves it without a final event."""
+    done = epochs if done is None else done
+    run_dir = home / "runs" / run_id
+    run_dir.mkdir(parents=True)
+    (run_dir / "spec.json").write_text(json.dumps(spec_json(deficit, window, epochs, seed)))
+    plugins = {
+        pid: {"distribution": "critui", "version": "0.1.0"}
+        for pid in ("datasets.synthetic", "models.cnn", "metrics.fisher")
+        + ((deficit,) if deficit else ())
+    }
+    meta = {
+        "id": run_id,
+        "name": "",
+        "created": created,
+        "host": "lab",
+        "plugins": plugins,
+        "git_commit": None,
+        "parent": parent,
+        "fork_epoch": 2 if parent else None,
+    }
+    (run_dir / "run.json").write_text(json.dumps(meta))
+    t = created + 1
+    lines = [
+        {
+            "event": "started",
+            "time": t,
+            "epoch": 0,
+            "device": "cpu",
+            "torch": "2.13.0",
+            "resumed": False,
+            "lr_at_removal": 0.05 * 0.85 ** window[1] if deficit else None,
+        }
+    ]
+    win = window if deficit else None
+    accs = []
+    for epoch in range(done):
+        acc = accuracy_curve(epoch, win, seed)
+        accs.append(acc)
+        t += 1
+        lines.append(
+            {
+                "event": "epoch",
+                "time": t,
+                "epoch": epoch,
+                "lr": round(0.05 * 0.85**epoch, 6),
+                "deficit_active": bool(win and win[0] <= epoch < win[1]),
+                "train_loss": round(2.3 - 2 * acc, 4),
+                "train_acc": acc,
+                "test_loss": round(2.4 - 2 * acc, 4),
+                "test_acc": acc,
+                "seconds": 1.0,
+            }
+        )
+        peak = 1 + 4 * math.exp(-((epoch - (win[1] if win else 2)) ** 2) / 8)
+        values = {
+            layer: round(peak * (i + 1) * 10 ** (-i / 2), 5) for i, layer in enumerate(LAYERS)
+        }
+        values["total"] = round(sum(values.values()), 5)
+        lines.append(
+            {
+                "event": "metric",
+                "time": t,
+                "epoch": epoch,
+                "metric": "metrics.fisher",
+                "values": values,
+            }
+        )
+    if end == "finished":
+        final = round(sum(accs[-5:]) / len(accs[-5:]), 6)
+        lines.append(
+            {
+                "event": "finished",
+                "time": t + 1,
+                "epochs": done,
+                "final_acc": final,
+                "seconds": done * 1.0,
+            }
+        )
+    elif end == "failed":
+        lines.append(
+            {
+                "event": "failed",
+                "time": t + 1,
+                "epoch": done,
+                "reason": "nan",
+                "error": f"the loss became NaN in epoch {done}; lower optim.lr",
+            }
+        )
+    (run_dir / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in lines))
+    (run_dir / "log.txt").write_text(f"critui worker for {run_id}\ntraining on cpu\n")
+    return run_dir
+
+
+def fake_home(root: Path) -> Path:
+    """Four runs: flip removed early and late, no deficit, and one that failed."""
+    home = root / "home"
+    write_run(home, "20260101-000000-aaaa", window=(0, 4), epochs=16, created=T0)
+    write_run(home, "20260101-000100-bbbb", window=(0, 10), epochs=16, created=T0 + 60, seed=1)
+    write_run(home, "20260101-000200-cccc", deficit=None, epochs=16, created=T0 + 120, seed=2)
+    write_run(
+        home,
+        "20260101-000300-dddd",
+        deficit="deficits.blur",
+        window=(0, 8),
+        epochs=16,
+        done=5,
+        end="failed",
+        created=T0 + 180,
+        parent="20260101-000000-aaaa",
+    )
+    RunStore(home).reconcile()
+    return home
+
+
+def builtin_registry_with_failure(monkeypatch) -> Registry:
+    """The built-ins only (installed plugins vary by machine) plus one broken plugin."""
+    from critui.plugins import build_registry
+
+    monkeypatch.setenv("CRITUI_LOAD_PLUGINS", "")
+    registry = build_registry()
+    registry.failures.append(
+        LoadFailure(
+            source="critui_broken",
+            distribution="critui-plugin-broken",
+            version="0.0.1",
+            error="ModuleNotFoundError: No module named 'critui_broken_dependency'",
+        )
+    )
+    return registry
+
+
+async def wait_for(pilot, condition, timeout: float = 10.0, step: float = 0.2) -> bool:
+    """Pause the pilot until ``condition()`` holds; False if it never did within ``timeout``."""
+    for _ in range(int(timeout / step)):
+        if condition():
+            return True
+        await pilot.pause(step)
+    return condition()
+
+
+def make_app(home: Path, **kwargs):
+    from critui.tui.app import CritUIApp
+
+    return CritUIApp(home, **kwargs)
+
+
+# -- the dashboard ---------------------------------------------------------------------------------
+
+
+def test_dashboard_lists_filters_and_sorts_runs(tmp_path):
+    home = fake_home(tmp_path)
+
+    async def scenario():
+        app = make_app(home, poll_interval=0.2)
+        async with app.run_test(size=(120, 40)) as pilot:
+            from critui.tui.widgets.charts import Chart
+            from critui.tui.widgets.runs_table import RunsTable
+
+            table = app.screen.query_one(RunsTable)
+            assert await wait_for(pilot, lambda: len(table.shown) == 4)
+            first = table.get_row_at(0)
+            assert first[0] == "20260101-000000-aaaa" and str(first[1]) == "finished"
+            assert (
+                first[2] == "flip [0,4)"
+                and str(first[3]) == "16/16"
+                and str(first[5]).startswith("0.")
+            )
+            assert first[6:8] == ["synthetic", "cnn"]
+            failed = table.get_row("20260101-000300-dddd")
+            assert str(failed[1]) == "failed" and failed[8] == "20260101-000000-aaaa@2"
+            # the highlighted run is charted, with the points it has
+            acc, fisher = (
+                app.screen.query_one("#acc-chart", Chart),
+                app.screen.query_one("#fisher-chart", Chart),
+            )
+            assert await wait_for(
+                pilot, lambda: acc.points == 16 and fisher.points == 16 * len(LAYERS)
+            )
+
+            await pilot.press("slash", *"blur")
+            await pilot.pause()
+            assert table.shown == ["20260101-000300-dddd"]
+            await pilot.press(*["backspace"] * 4, "enter")
+            assert len(table.shown) == 4 and app.focused is table
+
+            await pilot.press("s", "s", "s")  # created -> status -> deficit -> acc (best first)
+            await pilot.pause()
+            assert app.screen.sort == "acc"
+            accs = [float(str(table.get_row(r)[4])) for r in table.shown]
+            assert accs == sorted(accs, reverse=True)
+
+            await pilot.press("space", "up", "space")  # the cursor is on the last row
+            await pilot.pause()
+            assert len(table.marked) == 2
+            chart = app.screen.query_one("#acc-chart", Chart)
+            assert chart.data_key and len(chart.data_key) == 2  # both marked runs are overlaid
+
+    asyncio.run(scenario())
+
+
+def test_runs_started_elsewhere_appear_within_two_seconds(tmp_path):
+    home = fake_home(tmp_path)
+
+    async def scenario():
+        app = make_app(home)  # the real 1 s poll
+        async with app.run_test(size=(120, 40)) as pilot:
+            from critui.tui.widgets.runs_table import RunsTable
+
+            table = app.screen.query_one(RunsTable)
+            assert await wait_for(pilot, lambda: len(table.shown) == 4)
+            # another process (`critui run` elsewhere) adds a run and its first epochs
+            write_run(home, "20260101-000400-eeee", epochs=16, done=3, end=None, created=T0 + 240)
+            RunStore(home).reconcile()
+            assert await wait_for(pilot, lambda: "20260101-000400-eeee" in table.shown, timeout=2.0)
+            assert str(table.get_row("20260101-000400-eeee")[3]) == "3/16"
+            with open(home / "runs" / "20260101-000400-eeee" / "events.jsonl", "a") as f:
+                f.write(
+                    json.dumps(
+                        {
+                            "event": "epoch",
+                            "time": T0,
+                            "epoch": 3,
+                            "lr": 0.01,
+                            "deficit_active": True,
+                            "train_loss": 1.0,
+                            "train_acc": 0.5,
+                            "test_loss": 1.0,
+                            "test_acc": 0.555,
+                        }
+                    )
+                    + "\n"
+                )
+            assert await wait_for(
+                pilot, lambda: str(table.get_row("20260101-000400-eeee")[3]) == "4/16", timeout=2.0
+            )
+            assert str(table.get_row("20260101-000400-eeee")[4]) == "0.555"
+
+    asyncio.run(scenario())
+
+
+def test_every_binding_is_in_the_command_palette(tmp_path):
+    home = fake_home(tmp_path)
+
+    async def scenario():
+        app = make_app(home, poll_interval=0.2)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause()
+            titles = {c.title for c in app.get_system_commands(app.screen)}
+            for binding in app.screen.BINDINGS:
+                if binding.show:
+                    assert binding.description in titles
+            footer_keys = {
+                b.binding.description for b in app.screen.active_bindings.values() if b.binding.show
+            }
+            assert {"New", "Detail", "Filter", "Sort", "Delete", "Export", "Plugins"} <= footer_keys
+
+    asyncio.run(scenario())
+
+
+# -- launching a real run from the form ------------------------------------------------------------
+
+
+def test_new_experiment_launches_a_run_that_finishes_then_detail_shows_its_charts(
+    tmp_path, monkeypatch
+):
+    home = tmp_path / "home"
+    monkeypatch.chdir(tmp_path)
+
+    async def scenario():
+        from textual.widgets import Select, Static
+
+        from critui.tui.screens.new_experiment import NewExperimentScreen
+        from critui.tui.screens.run_detail import RunDetailScreen
+        from critui.tui.widgets.charts import Chart, FisherHeatmap
+        from critui.tui.widgets.param_form import ParamField
+        from critui.tui.widgets.runs_table import RunsTable
+
+        app = make_app(home, poll_interval=0.2)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.press("n")
+            screen = app.screen
+            assert isinstance(screen, NewExperimentScreen)
+            assert await wait_for(
+                pilot, lambda: screen.registry is not None and screen.query(ParamField), timeout=30
+            )
+            screen.query_one("#pick-deficit", Select).value = "deficits.flip"
+            assert await wait_for(pilot, lambda: screen.query("#f-deficit-end"))
+            # a bad value is caught inline with Param.parse's message, and blocks the launch
+            screen.field("train.epochs").set_value("0")
+            await pilot.pause()
+            assert "below its minimum of 1" in screen.field("train.epochs").error
+            await pilot.press("ctrl+l")
+            await pilot.pause()
+            assert isinstance(app.screen, NewExperimentScreen)
+            assert "need fixing" in str(screen.query_one("#launch-error", Static).render())
+            for key, value in {
+                "train.epochs": "3",
+                "train.threads": "1",
+                "dataset.n_train": "300",
+                "dataset.n_test": "200",
+                "model.width": "4",
+                "deficit.end": "2",
+                "metrics.fisher.every": "1",
+                "metrics.fisher.probe": "100",
+            }.items():
+                screen.field(key).set_value(value)
+            await pilot.pause()
+            assert not screen.field("train.epochs").error
+            await pilot.press("ctrl+l")
+            assert await wait_for(pilot, lambda: screen.launched is not None, timeout=30)
+            run_id = screen.launched
+            table = app.screen.query_one(RunsTable)
+            assert await wait_for(pilot, lambda: run_id in table.shown, timeout=10)
+            assert await wait_for(
+                pilot, lambda: str(table.get_row(run_id)[1]) == "finished", timeout=90
+            ), (home / "runs" / run_id / "log.txt").read_text()
+            row = table.get_row(run_id)
+            assert str(row[3]) == "3/3" and 0.0 <= float(str(row[5])) <= 1.0
+            assert row[2] == "flip [0,2)"
+            spec = json.loads((home / "runs" / run_id / "spec.json").read_text())
+            assert (
+                spec["dataset"]["params"]["n_train"] == 300
+                and spec["deficit"]["params"]["end"] == 2
+            )
+
+            # (b) its detail: accuracy, loss and Fisher charts with data, heatmap, config
+            table.move_cursor(row=table.shown.index(run_id))
+            await pilot.press("enter")
+            assert isinstance(app.screen, RunDetailScreen)
+            detail = app.screen
+            assert await wait_for(pilot, lambda: detail.query_one("#acc", Chart).points == 3)
+            await pilot.press("3")
+            raw, norm = (
+                detail.query_one("#fisher-raw", Chart),
+                detail.query_one("#fisher-norm", Chart),
+            )
+            assert await wait_for(pilot, lambda: raw.points >= 3 and norm.points == raw.points)
+            await pilot.press("4")
+            await pilot.pause(0.3)
+            heatmap = detail.query_one(FisherHeatmap)
+            assert len(heatmap.layer_names) >= 2 and "deficit" in str(heatmap.render())
+            # export writes a CSV into the current folder
+            await pilot.press("e")
+            assert await wait_for(pilot, lambda: (tmp_path / f"{run_id}.csv").exists())
+            assert (tmp_path / f"{run_id}.csv").read_text().startswith("run,epoch")
+
+    asyncio.run(scenario())
+
+
+# -- the plugins screen ----------------------------------------------------------------------------
+
+
+def test_plugins_screen_lists_loaded_plugins_and_a_broken_one_with_its_error(tmp_path, monkeypatch):
+    registry = builtin_registry_with_failure(monkeypatch)
+
+    async def scenario():
+        from textual.widgets import DataTable, Static
+
+        app = make_app(tmp_path / "home", registry=registry, poll_interval=0.2)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.press("p")
+            screen = app.screen
+            assert await wait_for(pilot, lambda: screen.registry is not None)
+            table = screen.query_one("#loaded", DataTable)
+            ids = [table.get_row_at(i)[0] for i in range(table.row_count)]
+            assert "deficits.flip" in ids and "models.cnn" in ids and "metrics.fisher" in ids
+            failures = str(screen.query_one("#failures", Static).render())
+            assert (
+                "critui_broken" in failures
+                and "No module named 'critui_broken_dependency'" in failures
+            )
+            assert "critui-plugin-broken 0.0.1" in failures
+            await pilot.press("escape")
+            assert app.screen.id == "dashboard-screen"
+
+    asyncio.run(scenario())
+
+
+# -- delete and cancel -----------------------------------------------------------------------------
+
+
+def test_delete_asks_first_and_removes_the_run(tmp_path):
+    home = fake_home(tmp_path)
+
+    async def scenario():
+        from critui.tui.widgets.runs_table import RunsTable
+
+        app = make_app(home, poll_interval=0.2)
+        async with app.run_test(size=(120, 40)) as pilot:
+            table = app.screen.query_one(RunsTable)
+            assert await wait_for(pilot, lambda: len(table.shown) == 4)
+            await pilot.press("D", "n")
+            await pilot.pause(0.5)
+            assert (home / "runs" / "20260101-000000-aaaa").exists()
+            await pilot.press("D", "y")
+            assert await wait_for(pilot, lambda: "20260101-000000-aaaa" not in table.shown)
+            assert not (home / "runs" / "20260101-000000-aaaa").exists()
+
+    asyncio.run(scenario())
+
+
+# -- robustness ------------------------------------------------------------------------------------
+
+
+def test_malformed_events_a_deleted_run_and_a_small_terminal_do_not_crash(tmp_path):
+    home = fake_home(tmp_path)
+
+    async def scenario():
+        from critui.tui.screens.run_detail import RunDetailScreen
+        from critui.tui.widgets.runs_table import RunsTable
+
+        app = make_app(home, poll_interval=0.2)
+        async with app.run_test(size=(120, 40)) as pilot:
+            table = app.screen.query_one(RunsTable)
+            assert await wait_for(pilot, lambda: len(table.shown) == 4)
+            events = home / "runs" / "20260101-000100-bbbb" / "events.jsonl"
+            with open(events, "a") as f:
+                f.write("{not json\n")
+                f.write(json.dumps({"event": "epoch", "epoch": "sixteen"}) + "\n")
+                f.write(json.dumps({"event": "metric", "epoch": 16, "metric": 3}) + "\n")
+                f.write(json.dumps([1, 2, 3]) + "\n")
+                f.write('{"event": "epoch", "epoch": 16, "test_acc": 0.9')  # half-written last line
+            await pilot.pause(0.6)
+            # open a run's detail, then delete its directory under it
+            await pilot.press("enter")
+            assert isinstance(app.screen, RunDetailScreen)
+            shutil.rmtree(home / "runs" / app.screen.run_id)
+            await pilot.pause(0.6)
+            for key in ("1", "2", "3", "4"):
+                await pilot.press(key)
+                await pilot.resize_terminal(60, 20)
+                await pilot.pause(0.2)
+            await pilot.press("escape")
+            await pilot.resize_terminal(60, 20)
+            await pilot.pause(0.6)
+            await pilot.press("down", "s", "space", "p")
+            await pilot.pause(0.5)
+            await pilot.press("escape", "n")
+            await pilot.pause(0.5)
+            await pilot.press("escape")
+            await pilot.pause(0.3)
+            assert app.is_running and app.return_code is None
+            assert len(app.screen.query_one(RunsTable).shown) == 4
+
+    asyncio.run(scenario())
+
+
+def test_a_corrupt_index_is_reported_not_fatal(tmp_path):
+    home = fake_home(tmp_path)
+
+    async def scenario():
+        app = make_app(home, poll_interval=0.2)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause(0.5)
+            (home / "history.json").write_text("{ corrupt")
+            assert await wait_for(
+                pilot, lambda: any("corrupt" in n.message for n in app._notifications)
+            )
+            assert app.is_running
+
+    asyncio.run(scenario())
+
+
+def test_bare_critui_opens_the_app_on_the_chosen_home(tmp_path, monkeypatch):
+    from critui import cli
+
+    opened = []
+    monkeypatch.setattr("critui.tui.app.run_app", lambda home: opened.append(home))
+    cli.main(["--home", str(tmp_path / "h1")])
+    monkeypatch.setenv("CRITUI_HOME", str(tmp_path / "h2"))
+    cli.main([])
+    assert opened == [tmp_path / "h1", tmp_path / "h2"]
+
+
+@pytest.mark.parametrize("n", [3, 300])
+def test_downsample_keeps_the_last_point_and_the_width(n):
+    from critui.tui.widgets.charts import downsample
+
+    xs = list(range(n))
+    dx, dy = downsample(xs, xs, 100)
+    assert len(dx) <= 101 and dx[-1] == n - 1 and dx[0] == 0
+
+
+def test_compare_overlays_the_marked_runs(tmp_path):
+    home = fake_home(tmp_path)
+
+    async def scenario():
+        from textual.widgets import DataTable
+
+        from critui.tui.screens.compare import CompareScreen
+        from critui.tui.widgets.charts import Chart
+        from critui.tui.widgets.runs_table import RunsTable
+
+        app = make_app(home, poll_interval=0.2)
+        async with app.run_test(size=(120, 40)) as pilot:
+            table = app.screen.query_one(RunsTable)
+            assert await wait_for(pilot, lambda: len(table.shown) == 4)
+            await pilot.press("space", "down", "down", "space", "c")
+            await pilot.pause(0.3)
+            assert isinstance(app.screen, CompareScreen)
+            rows = app.screen.query_one(DataTable)
+            assert [rows.get_row_at(i)[1] for i in range(rows.row_count)] == [
+                "20260101-000000-aaaa",
+                "20260101-000200-cccc",
+            ]
+            chart = app.screen.query_one(Chart)
+            assert await wait_for(pilot, lambda: chart.points == 32)  # 16 epochs of each
+
+    asyncio.run(scenario())
+
+
+def test_cancel_signals_a_worker_started_elsewhere(tmp_path):
+    import subprocess
+    import sys
+
+    home = fake_home(tmp_path)
+    run_id = "20260101-000400-eeee"
+    # stands in for a worker another `critui run` started: its command line names the run
+    worker = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)", str(home / "runs" / run_id)]
+    )
+    try:
+        cmdline = Path(f"/proc/{worker.pid}/cmdline")
+        for _ in range(100):  # until it has exec'd: before that its command line is pytest's
+            if cmdline.exists() and run_id.encode() in cmdline.read_bytes():
+                break
+            time.sleep(0.05)
+        run_dir = write_run(home, run_id, epochs=16, done=2, end=None, created=T0 + 240)
+        with open(run_dir / "events.jsonl", "a") as f:
+            f.write(
+                json.dumps(
+                    {"event": "started", "time": T0, "epoch": 2, "pid": worker.pid, "device": "cpu"}
+                )
+                + "\n"
+            )
+        RunStore(home).reconcile()
+
+        async def scenario():
+            from critui.tui.widgets.runs_table import RunsTable
+
+            app = make_app(home, poll_interval=0.2)
+            async with app.run_test(size=(120, 40)) as pilot:
+                table = app.screen.query_one(RunsTable)
+                assert await wait_for(pilot, lambda: run_id in table.shown)
+                assert str(table.get_row(run_id)[1]) == "running"
+                table.move_cursor(row=table.shown.index(run_id))
+                await pilot.press("x")
+                assert await wait_for(pilot, lambda: worker.poll() is not None, timeout=5)
+
+        asyncio.run(scenario())
+    finally:
+        worker.kill()
+        worker.wait()
+
+
+def test_quit_asks_first_while_runs_started_here_still_train(tmp_path):
+    from types import SimpleNamespace
+
+    async def scenario():
+        from critui.tui.widgets.confirm import ConfirmModal
+
+        app = make_app(tmp_path / "home", poll_interval=0.2)
+        async with app.run_test(size=(120, 40)) as pilot:
+            monitor = SimpleNamespace(run_id="20260101-000000-aaaa", done=False, poll=lambda: [])
+            app.feed.monitors[monitor.run_id] = monitor
+            await pilot.press("q")
+            await pilot.pause()
+            assert isinstance(app.screen, ConfirmModal) and "still training" in app.screen.question
+            await pilot.press("n")
+            await pilot.pause()
+            assert app.is_running and app.return_code is None
+            await pilot.press("q", "y")
+            await pilot.pause()
+            assert app.return_code == 0  # exited
+
+    asyncio.run(scenario())
