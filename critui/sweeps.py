@@ -290,7 +290,7 @@ def _make_run(sweep: SweepSpec, registry, sets, axis: dict[str, Any], baseline: 
         raise CritUIError(f"{where}: the run {label} is not valid: {exc}") from None
     if spec.window() is not None and spec.epochs < spec.window()[1]:
         raise _error(sweep.source, "train.epochs", f"the run {label} ends at epoch {spec.epochs}, before its "
-                     f"deficit window {list(spec.window())} closes; raise train.epochs or sweep.onset.after.")
+                     f"deficit window [{spec.window()[0]}, {spec.window()[1]}) closes; raise train.epochs or sweep.onset.after.")
     return PlannedRun(spec, axis, baseline)
 
 

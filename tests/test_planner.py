@@ -115,3 +115,23 @@ def test_a_removal_axis_needs_values_and_after(tmp_path):
     with pytest.raises(CritUIError) as info:
         load_sweep(path)
     assert "line 11" in str(info.value) and "sweep.removal.values" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("axes", "phrases"),
+    [
+        ("\n[sweep.removal]\nvalues = []\nafter = 20\n", ["sweep.removal.values"]),
+        ('\n[sweep.set]\n"model.depth" = []\n', ["model.depth"]),
+        ('\n[sweep.set]\n"deficit.id" = ["deficits.blur", "deficits.blurr"]\n', ["deficits.blurr", "Did you mean deficits.blur?"]),
+        ("\n[sweep.onset]\nvalues = [0, 30]\nwidth = 8\n", ["30"]),
+    ],
+    ids=["empty-removal-axis", "empty-set-axis", "unknown-plugin", "window-past-the-epochs"],
+)
+def test_bad_sweep_configs_get_one_paragraph_and_exit_2(tmp_path, critui, axes, phrases):
+    text = BASE.replace("[deficit]", "[train]\nepochs = 20\n\n[deficit]") + axes
+    result = critui("sweep", str(write(tmp_path, text)), "--dry-run")
+    message = " ".join(result.stderr.split())
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    for phrase in phrases:
+        assert phrase in message, message
