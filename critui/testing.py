@@ -634,16 +634,6 @@ def check_dataset(
 # --- metrics -----------------------------------------------------------------------------------
 
 
-class _FlipForMetrics(Deficit):
-    """The deficit the metric check puts in its context (vertical flip: cheap, deterministic)."""
-
-    name = "contract-flip"
-    description = "Vertical flip, for contract checks of metrics."
-    level = "high"
-
-    def apply(self, x, y, epoch, generator):
-        return x.flip(-2), y
-
 
 def _tiny_model(input_shape: tuple[int, int, int], num_classes: int) -> torch.nn.Module:
     from collections import OrderedDict
@@ -702,7 +692,10 @@ def check_metric(
     test_x = torch.randn((n_test, *input_shape), generator=gen).to(device)
     train_y = (torch.arange(n_train) % num_classes).to(device)
     test_y = (torch.arange(n_test) % num_classes).to(device)
-    deficit = _FlipForMetrics({"start": 0, "end": epochs // 2}, seed, num_classes, input_shape)
+    # The built-in vertical flip: cheap and deterministic, so the metric sees a real deficit.
+    from critui.builtin.deficits import VerticalFlip
+
+    deficit = VerticalFlip({"start": 0, "end": epochs // 2}, seed, num_classes, input_shape)
     data = {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
     pristine = {k: v.clone() for k, v in data.items()}
     weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
