@@ -274,7 +274,7 @@ def runs(status, deficit, model, dataset, limit, as_json, home) -> None:
     forks = any(d.get("parent") for d in docs)
     wide = console.width >= 100  # below that, the creation time gives way to the experiment
     columns = ["id", "status", "model / dataset / deficit", "epochs", "final acc"] + (["created"] if wide else [])
-    for column in columns + (["forked from"] if forks else []):
+    for column in columns + (["fork of"] if forks else []):
         table.add_column(column, no_wrap=column != columns[2], min_width=22 if column == columns[2] else None,
                          justify="right" if column in ("epochs", "final acc") else "left")
     for d in docs:
@@ -284,7 +284,8 @@ def runs(status, deficit, model, dataset, limit, as_json, home) -> None:
             f"{d.get('epochs_done', 0)}/{d['epochs']}", _fmt_acc(d.get("final_acc")),
         ] + ([time.strftime("%m-%d %H:%M", time.localtime(d.get("created", 0)))] if wide else [])
         if forks:
-            row.append(f"{d['parent']}@{d['fork_epoch']}" if d.get("parent") else "")
+            # The id's random suffix is enough to name the parent (`critui show a092` finds it).
+            row.append(f"…{d['parent'][-4:]}@{d['fork_epoch']}" if d.get("parent") else "")
         table.add_row(*row)
     console.print(table)
 

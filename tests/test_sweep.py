@@ -100,7 +100,9 @@ def test_blur_removal_sweep_with_two_jobs_forks_exactly_and_reports(tmp_path, ho
 
     # The run tree is in the index and on screen.
     listing = critui("runs", check=True).stdout
-    assert f"{trunk['run_id']}@1" in listing
+    assert f"…{trunk['run_id'][-4:]}@1" in listing  # the parent's id suffix and the fork epoch
+    docs = {d["id"]: d for d in json.loads(critui("runs", "--json", check=True).stdout)}
+    assert (docs[child["run_id"]]["parent"], docs[child["run_id"]]["fork_epoch"]) == (trunk["run_id"], 1)
     shown = critui("show", child["run_id"], "--no-fisher", check=True).stdout
     assert f"forked from {trunk['run_id']}" in " ".join(shown.split()) and "inherited" in shown
 
