@@ -23,14 +23,33 @@ async def settle(app, pilot) -> None:
     await pilot.pause(0.1)
 
 
-def loaded(app):
-    """A run_before that waits until the first poll has landed and the charts are drawn."""
+def loaded(app, runs: int = 4):
+    """A run_before that waits until the first poll has landed, the table holds ``runs``
+    rows, and the charts are drawn."""
 
     async def wait(pilot) -> None:
-        for _ in range(100):
-            if app.polls_done >= 1:
+        from critui.tui.widgets.runs_table import RunsTable
+
+        def ready() -> bool:
+            tables = list(app.screen.query(RunsTable).results(RunsTable))
+            # The poll lands first; the table fills in when the screen handles its messages
+            # (runs, then histories: each rebuilds it), and sizes its columns on the next idle
+            # (DataTable's private flag says when it has).
+            return app.polls_done >= 1 and all(
+                t.row_count == runs and not t._require_update_dimensions for t in tables
+            )
+
+        steady = 0
+        for _ in range(200):  # ready for 10 checks in a row: nothing is left in flight
+            steady = steady + 1 if ready() else 0
+            if steady >= 10:
                 break
             await pilot.pause(0.05)
+        # A DataTable can keep lines painted at its empty-table column widths until the next
+        # full layout; a resize forces one, so the capture never depends on that timing.
+        await pilot.resize_terminal(SIZE[0] - 1, SIZE[1])
+        await pilot.pause(0.1)
+        await pilot.resize_terminal(*SIZE)
         await settle(app, pilot)
 
     return wait
@@ -75,7 +94,7 @@ def test_plugins_snapshot(snap_compare, tmp_path, monkeypatch):
     app = make_app(tmp_path / "home", registry=builtin_registry_with_failure(monkeypatch))
 
     async def open_plugins(pilot) -> None:
-        await loaded(app)(pilot)
+        await loaded(app, runs=0)(pilot)
         await pilot.press("p")
         for _ in range(50):
             if app.screen.registry is not None:

@@ -25,7 +25,7 @@ class DashboardScreen(Screen):
         Binding("slash", "focus_filter", "Filter", tooltip="Filter the runs by any text"),
         Binding("s", "cycle_sort", "Sort", tooltip="Sort by the next column"),
         Binding("space", "toggle_mark", "Mark", tooltip="Mark a run to chart it with others"),
-        Binding("x", "cancel_run", "Cancel run", tooltip="Stop the highlighted run cleanly"),
+        Binding("x", "cancel_run", "Cancel", tooltip="Stop the highlighted run cleanly"),
         Binding(
             "delete,D", "delete_run", "Delete", tooltip="Delete the highlighted run (asks first)"
         ),
@@ -37,6 +37,12 @@ class DashboardScreen(Screen):
             "compare",
             "Compare",
             tooltip="Overlay the marked runs' accuracy curves (all shown if none marked)",
+        ),
+        Binding(
+            "w",
+            "sweeps",
+            "Sweeps",
+            tooltip="A sweep's final accuracy vs removal epoch or onset, filling in live",
         ),
         Binding("p", "plugins", "Plugins", tooltip="What loaded and what failed"),
         Binding("escape", "focus_table", "Table", show=False),
@@ -61,7 +67,7 @@ class DashboardScreen(Screen):
             with Vertical(id="charts"):
                 yield Chart("test accuracy", id="acc-chart")
                 yield Chart("Fisher trace per layer", id="fisher-chart")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.app.runs_changed.subscribe(self, self.on_runs_changed)
@@ -183,6 +189,11 @@ class DashboardScreen(Screen):
         ids = [r for r in self.table.shown if r in self.table.marked] or list(self.table.shown)
         if ids:
             self.app.push_screen(CompareScreen(ids))
+
+    def action_sweeps(self) -> None:
+        from critui.tui.screens.sweep import open_sweeps
+
+        open_sweeps(self.app)
 
     def action_plugins(self) -> None:
         from critui.tui.screens.plugins import PluginsScreen

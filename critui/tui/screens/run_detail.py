@@ -146,7 +146,7 @@ class RunDetailScreen(Screen):
                 with TabPane("Heatmap (4)", id="heatmap"):
                     with VerticalScroll():
                         yield FisherHeatmap(id="fisher-heatmap")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.app.runs_changed.subscribe(self, self.on_runs_changed)

@@ -1,0 +1,208 @@
+"""The sweep view: a sweep's final accuracy against its removal epoch, filling in as runs finish.
+
+The fake home is written by hand: a ``sweep.json`` as the scheduler writes it and one run
+directory per entry (the helpers of tests/test_tui.py), some finished and one still training.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from critui.events import read_events
+from critui.runs.store import RunStore
+from tests.test_tui import T0, make_app, wait_for, write_run
+
+SWEEP_ID = "flip-vs-blur-20260101-000000"
+REMOVALS = (2, 4, 8)
+AFTER = 4
+UNFINISHED = "20260101-000006-blr8"  # blur removed at 8: 5 of its 12 epochs so far
+
+
+def write_sweep(home: Path, sweep_id: str = SWEEP_ID, created: float = T0) -> dict:
+    """Two deficits × three removal epochs (+ a no-deficit baseline each), one seed; all
+    runs finished except blur removed at 8."""
+    entries = []
+    minute = 0
+    for deficit, tag in (("deficits.flip", "flp"), ("deficits.blur", "blr")):
+        for removal in (*REMOVALS, None):
+            baseline = removal is None
+            epochs = (max(REMOVALS) if baseline else removal) + AFTER
+            run_id = f"20260101-000{minute:03d}-{tag}{removal or 0}"
+            if sweep_id != SWEEP_ID:
+                run_id = f"20260102-000{minute:03d}-{tag}{removal or 0}"
+            unfinished = run_id == UNFINISHED
+            write_run(
+                home,
+                run_id,
+                deficit=None if baseline else deficit,
+                window=(0, removal or 0),
+                epochs=epochs,
+                done=5 if unfinished else None,
+                end=None if unfinished else "finished",
+                created=created + minute,
+                seed=0 if tag == "flp" else 3,  # a slightly different curve per deficit
+            )
+            axis = {"deficit.id": deficit, "seed": 0} | ({} if baseline else {"removal": removal})
+            spec_path = home / "runs" / run_id / "spec.json"  # resolved, as the CLI writes it
+            spec = json.loads(spec_path.read_text())
+            spec["optim"] |= {
+                "momentum": 0.9,
+                "weight_decay": 5e-4,
+                "batch_size": 128,
+                "after_removal": "continue",
+            }
+            spec_path.write_text(json.dumps(spec))
+            meta_path = home / "runs" / run_id / "run.json"
+            meta = json.loads(meta_path.read_text())
+            meta.update(sweep=sweep_id, axis=axis)
+            meta_path.write_text(json.dumps(meta))
+            entries.append(
+                {
+                    "index": len(entries),
+                    "run_id": run_id,
+                    "axis": axis,
+                    "baseline": baseline,
+                    "label": run_id,
+                    "parent": None,
+                    "fork_epoch": 0,
+                    "epochs": epochs,
+                    "window": None if baseline else [0, removal],
+                }
+            )
+            minute += 1
+    record = {
+        "id": sweep_id,
+        "name": "flip-vs-blur",
+        "config": "flip-vs-blur.toml",
+        "created": created,
+        "primary": "removal",
+        "axes": ["removal", "deficit.id", "seed"],
+        "runs": entries,
+    }
+    folder = home / "sweeps" / sweep_id
+    folder.mkdir(parents=True)
+    (folder / "sweep.json").write_text(json.dumps(record, indent=1))
+    RunStore(home).reconcile()
+    return record
+
+
+def finish_unfinished(home: Path) -> None:
+    """What the sweep's worker and manager do: the remaining epochs, `finished`, the index."""
+    run_dir = home / "runs" / UNFINISHED
+    lines = []
+    for epoch in range(5, max(REMOVALS) + AFTER):
+        acc = round(0.5 + 0.01 * epoch, 4)
+        lines.append(
+            {
+                "event": "epoch",
+                "time": T0 + 100 + epoch,
+                "epoch": epoch,
+                "lr": 0.01,
+                "deficit_active": epoch < 8,
+                "train_loss": 1.0,
+                "train_acc": acc,
+                "test_loss": 1.0,
+                "test_acc": acc,
+                "seconds": 1.0,
+            }
+        )
+    lines.append(
+        {"event": "finished", "time": T0 + 200, "epochs": 12, "final_acc": 0.6, "seconds": 12.0}
+    )
+    with open(run_dir / "events.jsonl", "a") as f:
+        f.write("".join(json.dumps(e) + "\n" for e in lines))
+    store = RunStore(home)
+    store.update(UNFINISHED, **RunStore.summary_fields(read_events(run_dir)))
+
+
+def test_sweep_view_opens_from_the_dashboard_and_fills_in_as_runs_finish(tmp_path):
+    home = tmp_path / "home"
+    write_sweep(home)
+
+    async def scenario():
+        app = make_app(home, poll_interval=0.2)
+        async with app.run_test(size=(120, 40)) as pilot:
+            from textual.widgets import DataTable
+
+            from critui.tui.screens.sweep import SweepScreen
+            from critui.tui.widgets.charts import Chart
+
+            assert await wait_for(pilot, lambda: app.polls_done >= 1)
+            titles = {c.title for c in app.get_system_commands(app.screen)}
+            assert "Sweeps" in titles
+            await pilot.press("w")
+            assert await wait_for(pilot, lambda: isinstance(app.screen, SweepScreen))
+            screen = app.screen
+            table = screen.query_one(DataTable)
+            chart = screen.query_one(Chart)
+            assert await wait_for(pilot, lambda: screen.refreshes >= 1 and table.row_count == 8)
+            # 3 flip points + 2 blur points (blur removed at 8 still trains)
+            assert await wait_for(pilot, lambda: chart.points == 5 and not chart.busy)
+            report = screen.report
+            pending = next(
+                r for r in report["rows"] if r["series"] == "deficit=blur" and r["value"] == 8
+            )
+            assert pending["final_acc_mean"] is None and pending["finished"] == 0
+            cells = [str(c) for c in table.get_row_at(report["rows"].index(pending))]
+            assert cells[1:5] == ["8", "0/1", "-", "-"]
+            baseline = next(r for r in report["rows"] if r["baseline"])
+            assert str(table.get_row_at(report["rows"].index(baseline))[1]) == "no deficit"
+            assert "5/8 runs" not in str(screen.query_one("#sweep-title").render())
+            assert "7/8 runs finished" in str(screen.query_one("#sweep-title").render())
+
+            finish_unfinished(home)
+            assert await wait_for(pilot, lambda: chart.points == 6 and not chart.busy, timeout=5)
+            row = next(
+                r
+                for r in screen.report["rows"]
+                if r["series"] == "deficit=blur" and r["value"] == 8
+            )
+            cells = [str(c) for c in table.get_row_at(screen.report["rows"].index(row))]
+            assert cells[2] == "1/1" and cells[3].startswith("0.") and "±" in cells[3]
+            assert cells[4].endswith("pts")
+            assert "8/8 runs finished" in str(screen.query_one("#sweep-title").render())
+
+            await pilot.resize_terminal(60, 20)
+            await pilot.pause(0.5)
+            assert isinstance(app.screen, SweepScreen)
+            await pilot.press("escape")
+            assert await wait_for(pilot, lambda: not isinstance(app.screen, SweepScreen))
+
+    asyncio.run(scenario())
+
+
+def test_several_sweeps_give_a_picker_newest_first_and_none_a_notice(tmp_path):
+    home = tmp_path / "home"
+    write_sweep(home)
+    write_sweep(home, "flip-vs-blur-20260102-000000", created=T0 + 86400)
+    empty = tmp_path / "empty"
+    write_run(empty, "20260101-000000-aaaa")
+    RunStore(empty).reconcile()
+
+    async def scenario():
+        from textual.widgets import OptionList
+
+        from critui.tui.screens.sweep import NO_SWEEPS, SweepPicker, SweepScreen
+
+        app = make_app(home, poll_interval=0.2)
+        async with app.run_test(size=(120, 40)) as pilot:
+            assert await wait_for(pilot, lambda: app.polls_done >= 1)
+            await pilot.press("w")
+            assert await wait_for(pilot, lambda: isinstance(app.screen, SweepPicker))
+            options = app.screen.query_one(OptionList)
+            assert options.get_option_at_index(0).id == "flip-vs-blur-20260102-000000"
+            await pilot.press("down", "enter")
+            assert await wait_for(pilot, lambda: isinstance(app.screen, SweepScreen))
+            assert app.screen.sweep_id == SWEEP_ID
+
+        app = make_app(empty, poll_interval=0.2)
+        async with app.run_test(size=(120, 40)) as pilot:
+            assert await wait_for(pilot, lambda: app.polls_done >= 1)
+            await pilot.press("w")
+            assert await wait_for(
+                pilot, lambda: any(n.message == NO_SWEEPS for n in app._notifications)
+            )
+
+    asyncio.run(scenario())
