@@ -37,16 +37,14 @@ class ResNet18(Model):
         return resnet(self.name, input_shape, num_classes, width)
 
 
-class ResNet34(Model):
+class ResNet34(ResNet18):
+    """Same builder; ``resnet(self.name, ...)`` picks the [3,4,6,3] stages by name."""
+
     name = "resnet34"
     description = (
         "Pre-activation ResNet-34, CIFAR variant: 3x3 stem, stages [3,4,6,3] at "
         "64/128/256/512 channels, average pool, linear."
     )
-    params = (WIDTH,)
-
-    def build(self, input_shape, num_classes, width=64):
-        return resnet(self.name, input_shape, num_classes, width)
 
 
 @hookimpl
