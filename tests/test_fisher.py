@@ -11,6 +11,7 @@ from critui.builtin.metrics import DeficitAccuracy, Fisher
 from critui.builtin.models import FullyConnected, SmallCNN
 from critui.errors import CritUIError
 from critui.kinds import MetricContext
+from critui.train import fisher as fisher_module
 from critui.train.fisher import eval_mode, fisher_trace, probe_indices, trace_given_labels
 
 CLASSES = 4
@@ -256,3 +257,58 @@ def test_deficit_accuracy_is_silent_without_an_active_deficit():
     metric = DeficitAccuracy({}, seed=0)
     assert metric.compute(context(tiny_cnn(), deficit=flip, active=False)) == {}
     assert metric.compute(context(tiny_cnn(), deficit=None, active=True)) == {}
+
+
+class Awkward(torch.nn.Module):
+    """Layers that exercise each route of the factored norms: a grouped, dilated, strided
+    conv with a bias and an in-place ReLU straight after it, a conv on few positions, and
+    a linear layer applied at several positions."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(1, 4, 3, padding=2, dilation=2)
+        self.relu = torch.nn.ReLU(inplace=True)
+        self.conv2 = torch.nn.Conv2d(4, 6, 3, stride=2, padding=1, groups=2)
+        self.conv3 = torch.nn.Conv2d(6, 16, 3, stride=2, padding=1)
+        self.mix = torch.nn.Linear(16, 5)
+        self.fc = torch.nn.Linear(5 * 4, CLASSES)
+
+    def forward(self, x):
+        x = self.conv3(self.conv2(self.relu(self.conv1(x))))  # (B, 16, 2, 2)
+        x = self.mix(x.flatten(2).transpose(1, 2))  # (B, 4 positions, 5)
+        return self.fc(x.flatten(1))
+
+
+class Shared(torch.nn.Module):
+    """One layer called twice in a forward: its per-sample gradient sums both calls, which
+    the factored path cannot split, so the vmap path must take over."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 1, 3, padding=1)
+        self.fc = torch.nn.Linear(64, CLASSES)
+
+    def forward(self, x):
+        return self.fc(self.conv(torch.tanh(self.conv(x))).flatten(1))
+
+
+@pytest.mark.parametrize("build", [Awkward, Shared])
+def test_every_route_of_the_exact_estimator_matches_the_loop(build):
+    torch.manual_seed(0)
+    model, x = build(), images(10)
+    labels = torch.randint(0, CLASSES, (10,), generator=torch.Generator().manual_seed(3))
+    fast = trace_given_labels(model, x, torch.arange(10), labels, chunk=4)
+    slow = naive_trace(model, x, labels)
+    per_layer = [v for k, v in fast.items() if k != "total"]
+    assert len(per_layer) == len(slow)
+    for got, want in zip(per_layer, slow, strict=True):
+        assert relative(got, want) < 1e-5
+
+
+def test_factored_and_vmap_paths_give_the_same_estimate(monkeypatch):
+    model, x = tiny_cnn(), images(16)
+    factored = fisher_trace(model, x, seed=1, epoch=4, samples=2, chunk=5)
+    monkeypatch.setattr(fisher_module, "factorable", lambda model, layers: False)
+    by_vmap = fisher_trace(model, x, seed=1, epoch=4, samples=2, chunk=7)
+    for key in factored:
+        assert relative(factored[key], by_vmap[key]) < 1e-5

@@ -10,8 +10,14 @@ gradient; ``total`` is the sum over layers. BatchNorm parameters are not a layer
 Two Monte-Carlo estimators over a fixed probe of clean training images:
 
 ``exact`` (the default)
-    Per-sample gradients, vectorised with ``torch.func`` (``vmap(grad(...))``) over chunks
-    of samples, each squared and summed. Its only noise is the sampling of images and labels.
+    The squared norm of every per-sample gradient, summed. Its only noise is the sampling of
+    images and labels. With BatchNorm in eval mode a sample's loss depends on no other
+    sample, so one backward pass of the chunk's summed loss gives each sample's gradient with
+    respect to each layer's *output*; the gradient with respect to the layer's weight is that
+    times the layer's input, and its squared norm follows without materialising per-sample
+    gradients of the whole model (see :func:`_layer_sq_norms`). Models with a layer this
+    cannot factor (1-D, 3-D or transposed convolutions, a layer called twice in one forward)
+    use ``torch.func``'s ``vmap(grad(...))`` instead, which gives the same numbers slower.
 
 ``batch``
     One gradient per batch of B (image, sampled label) pairs. Given the images, the B score
@@ -153,26 +159,40 @@ def fisher_trace(
     device = _device_of(model)
     x = x.to(device=device, dtype=torch.float32)
     gen = torch.Generator(device=device).manual_seed(derive_seed(seed, epoch, "fisher-labels"))
+    # One uniform per (image, label) pair, drawn up front and turned into a label by inverse
+    # CDF: the labels then depend neither on the chunk size nor on which path computes them.
+    uniforms = torch.rand(len(x) * samples, generator=gen, device=device)
+    images = torch.arange(len(x), device=device).repeat_interleave(samples)
+    layers = fisher_layers(model)
     with eval_mode(model):
-        labels = sample_labels(model, x, samples, gen, chunk)
-        images = torch.arange(len(x), device=device).repeat_interleave(samples)
-        traces = trace_given_labels(model, x, images, labels, chunk, estimator)
-    return traces
+        if estimator == "exact" and factorable(model, layers):
+            sums = _factored_sums(model, layers, x, images, chunk, uniforms=uniforms)
+            if sums is not None:
+                return _as_traces(layers, sums, len(images))
+        labels = sample_labels(model, x, uniforms, chunk)
+        return trace_given_labels(model, x, images, labels, chunk, estimator)
 
 
 def sample_labels(
-    model: nn.Module, x: torch.Tensor, samples: int, gen: torch.Generator, chunk: int
+    model: nn.Module, x: torch.Tensor, uniforms: torch.Tensor, chunk: int
 ) -> torch.Tensor:
-    """``samples`` labels per image drawn from p_w(y|x), image-major: shape (len(x) * samples,)."""
+    """Labels drawn from p_w(y|x), ``len(uniforms) // len(x)`` per image, image-major."""
+    samples = len(uniforms) // max(len(x), 1)
     with torch.no_grad():
         logits = torch.cat([model(x[s : s + chunk]) for s in range(0, len(x), chunk)])
+    return _draw(logits.repeat_interleave(samples, dim=0), uniforms)
+
+
+def _draw(logits: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """One label per row: the first class whose cumulative probability reaches the uniform."""
     if not bool(torch.isfinite(logits).all()):
         raise CritUIError(
             "The model's outputs are not finite (the run has diverged), so its Fisher "
             "information is undefined. Lower the learning rate or check the data."
         )
-    probs = torch.softmax(logits.float(), dim=1)
-    return torch.multinomial(probs, samples, replacement=True, generator=gen).reshape(-1)
+    cdf = torch.softmax(logits.detach().float(), dim=1).cumsum(1)
+    labels = torch.searchsorted(cdf, uniforms[:, None].to(cdf.dtype)).squeeze(1)
+    return labels.clamp_(max=logits.shape[1] - 1)  # rounding can leave cdf[-1] just under 1
 
 
 def trace_given_labels(
@@ -188,24 +208,177 @@ def trace_given_labels(
     Nothing is sampled here, so tests can compare it with a reference on fixed labels.
     """
     layers = fisher_layers(model)
-    trainable = {name for names in layers.values() for name in names}
-    weights = {k: v.detach() for k, v in model.named_parameters() if k in trainable}
-    frozen = {k: v.detach() for k, v in model.named_parameters() if k not in trainable}
-    frozen |= dict(model.named_buffers())
-    sums = torch.zeros(len(layers), dtype=torch.float64, device=x.device)
-    step = _exact_step if estimator == "exact" else _batch_step
-    gradient = step(model, frozen)
     with eval_mode(model):
+        if estimator == "exact" and factorable(model, layers):
+            sums = _factored_sums(model, layers, x, images, chunk, labels=labels)
+            if sums is not None:
+                return _as_traces(layers, sums, len(labels))
+        trainable = {name for names in layers.values() for name in names}
+        weights = {k: v.detach() for k, v in model.named_parameters() if k in trainable}
+        frozen = {k: v.detach() for k, v in model.named_parameters() if k not in trainable}
+        frozen |= dict(model.named_buffers())
+        step = _exact_step if estimator == "exact" else _batch_step
+        gradient = step(model, frozen)
+        sums = torch.zeros(len(layers), dtype=torch.float64, device=x.device)
         for start in range(0, len(labels), chunk):
             idx = slice(start, start + chunk)
             grads = gradient(weights, x[images[idx]], labels[idx])
             for i, names in enumerate(layers.values()):
                 # Both estimators: the sum of all squared entries, divided by the pair count.
                 sums[i] += sum(grads[name].pow(2).sum() for name in names).double()
-    per_layer = (sums / max(len(labels), 1)).tolist()
+    return _as_traces(layers, sums, len(labels))
+
+
+def _as_traces(layers: Layers, sums: torch.Tensor, pairs: int) -> dict[str, float]:
+    per_layer = (sums / max(pairs, 1)).tolist()
     traces = dict(zip(layers, per_layer, strict=True))
     traces["total"] = float(sum(per_layer))
     return traces
+
+
+def _layer_module(names: list[str]) -> str:
+    """The module that owns a layer's parameters: ``conv1.conv.weight`` -> ``conv1.conv``."""
+    return names[0].rpartition(".")[0]
+
+
+def factorable(model: nn.Module, layers: Layers) -> bool:
+    """Whether the factored path handles every layer: nn.Linear, and nn.Conv2d with zero
+    padding given as numbers, each holding only ``weight`` and ``bias``."""
+    for names in layers.values():
+        module = model.get_submodule(_layer_module(names))
+        if {n.rpartition(".")[2] for n in names} - {"weight", "bias"}:
+            return False
+        if isinstance(module, nn.Linear):
+            continue
+        if not isinstance(module, nn.Conv2d):
+            return False
+        if module.padding_mode != "zeros" or isinstance(module.padding, str):
+            return False
+    return True
+
+
+def _factored_sums(
+    model: nn.Module,
+    layers: Layers,
+    x: torch.Tensor,
+    images: torch.Tensor,
+    chunk: int,
+    *,
+    labels: torch.Tensor | None = None,
+    uniforms: torch.Tensor | None = None,
+) -> torch.Tensor | None:
+    """Σ over pairs of each layer's squared per-sample gradient norm (float64), or None
+    when the forward pass breaks an assumption of this path (then the vmap path runs).
+
+    Pairs are (``x[images[i]]``, ``labels[i]``). Given ``uniforms`` instead of labels, each
+    chunk's labels are drawn from the logits of the very forward pass that is
+    differentiated, which saves a separate sampling pass.
+    """
+    modules = [model.get_submodule(_layer_module(names)) for names in layers.values()]
+    kept: dict[nn.Module, list[tuple[torch.Tensor, torch.Tensor, int]]] = {}
+
+    def keep(module, inputs, output):
+        kept.setdefault(module, []).append((inputs[0], output, inputs[0]._version))
+        # Later layers get a copy: an in-place op downstream (a ReLU(inplace=True) straight
+        # after a conv) would otherwise rewrite the saved output's autograd history, and the
+        # gradient taken with respect to it would be the post-ReLU one.
+        return output.clone()
+
+    sums = torch.zeros(len(layers), dtype=torch.float64, device=x.device)
+    hooks = [m.register_forward_hook(keep) for m in modules]
+    try:
+        for start in range(0, len(images), chunk):
+            idx = slice(start, start + chunk)
+            kept.clear()
+            with torch.enable_grad():
+                logits = model(x[images[idx]])
+                y = labels[idx] if labels is not None else _draw(logits, uniforms[idx])
+                log_prob = -F.cross_entropy(logits.float(), y, reduction="sum")
+                calls = [kept.get(m, []) for m in modules]
+                if any(len(c) != 1 for c in calls):  # a layer unused, or called twice
+                    return None
+                grads = torch.autograd.grad(log_prob, [c[0][1] for c in calls])
+            for i, (names, module, call, g) in enumerate(
+                zip(layers.values(), modules, calls, grads, strict=True)
+            ):
+                a, _, version = call[0]
+                if a._version != version:  # an in-place op rewrote the layer's input
+                    return None
+                params = {n.rpartition(".")[2] for n in names}
+                sums[i] += _layer_sq_norms(module, a.detach(), g, params).sum()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return sums
+
+
+def _layer_sq_norms(
+    module: nn.Module, a: torch.Tensor, g: torch.Tensor, params: set[str]
+) -> torch.Tensor:
+    """Each sample's squared gradient norm for one layer, from its input ``a`` and the
+    gradient ``g`` of the sample's log-probability with respect to its output.
+
+    The weight's per-sample gradient sums, over output positions p, the outer product of
+    g_p and the input (patch) a_p. A linear layer applied once has one position, so its
+    squared norm is ‖g‖²·‖a‖². Otherwise it is Σ_pq (g_p·g_q)(a_p·a_q), from the two Gram
+    matrices over positions, when positions are few (Goodfellow's trick); else the
+    per-sample gradient itself, formed by one convolution grouped by sample (conv) or a
+    batched matmul (linear).
+    """
+    a, g = a.float(), g.float()
+    batch = a.shape[0]
+    total = torch.zeros(batch, dtype=torch.float64, device=a.device)
+    if "bias" in params:  # the bias's per-sample gradient is g summed over positions
+        summed = (
+            g.flatten(2).sum(2)
+            if isinstance(module, nn.Conv2d)
+            else g.reshape(batch, -1, g.shape[-1]).sum(1)
+        )
+        total += summed.pow(2).sum(1).double()
+    if "weight" not in params:
+        return total
+    if isinstance(module, nn.Conv2d):
+        positions = g.shape[2] * g.shape[3]
+        d_in, d_out = module.weight[0].numel(), g.shape[1]
+        if positions * (d_in + d_out) < d_in * d_out and module.groups == 1:
+            patches = F.unfold(
+                a, module.kernel_size, module.dilation, module.padding, module.stride
+            )
+            total += _gram_norms(patches.transpose(1, 2), g.flatten(2).transpose(1, 2))
+        else:
+            total += _conv_grad_norms(module, a, g)
+        return total
+    a = a.reshape(batch, -1, a.shape[-1])
+    g = g.reshape(batch, -1, g.shape[-1])
+    if a.shape[1] == 1:
+        total += (g.pow(2).sum((1, 2)) * a.pow(2).sum((1, 2))).double()
+    elif a.shape[1] * (a.shape[2] + g.shape[2]) < a.shape[2] * g.shape[2]:
+        total += _gram_norms(a, g)
+    else:
+        total += (g.transpose(1, 2) @ a).pow(2).sum((1, 2)).double()
+    return total
+
+
+def _gram_norms(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """‖gᵀa‖² per sample for (B, positions, features) inputs, via positions × positions Grams."""
+    return (g @ g.transpose(1, 2) * (a @ a.transpose(1, 2))).sum((1, 2)).double()
+
+
+def _conv_grad_norms(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """The squared norm of each sample's conv weight gradient. All of them come from one
+    weight-gradient convolution whose groups are the (sample, group) pairs: on the CPU this
+    is several times faster than unfolding the input into patches."""
+    batch, groups = a.shape[0], module.groups
+    per_sample = torch.nn.grad.conv2d_weight(
+        a.reshape(1, -1, *a.shape[2:]),
+        (batch * module.out_channels, module.in_channels // groups, *module.kernel_size),
+        g.reshape(1, -1, *g.shape[2:]),
+        module.stride,
+        module.padding,
+        module.dilation,
+        batch * groups,
+    )
+    return per_sample.reshape(batch, -1).pow(2).sum(1).double()
 
 
 def _exact_step(model: nn.Module, frozen: dict[str, torch.Tensor]):
