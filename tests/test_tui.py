@@ -257,6 +257,10 @@ def test_dashboard_lists_filters_and_sorts_runs(tmp_path):
             assert len(table.marked) == 2
             chart = app.screen.query_one("#acc-chart", Chart)
             assert chart.data_key and len(chart.data_key) == 2  # both marked runs are overlaid
+            # so are their total Fisher traces: one line per run, a point per epoch it has
+            epochs = sum(len(app.feed.histories[r].rows) for r in table.marked)
+            assert await wait_for(pilot, lambda: fisher.points == epochs)
+            assert fisher.title == "total Fisher trace of 2 runs"
 
     asyncio.run(scenario())
 
@@ -607,7 +611,7 @@ def test_cancel_signals_a_worker_started_elsewhere(tmp_path):
                 assert await wait_for(pilot, lambda: run_id in table.shown)
                 assert str(table.get_row(run_id)[1]) == "running"
                 table.move_cursor(row=table.shown.index(run_id))
-                await pilot.press("x")
+                await pilot.press("x", "y")  # cancel asks first
                 assert await wait_for(pilot, lambda: worker.poll() is not None, timeout=5)
 
         asyncio.run(scenario())

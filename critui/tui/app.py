@@ -8,6 +8,7 @@ redraw only what changed. Nothing that touches the disk or a subprocess runs on 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
@@ -18,11 +19,13 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.signal import Signal
+from textual.worker import get_current_worker
 
 from critui.runs.store import RunStore
 from critui.tui.feed import RunsFeed
 
 POLL_INTERVAL_S = 1.0
+SWEEP_STEP_S = 0.5  # how often a sweep started here polls its workers and starts the next
 
 
 class CritUIApp(App):
@@ -45,6 +48,7 @@ class CritUIApp(App):
         self.polls_done = 0
         self._polling = False
         self._last_error: str | None = None
+        self.sweeps: dict[str, Any] = {}  # sweep id -> SweepScheduler, for sweeps started here
 
     # -- data --------------------------------------------------------------------------------
 
@@ -148,26 +152,82 @@ class CritUIApp(App):
             return
         self.call_from_thread(self.notify, f"Wrote {path}")
 
-    def launch(self, spec, versions: dict[str, dict[str, str]]) -> None:
+    def launch(self, spec, versions: dict[str, dict[str, str]]) -> dict[str, Any]:
         """Create the run and start its worker (from a thread worker: both touch the disk)."""
+        doc = self.store.create(spec, versions)
+        self.start_worker(doc["id"])
+        return doc
+
+    def start_worker(self, run_id: str) -> None:
+        """Start the worker of a run already in the store (from a thread worker)."""
         from critui.runs.monitor import RunMonitor
 
-        doc = self.store.create(spec, versions)
-        self.feed.add_monitor(RunMonitor(self.store, doc["id"]))
-        return doc
+        self.feed.add_monitor(RunMonitor(self.store, run_id))
+
+    @work(thread=True, group="actions", exit_on_error=False)
+    def resume_run(self, run_id: str) -> None:
+        """Continue a stopped run from its last checkpoint, as ``critui resume`` does."""
+        from critui.runs.lineage import reopen_for_resume
+
+        try:
+            reopen_for_resume(self.store, run_id)
+            self.start_worker(run_id)
+        except Exception as exc:  # noqa: BLE001 - e.g. it already finished: say so, go on
+            self.call_from_thread(self.notify, f"Could not resume: {exc}", severity="error")
+            return
+        self.call_from_thread(self.notify, f"Resuming {run_id} from its last checkpoint.")
+        self.call_from_thread(self.poll_runs)
+
+    @work(thread=True, group="sweeps", exit_on_error=False)
+    def run_sweep(self, record: dict[str, Any], gpus: list[str]) -> None:
+        """Train a sweep's runs with the scheduler ``critui sweep`` uses, one worker at a time.
+
+        Should the app quit first, the runs not started yet stay queued in the sweep's record,
+        and ``critui sweep --resume`` continues them.
+        """
+        from critui.runs.scheduler import SweepScheduler
+
+        worker = get_current_worker()
+        scheduler = SweepScheduler(self.store, record, jobs=1, gpus=gpus)
+        self.sweeps[record["id"]] = scheduler
+        try:
+            while scheduler.step() and not worker.is_cancelled:
+                time.sleep(SWEEP_STEP_S)
+        except Exception as exc:  # noqa: BLE001 - a broken run dir must not end the session
+            self.call_from_thread(
+                self.notify, f"Sweep {record['id']} stopped: {exc}", severity="error"
+            )
+            return
+        finally:
+            self.sweeps.pop(record["id"], None)
+        if worker.is_cancelled:
+            return
+        finished = sum(status == "finished" for status in scheduler.status.values())
+        self.call_from_thread(
+            self.notify, f"Sweep {record['id']}: {finished}/{len(scheduler.status)} runs finished."
+        )
 
     async def action_quit(self) -> None:
         """Quit; if runs started here still train, say that they go on, and ask first."""
         active = [m.run_id for m in self.feed.monitors.values() if not m.done]
-        if not active:
+        sweeps = list(self.sweeps.items())  # copied: their scheduler threads change them
+        active += [i for _, s in sweeps for i in list(s.running)]
+        waiting = {sweep_id: len(s.pending) for sweep_id, s in sweeps if s.pending}
+        if not active and not waiting:
             self.exit()
             return
         from critui.tui.widgets.confirm import ConfirmModal
 
         question = (
             f"{len(active)} run(s) started here are still training. They keep running after you "
-            "quit; the next critui command records how they end. Quit?"
+            "quit; the next critui command records how they end."
         )
+        for sweep_id, count in waiting.items():
+            question += (
+                f" Sweep {sweep_id} has {count} run(s) not started yet; "
+                f"`critui sweep --resume {sweep_id}` continues it."
+            )
+        question += " Quit?"
         self.push_screen(
             ConfirmModal(question, yes="Quit"), lambda yes: self.exit() if yes else None
         )

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from critui.events import EventTail, epoch_table, pid_alive, worker_pid
+from critui.runs.lineage import summarise_fork
 
 RECONCILE_EVERY = 5  # polls between reconciliations (settles runs whose manager died)
 
@@ -83,13 +84,21 @@ class RunsFeed:
     def poll(self) -> set[str]:
         """Bring everything up to date; return the ids of runs that changed (added, removed too)."""
         with self._lock:
+            ended = []
             for monitor in list(self.monitors.values()):
                 if not monitor.done:
                     monitor.poll()
+                    if monitor.done:
+                        ended.append(monitor.run_id)
             if self.polls % RECONCILE_EVERY == 0:
                 self.store.reconcile()
             self.polls += 1
             docs = {d["id"]: d for d in self.store.all()}
+            forks = [r for r in ended if docs.get(r, {}).get("parent")]
+            for run_id in forks:
+                summarise_fork(self.store, run_id)
+            if forks:
+                docs = {d["id"]: d for d in self.store.all()}
             changed = {run_id for run_id, doc in docs.items() if self.docs.get(run_id) != doc}
             changed |= set(self.docs) - set(docs)
             for run_id in docs:

@@ -11,7 +11,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
-from critui.tui.widgets.charts import Chart, accuracy_draw, fisher_draw
+from critui.tui.widgets.charts import Chart, accuracy_draw, fisher_draw, fisher_totals_draw
 from critui.tui.widgets.confirm import ConfirmModal
 from critui.tui.widgets.runs_table import SORTS, RunsTable
 
@@ -25,7 +25,9 @@ class DashboardScreen(Screen):
         Binding("slash", "focus_filter", "Filter", tooltip="Filter the runs by any text"),
         Binding("s", "cycle_sort", "Sort", tooltip="Sort by the next column"),
         Binding("space", "toggle_mark", "Mark", tooltip="Mark a run to chart it with others"),
-        Binding("x", "cancel_run", "Cancel", tooltip="Stop the highlighted run cleanly"),
+        Binding(
+            "x", "cancel_run", "Cancel", tooltip="Stop the highlighted run cleanly (asks first)"
+        ),
         Binding(
             "delete,D", "delete_run", "Delete", tooltip="Delete the highlighted run (asks first)"
         ),
@@ -108,12 +110,14 @@ class DashboardScreen(Screen):
         acc = self.query_one("#acc-chart", Chart)
         acc.show(key, accuracy_draw(runs))
         fisher = self.query_one("#fisher-chart", Chart)
-        if ids:
+        if len(ids) == 1:
             history = histories[ids[0]]
-            rows = getattr(history, "rows", [])
             layers = history.layers() if history else []
             fisher.title = f"Fisher trace per layer, {ids[0][-4:]}"
-            fisher.show(key[:1], fisher_draw(rows, layers, feed.docs[ids[0]].get("window")))
+            fisher.show(key, fisher_draw(runs[0][1], layers, runs[0][2]))
+        elif ids:
+            fisher.title = f"total Fisher trace of {len(ids)} runs"
+            fisher.show(key, fisher_totals_draw(runs))
         else:
             fisher.show((), None)
         sort = f"sort: {self.sort}"
@@ -171,7 +175,7 @@ class DashboardScreen(Screen):
     def action_cancel_run(self) -> None:
         run_id = self.table.current_id
         if run_id:
-            self.app.cancel_run(run_id)
+            ask_cancel(self.app, run_id)
 
     def action_delete_run(self) -> None:
         run_id = self.table.current_id
@@ -212,5 +216,25 @@ def ask_delete(app: Any, run_id: str, then=None) -> None:
 
     app.push_screen(
         ConfirmModal(f"Delete run {run_id}: its directory, checkpoints and history entry?"),
+        answered,
+    )
+
+
+def ask_cancel(app: Any, run_id: str) -> None:
+    """Confirm, then stop the run; an accidental key must not end hours of training."""
+    status = app.feed.docs.get(run_id, {}).get("status")
+    if status not in ("running", "queued"):
+        app.notify(f"{run_id} is not running ({status or 'gone'}).")
+        return
+
+    def answered(yes: bool | None) -> None:
+        if yes:
+            app.cancel_run(run_id)
+
+    app.push_screen(
+        ConfirmModal(
+            f"Stop run {run_id}? Every completed epoch is kept; resume continues it later.",
+            yes="Stop run",
+        ),
         answered,
     )

@@ -3,11 +3,16 @@
 Each chosen plugin's declared parameters become fields (plus the train and optim settings),
 validated as they are typed with the messages ``--set`` gives. Launch builds the spec with
 the same :func:`~critui.config.build_spec` as ``critui run`` and starts the run's worker.
+
+An optional sweep axis (any field, with a list of values, and seeds) turns the launch into a
+sweep: the form becomes a sweep config for :func:`~critui.sweeps.expand`, planned into a fork
+tree and trained by the same scheduler as ``critui sweep``, and the sweep view opens.
 """
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -28,11 +33,25 @@ from textual.widgets import (
 
 from critui.config import DEFAULT_IDS, OPTIM_PARAMS, TRAIN_PARAMS, build_spec
 from critui.errors import CritUIError
-from critui.params import ParamError
+from critui.params import Param, ParamError
 from critui.tui.widgets.param_form import ParamField
 
 NONE = "none"
 PICKS = (("dataset", "datasets"), ("model", "models"), ("deficit", "deficits"))
+SEED = "train.seed"
+
+
+def parse_values(text: str, param: Param, key: str) -> list[Any]:
+    """Comma-separated values of one setting, each checked by its Param like ``--set``."""
+    items = [item.strip() for item in text.split(",")]
+    if not text.strip() or not all(items):
+        raise ParamError(
+            f"{key}: give its values separated by commas, e.g. 0,4,8,12 (got {text!r})."
+        )
+    values = [param.parse(item, key) for item in items]
+    if len({str(v) for v in values}) != len(values):
+        raise ParamError(f"{key}: {text!r} repeats a value; list each once.")
+    return values
 
 
 class NewExperimentScreen(Screen):
@@ -47,6 +66,7 @@ class NewExperimentScreen(Screen):
         super().__init__()
         self.registry = None
         self.launched: str | None = None
+        self.launched_sweep: str | None = None
         self._rebuilding = asyncio.Lock()
 
     def compose(self) -> ComposeResult:
@@ -108,6 +128,7 @@ class NewExperimentScreen(Screen):
             Vertical(*self._fields(OPTIM_PARAMS, "optim"), classes="group"),
         )
         await form.mount(Vertical(id="plugin-fields", classes="group"))
+        await form.mount(Label("sweep (optional)", classes="section"), sweep_rows())
         self.registry = registry
         await self.rebuild_plugin_fields()
         self.query_one("#launch", Button).disabled = False
@@ -122,7 +143,7 @@ class NewExperimentScreen(Screen):
         metrics = [
             box.name for box in self.query("#metrics-picks Checkbox").results(Checkbox) if box.value
         ]
-        return [str(p) for p in picks if p not in (NONE, Select.BLANK)], metrics
+        return [str(p) for p in picks if p not in (NONE, Select.NULL)], metrics
 
     async def rebuild_plugin_fields(self) -> None:
         """One group of fields per chosen plugin, keeping values typed for plugins still chosen."""
@@ -152,6 +173,16 @@ class NewExperimentScreen(Screen):
                 for p in info.params
             ]
         await box.mount_all(widgets)
+        self._offer_axes()
+
+    def _offer_axes(self) -> None:
+        """Every field of the form can be the sweep axis; keep the choice while it still exists."""
+        select = self.query_one("#axis-key", Select)
+        keys = [f.key for f in self.query(ParamField).results(ParamField)]
+        current = select.value
+        select.set_options([(key, key) for key in keys])
+        if current in keys:
+            select.value = current
 
     @on(Select.Changed, "#pickers Select")
     async def _picked(self, event: Select.Changed) -> None:
@@ -197,30 +228,127 @@ class NewExperimentScreen(Screen):
         error.update("")
         return spec
 
+    def collect_axis(self) -> tuple[str | None, list[Any], list[int]] | None:
+        """(axis key or None, its values, seeds), or None when the form trains one run.
+
+        Raises ParamError, shown under the axis, when a value does not fit its setting.
+        """
+        select = self.query_one("#axis-key", Select)
+        key = None if select.is_blank() else str(select.value)
+        values_text = self.query_one("#axis-values", Input).value
+        seeds_text = self.query_one("#axis-seeds", Input).value
+        seed = self.field(SEED).param
+        if key is None:
+            if values_text.strip():
+                raise ParamError("Choose the setting to sweep, or clear its values.")
+            if not seeds_text.strip():
+                return None
+            return None, [], parse_values(seeds_text, seed, "seeds")
+        values = parse_values(values_text, self.field(key).param, key)
+        if key == SEED:
+            if seeds_text.strip():
+                raise ParamError("The axis already lists the seeds; clear the seeds field.")
+            return None, [], values
+        seeds = parse_values(seeds_text, seed, "seeds") if seeds_text.strip() else []
+        return key, values, seeds or [self.field(SEED).validate_value()]
+
+    def plan_sweep(self, axis: tuple[str | None, list[Any], list[int]]):
+        """The form as a sweep config, expanded into validated runs (errors as CritUIError)."""
+        from critui.sweeps import expand, parse_sweep
+
+        key, values, seeds = axis
+        picks, metrics = self.chosen()
+        base: dict[str, Any] = {p.split(".")[0].rstrip("s"): {"id": p} for p in picks}
+        base["metrics"] = {self.registry.get(m).name: {} for m in metrics}
+        name = self.query_one("#run-name", Input).value.strip()
+        table: dict[str, Any] = {"name": name or f"{key or 'seed'} sweep", "seeds": seeds}
+        if key:
+            table["set"] = {key: values}
+        # The axis and the seeds come from the sweep table; every other field applies to all
+        # runs, as `critui sweep --set` does (a set value would override the axis's).
+        sets = [
+            f.as_setting()
+            for f in self.query(ParamField).results(ParamField)
+            if f.key not in (key, SEED)
+        ]
+        sweep = parse_sweep({**base, "sweep": table})
+        return sweep, expand(sweep, self.registry, sets)
+
     def action_launch(self) -> None:
         if self.registry is None:
             return
         spec = self.collect()
-        if spec is not None:
-            self.query_one("#launch", Button).disabled = True
+        if spec is None:
+            return
+        axis_error = self.query_one("#axis-error", Static)
+        try:
+            axis = self.collect_axis()
+            planned = self.plan_sweep(axis) if axis else None
+        except (ParamError, CritUIError) as exc:
+            axis_error.update(str(exc))
+            self.query_one("#launch-error", Static).update(f"The sweep axis needs fixing: {exc}")
+            return
+        axis_error.update("")
+        self.query_one("#launch", Button).disabled = True
+        if planned is None:
             self.start_run(spec)
+        else:
+            self.start_sweep(*planned)
 
     @work(thread=True, exit_on_error=False)
-    def start_run(self, spec) -> None:
+    def start_sweep(self, sweep, planned) -> None:
+        """Plan the fork tree and create the sweep's runs, as ``critui sweep`` does; then train."""
+        from critui.devices import resolve_device
+        from critui.runs import scheduler as sched
+        from critui.runs.planner import plan_tree
+
+        threads = sched.cpu_threads_per_worker(1)
+        for run in planned:
+            if not run.spec.train["threads"]:
+                run.spec.train["threads"] = threads
+        try:
+            nodes = plan_tree([run.spec for run in planned])
+            devices = {run.spec.train["device"] for run in planned}
+            for device in devices:
+                resolve_device(device)
+            record = sched.create_sweep(
+                self.app.store, sweep, planned, nodes, self._versions, config_path=None
+            )
+        except Exception as exc:  # noqa: BLE001
+            self.app.call_from_thread(self._launch_failed, str(exc))
+            return
+        gpus = sched.detect_gpus() if devices - {"cpu"} else []
+        self.app.call_from_thread(self._sweep_launched, record, gpus)
+
+    def _sweep_launched(self, record: dict[str, Any], gpus: list[str]) -> None:
+        from critui.tui.screens.sweep import SweepScreen
+
+        self.launched_sweep = record["id"]
+        self.app.run_sweep(record, gpus)
+        self.app.notify(f"Started sweep {record['id']}: {len(record['runs'])} runs")
+        self.app.poll_runs()
+        self.dismiss()
+        self.app.push_screen(SweepScreen(record["id"], record))
+
+    def _versions(self, spec) -> dict[str, dict[str, str]]:
         used = [spec.dataset, spec.model] + ([spec.deficit] if spec.deficit else []) + spec.metrics
         versions = {}
         for p in used:
             info = self.registry.get(p.id)
             versions[p.id] = {"distribution": info.distribution, "version": info.version}
+        return versions
+
+    @work(thread=True, exit_on_error=False)
+    def start_run(self, spec) -> None:
         try:
-            doc = self.app.launch(spec, versions)
+            doc = self.app.launch(spec, self._versions(spec))
         except Exception as exc:  # noqa: BLE001
             self.app.call_from_thread(self._launch_failed, str(exc))
             return
         self.app.call_from_thread(self._launched, doc)
 
     def _launch_failed(self, message: str) -> None:
-        self.query_one("#launch-error", Static).update(f"Could not start the run: {message}")
+        self.query_one("#launch-error", Static).update(f"Could not start: {message}")
         self.query_one("#launch", Button).disabled = self.registry is None
 
     def _launched(self, doc) -> None:
@@ -234,4 +362,28 @@ def name_row() -> Horizontal:
     return Horizontal(
         Label("name", classes="name"),
         Input(placeholder="optional name for the history", id="run-name", compact=True),
+    )
+
+
+def sweep_rows() -> Vertical:
+    return Vertical(
+        Horizontal(
+            Label("axis", classes="name"),
+            Select([], prompt="none: launch one run", id="axis-key", compact=True),
+        ),
+        Horizontal(
+            Label("values", classes="name"),
+            Input(placeholder="comma-separated, e.g. 0,4,8,12", id="axis-values", compact=True),
+        ),
+        Horizontal(
+            Label("seeds", classes="name"),
+            Input(
+                placeholder="optional, e.g. 0,1,2 (default: train.seed)",
+                id="axis-seeds",
+                compact=True,
+            ),
+        ),
+        Static("", id="axis-error", markup=False),
+        id="sweep-axis",
+        classes="group",
     )

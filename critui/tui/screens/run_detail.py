@@ -1,6 +1,7 @@
 """One run in detail: config and plugin versions, a live log tail, accuracy and loss curves,
 per-layer Fisher traces (raw and as a share of the sum over layers) and a layer × epoch
-Fisher heatmap, each with the deficit window marked."""
+Fisher heatmap, each with the deficit window marked. Actions: cancel (asks first), resume,
+fork from an epoch, delete (asks first) and export."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from critui.tui.widgets.charts import Chart, FisherHeatmap, accuracy_draw, curve
 from critui.tui.widgets.runs_table import STATUS_STYLES, deficit_text, fmt_acc
 
 LOG_TAIL_BYTES = 16_384
+RESUMABLE = ("failed", "cancelled", "interrupted")
 
 
 def read_log_tail(run_dir: Path, limit: int = LOG_TAIL_BYTES) -> list[str]:
@@ -105,7 +107,19 @@ class RunDetailScreen(Screen):
 
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back", tooltip="Back to the dashboard"),
-        Binding("x", "cancel_run", "Cancel run", tooltip="Stop this run cleanly"),
+        Binding("x", "cancel_run", "Cancel run", tooltip="Stop this run cleanly (asks first)"),
+        Binding(
+            "r",
+            "resume_run",
+            "Resume",
+            tooltip="Continue this failed, cancelled or interrupted run from its last checkpoint",
+        ),
+        Binding(
+            "f",
+            "fork_run",
+            "Fork",
+            tooltip="Start a new run from this run's state after an epoch, optionally changed",
+        ),
         Binding("delete,D", "delete_run", "Delete", tooltip="Delete this run (asks first)"),
         Binding(
             "e", "export", "Export CSV", tooltip="Write this run's per-epoch metrics as CSV here"
@@ -234,7 +248,38 @@ class RunDetailScreen(Screen):
         self.query_one(TabbedContent).active = tab
 
     def action_cancel_run(self) -> None:
-        self.app.cancel_run(self.run_id)
+        from critui.tui.screens.dashboard import ask_cancel
+
+        ask_cancel(self.app, self.run_id)
+
+    def action_resume_run(self) -> None:
+        status = (self.doc or {}).get("status")
+        if status not in RESUMABLE:
+            self.app.notify(
+                f"Run {self.run_id} is {status or 'gone'}; only a failed, cancelled or "
+                "interrupted run can be resumed.",
+                severity="warning",
+            )
+            return
+        self.app.resume_run(self.run_id)
+
+    def action_fork_run(self) -> None:
+        from critui.tui.screens.fork import ForkModal
+
+        history = self.app.feed.histories.get(self.run_id)
+        done = len(history.rows) if history else 0
+        if self.doc is None or not done:
+            self.app.notify(
+                f"Run {self.run_id} has no finished epoch to fork from yet.", severity="warning"
+            )
+            return
+        # A fork of a fork counts its inherited epochs too: they are what it started from.
+        done = max(done, self.doc.get("epochs_done") or 0)
+        self.app.push_screen(ForkModal(self.run_id, done), self._forked)
+
+    def _forked(self, doc: dict[str, Any] | None) -> None:
+        if doc:
+            self.app.push_screen(RunDetailScreen(doc["id"]))
 
     def action_delete_run(self) -> None:
         from critui.tui.screens.dashboard import ask_delete

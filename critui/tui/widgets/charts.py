@@ -276,6 +276,31 @@ def fisher_draw(
     return draw
 
 
+def fisher_totals_draw(runs: list[tuple[str, list[dict[str, Any]], Any]]) -> Draw:
+    """The total Fisher trace (sum over layers) of several runs, overlaid on a log scale.
+
+    Per-layer curves of several runs would be runs × layers lines in one small chart; the
+    total keeps one line per run, and its peak and decay are what the paper compares.
+    """
+
+    def draw(c: Canvas) -> None:
+        positive = True
+        for i, (label, rows, _window) in enumerate(runs):
+            xs, ys = series(rows, "fisher.total")
+            positive = positive and all(y > 0 for y in ys)
+            c.line(xs, ys, label=label, color=SERIES_COLOURS[i % len(SERIES_COLOURS)])
+        if not c.points:
+            c.plt.title(f"{c.title}: no Fisher data (enable metrics.fisher)")
+            return
+        if positive:
+            c.plt.yscale("log")
+        for window in {tuple(w) for _label, _rows, w in runs if w}:
+            mark_window(c.plt, window)  # each distinct window once: runs often share one
+        c.plt.xlabel("epoch")
+
+    return draw
+
+
 # Low to high: a perceptually ordered ramp (viridis' endpoints and midpoints).
 RAMP = ("#440154", "#46327e", "#365c8d", "#277f8e", "#1fa187", "#4ac16d", "#a0da39", "#fde725")
 
