@@ -63,6 +63,32 @@ TRAIN_PARAMS = (
         max=1024,
     ),
     Param("eval_batch_size", "int", 1000, "batch size for evaluation passes", min=1),
+    # The GPU speed settings. "auto" is resolved by the worker on the device it trains on and
+    # the resolved value replaces it in the run's spec.json (and its started event).
+    Param(
+        "precision",
+        "choice",
+        "auto",
+        "arithmetic of training and evaluation: fp32, or bf16 autocast (weights and optimiser stay "
+        "float32); auto is bf16 on a CUDA GPU that supports it and fp32 on the CPU",
+        choices=("auto", "fp32", "bf16"),
+    ),
+    Param(
+        "channels_last",
+        "choice",
+        "auto",
+        "store the model and each batch in channels_last (NHWC) memory format, which tensor-core "
+        "convolutions prefer: on, off, or auto (on with CUDA, off on the CPU)",
+        choices=("auto", "on", "off"),
+    ),
+    Param(
+        "compile",
+        "choice",
+        "auto",
+        "torch.compile the model for training and evaluation: on, off, or auto (on with CUDA, off "
+        "on the CPU); when compiling fails the run trains uncompiled and logs a warning",
+        choices=("auto", "on", "off"),
+    ),
 )
 
 # The paper's recipe is SGD, lr 0.05 x 0.97^epoch, wd 1e-3 (configs/ set it for CIFAR-10).

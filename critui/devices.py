@@ -38,3 +38,30 @@ def resolve_device(name: str) -> str:
             f"(cuda:0..cuda:{torch.cuda.device_count() - 1}). Pick one of those."
         )
     return name
+
+
+def place_on_gpu(gpus: list[str], busy: list[str], per_gpu: int | None = None) -> str | None:
+    """The GPU for the next worker, or None when every GPU already holds ``per_gpu`` workers.
+
+    ``gpus`` are the GPU ids to use (as ``CUDA_VISIBLE_DEVICES`` spells them), ``busy`` the
+    GPU of each worker already running. The least-loaded GPU wins, the first listed on a
+    tie, so k workers spread over G GPUs fill each GPU once before any holds two. With
+    ``per_gpu`` None there is no cap per GPU (the caller's ``--jobs`` limits the total).
+    """
+    if not gpus:
+        return None
+    load = {g: busy.count(g) for g in gpus}
+    gpu = min(gpus, key=lambda g: (load[g], gpus.index(g)))
+    if per_gpu is not None and load[gpu] >= per_gpu:
+        return None
+    return gpu
+
+
+def worker_slots(gpus: list[str], jobs: int, per_gpu: int | None) -> int:
+    """How many workers run at once: ``G·per_gpu`` on G GPUs with ``--per-gpu``, else ``jobs``.
+
+    Without GPUs ``per_gpu`` means nothing (the CPU splits its cores by ``--jobs``).
+    """
+    if gpus and per_gpu is not None:
+        return len(gpus) * max(1, per_gpu)
+    return max(1, jobs)

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from critui.devices import place_on_gpu, worker_slots
 from critui.errors import CritUIError
 from critui.train.checkpoint import LATEST, epoch_checkpoint_name
 
@@ -129,16 +130,23 @@ def detect_gpus() -> list[str]:
 
 
 class SweepScheduler:
-    """Runs a sweep's pending runs, ``jobs`` at a time, children after their fork checkpoint."""
+    """Runs a sweep's pending runs, ``jobs`` at a time, children after their fork checkpoint.
+
+    With GPUs and ``per_gpu`` = k, up to k workers share each GPU (G·k at once), each pinned
+    to its GPU through ``CUDA_VISIBLE_DEVICES``; without ``per_gpu``, ``jobs`` workers are
+    spread over the GPUs, least-loaded first.
+    """
 
     def __init__(self, store, record: dict[str, Any], jobs: int = 1, gpus: list[str] | None = None,
+                 per_gpu: int | None = None,
                  on_event: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
                  on_start: Callable[[dict[str, Any]], None] | None = None,
                  on_end: Callable[[dict[str, Any], str], None] | None = None):
         self.store = store
         self.record = record
-        self.jobs = max(1, jobs)
         self.gpus = list(gpus or [])
+        self.per_gpu = per_gpu if self.gpus else None
+        self.jobs = worker_slots(self.gpus, jobs, self.per_gpu)
         self.on_event = on_event or (lambda entry, event: None)
         self.on_start = on_start or (lambda entry: None)
         self.on_end = on_end or (lambda entry, status: None)
@@ -244,9 +252,8 @@ class SweepScheduler:
         from critui.runs.monitor import RunMonitor
 
         env: dict[str, str] = {}
-        if self.gpus:
-            load = {g: list(self.gpu_of.values()).count(g) for g in self.gpus}
-            gpu = min(self.gpus, key=lambda g: (load[g], self.gpus.index(g)))
+        gpu = place_on_gpu(self.gpus, list(self.gpu_of.values()), self.per_gpu)
+        if gpu is not None:
             self.gpu_of[index] = gpu
             env["CUDA_VISIBLE_DEVICES"] = gpu
         self.store.update(self.entries[index]["run_id"], error=None)

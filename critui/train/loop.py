@@ -3,7 +3,11 @@
 Read top to bottom: ``prepare_data`` puts the whole dataset on the device once, normalised;
 ``train_epoch`` walks a seeded permutation in index slices, applies the deficit while its
 window is open, then augmentation, and keeps loss and accuracy sums on the device, so there
-is no host-device sync inside an epoch; ``evaluate`` scores clean test data.
+is no host-device sync inside an epoch; ``evaluate`` scores clean test data in large batches.
+
+On a GPU a :class:`Speed` adds the usual fast settings (``resolve_speed``): bf16 autocast,
+channels_last and ``torch.compile``. On the CPU they resolve to plain float32, eager, which
+is exactly the code path the CPU's bit-identical resume and fork guarantees are made on.
 
 Randomness is derived, not carried: every epoch's batch order, augmentation and deficit
 noise come from generators seeded by (seed, epoch, purpose). A run resumed or forked at an
@@ -12,8 +16,12 @@ epoch boundary therefore continues exactly as if it had never stopped.
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import math
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -62,6 +70,87 @@ def prepare_data(data: DatasetTensors, device: torch.device, augment: str) -> De
         num_classes=len(data.classes),
         augment=data.augment if augment == "auto" else augment,
     )
+
+
+@dataclass(frozen=True)
+class Speed:
+    """How training and evaluation steps run. The default is the CPU's: float32, NCHW, eager."""
+
+    precision: str = "fp32"  # "fp32" or "bf16" (autocast; weights and optimiser stay float32)
+    channels_last: bool = False
+    compile: bool = False
+
+    def autocast(self, device: torch.device) -> AbstractContextManager:
+        if self.precision == "bf16":
+            return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        return nullcontext()
+
+    def layout(self, x: torch.Tensor) -> torch.Tensor:
+        """A batch in the memory format the model was put in."""
+        if self.channels_last and x.dim() == 4:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def as_train(self) -> dict[str, str]:
+        """The resolved values, as the ``train`` section of a spec spells them."""
+        return {
+            "precision": self.precision,
+            "channels_last": "on" if self.channels_last else "off",
+            "compile": "on" if self.compile else "off",
+        }
+
+
+FP32 = Speed()
+
+
+def resolve_speed(train: dict[str, Any], device: torch.device) -> Speed:
+    """Resolve ``train.precision``, ``train.channels_last`` and ``train.compile`` for ``device``.
+
+    ``auto`` means the fast settings on CUDA (bf16 where the GPU supports it, channels_last,
+    compile) and float32, NCHW, eager elsewhere. A spec written before these settings
+    existed has none of the keys: it resolves to what it was trained with, fp32 and eager.
+    """
+    cuda = device.type == "cuda"
+    precision = train.get("precision", "fp32")
+    if precision == "auto":
+        precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
+    channels_last = train.get("channels_last", "off")
+    compile_ = train.get("compile", "off")
+    return Speed(
+        precision=precision,
+        channels_last=cuda if channels_last == "auto" else channels_last == "on",
+        compile=cuda if compile_ == "auto" else compile_ == "on",
+    )
+
+
+def compile_model(
+    model: torch.nn.Module, data: DeviceData, speed: Speed, batch_size: int, eval_batch_size: int
+) -> torch.nn.Module:
+    """``torch.compile(model)``, already compiled for a training and an evaluation batch.
+
+    Compiling is lazy, so a compiler that cannot handle the model fails at the first call;
+    this makes that call here, on one real batch, and puts the weights, BatchNorm statistics
+    and gradients back as they were, so that the caller can fall back to the eager model.
+    The compiled module shares its parameters with ``model``; checkpoints and metrics keep
+    using ``model`` itself. Shapes are static: the batch size and the last, smaller batch
+    each get their own graph, instead of a slower dynamic-shape one.
+    """
+    fast = torch.compile(model, dynamic=False)
+    saved = copy.deepcopy(model.state_dict())
+    was_training = model.training
+    try:
+        model.train()
+        x, y = data.train_x[:batch_size], data.train_y[:batch_size]
+        with speed.autocast(x.device):
+            loss = F.cross_entropy(fast(speed.layout(x)), y)
+        loss.backward()
+        n_eval = min(eval_batch_size, len(data.test_y))
+        evaluate(fast, data.test_x[:n_eval], data.test_y[:n_eval], eval_batch_size, speed)
+    finally:
+        model.load_state_dict(saved)
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+    return fast
 
 
 def crop_flip(x: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.Tensor:
@@ -119,8 +208,13 @@ def train_epoch(
     spec: RunSpec,
     epoch: int,
     deficit: Deficit | None,
+    speed: Speed = FP32,
 ) -> EpochResult:
-    """One pass over the training set; the only host sync is the reduction at the end."""
+    """One pass over the training set; the only host sync is the reduction at the end.
+
+    ``model`` may be the compiled module (:func:`compile_model`); the optimiser holds the
+    parameters it shares with the eager one.
+    """
     device = data.train_x.device
     seed = spec.seed
     batch_size = spec.optim["batch_size"]
@@ -146,29 +240,43 @@ def train_epoch(
             x, y = deficit.apply(x, y, epoch, deficit_gen)  # type: ignore[union-attr]
         if data.augment == "crop-flip":
             x = crop_flip(x, augment_gen)
-        logits = model(x)
-        loss = F.cross_entropy(logits, y)
+        with speed.autocast(device):
+            logits = model(speed.layout(x))
+            loss = F.cross_entropy(logits, y)  # autocast computes it in float32
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         loss_sum += loss.detach() * len(idx)
         correct += (logits.detach().argmax(1) == y).sum()
         seen += len(idx)
-    mean_loss = (loss_sum / max(seen, 1)).item()
-    return EpochResult(mean_loss, correct.item() / max(seen, 1), bool(torch.isfinite(torch.tensor(mean_loss))))
+    mean_loss, n_correct = _to_host(loss_sum / max(seen, 1), correct)
+    return EpochResult(mean_loss, n_correct / max(seen, 1), math.isfinite(mean_loss))
 
 
 @torch.inference_mode()
-def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tuple[float, float]:
+def evaluate(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, speed: Speed = FP32
+) -> tuple[float, float]:
     """Mean loss and accuracy on (x, y), in large batches, BatchNorm in eval mode."""
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), device=x.device)
     correct = torch.zeros((), device=x.device, dtype=torch.long)
     for start in range(0, len(y), batch_size):
-        logits = model(x[start : start + batch_size])
+        with speed.autocast(x.device):
+            logits = model(speed.layout(x[start : start + batch_size]))
         target = y[start : start + batch_size]
         loss_sum += F.cross_entropy(logits.float(), target, reduction="sum")
         correct += (logits.argmax(1) == target).sum()
     model.train(was_training)
-    return (loss_sum / len(y)).item(), correct.item() / len(y)
+    mean_loss, n_correct = _to_host(loss_sum / len(y), correct)
+    return mean_loss, n_correct / len(y)
+
+
+def _to_host(mean: torch.Tensor, count: torch.Tensor) -> tuple[float, int]:
+    """A float32 mean and an integer count in one device-to-host copy (one sync, not two).
+
+    float64 holds both exactly, so the values equal ``mean.item()`` and ``count.item()``.
+    """
+    both = torch.stack([mean.double(), count.double()]).tolist()
+    return both[0], int(both[1])

@@ -91,6 +91,7 @@ def run(run_dir: Path, log, state: dict) -> None:
         lr_at,
         make_optimizer,
         prepare_data,
+        resolve_speed,
         train_epoch,
     )
 
@@ -106,6 +107,9 @@ def run(run_dir: Path, log, state: dict) -> None:
 
     torch.manual_seed(derive_seed(spec.seed, -1, "init"))
     model = registry.get(spec.model.id).cls().build(input_shape, data.num_classes, **spec.model.params).to(device)
+    speed = resolve_speed(spec.train, device)
+    if speed.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(spec, model)
     deficit = None
     if spec.deficit is not None:
@@ -117,6 +121,10 @@ def run(run_dir: Path, log, state: dict) -> None:
     first_epoch = 0
     if latest.exists():
         first_epoch = checkpoint.load(latest, model, optimizer, device)["next_epoch"]
+    eval_bs = spec.train["eval_batch_size"]
+    fast, speed = _compiled(model, data, speed, spec.optim["batch_size"], eval_bs, log)
+    requested = {k: spec.train.get(k) for k in speed.as_train()}
+    _record_speed(run_dir, spec, speed)
     window = spec.window()
     log.write(
         "started",
@@ -133,23 +141,24 @@ def run(run_dir: Path, log, state: dict) -> None:
         n_train=len(data.train_y),
         n_test=len(data.test_y),
         augment=data.augment,
+        **speed.as_train(),
+        requested=requested,
         parameters=sum(p.numel() for p in model.parameters()),
         lr_at_removal=lr_at(spec, window[1]) if window else None,
         setup_seconds=round(time.perf_counter() - t_start, 3),
     )
 
     test_accs: list[float] = []
-    eval_bs = spec.train["eval_batch_size"]
     for epoch in range(first_epoch, spec.epochs):
         state["epoch"] = epoch
         t0 = time.perf_counter()
-        result = train_epoch(model, optimizer, data, spec, epoch, deficit)
+        result = train_epoch(fast, optimizer, data, spec, epoch, deficit, speed)
         if not result.finite:
             raise Diverged(
                 f"the training loss became NaN or infinite in epoch {epoch} (lr {lr_at(spec, epoch):.4g}). "
                 "Lower optim.lr, or check the deficit and dataset."
             )
-        test_loss, test_acc = evaluate(model, data.test_x, data.test_y, eval_bs)
+        test_loss, test_acc = evaluate(fast, data.test_x, data.test_y, eval_bs, speed)
         test_accs.append(test_acc)
         log.write(
             "epoch",
@@ -187,6 +196,46 @@ def run(run_dir: Path, log, state: dict) -> None:
         final_window=FINAL_WINDOW,
         seconds=round(time.perf_counter() - t_start, 3),
     )
+
+
+def _compiled(model, data, speed, batch_size: int, eval_batch_size: int, log):
+    """The module to train and evaluate with, and the settings it really runs with.
+
+    With ``compile`` on, that is the compiled model; when compiling raises (no compiler, an
+    unsupported op, an old GPU), the run goes on eager and says so in its events and log.
+    """
+    import dataclasses
+
+    from critui.train.loop import compile_model
+
+    if not speed.compile:
+        return model, speed
+    try:
+        return compile_model(model, data, speed, batch_size, eval_batch_size), speed
+    except Exception as exc:  # noqa: BLE001 - any compiler failure means: train eager
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        message = (f"torch.compile failed ({type(exc).__name__}: {first_line}); training without it. "
+                   "Set train.compile=off to skip the attempt.")
+        print(f"warning: {message}", file=sys.stderr)
+        log.write("warning", message=message)
+        return model, dataclasses.replace(speed, compile=False)
+
+
+def _record_speed(run_dir: Path, spec, speed) -> None:
+    """Write the resolved precision, channels_last and compile into ``spec.json``.
+
+    ``auto`` depends on the device the worker found, so only the worker can resolve it; the
+    spec then says what the run trained with, and ``critui show`` prints it. Replaced
+    atomically, like every file a reader may open at any moment.
+    """
+    resolved = speed.as_train()
+    if all(spec.train.get(k) == v for k, v in resolved.items()):
+        return
+    spec.train.update(resolved)
+    path = run_dir / "spec.json"
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(spec.to_json(), indent=2, sort_keys=True))
+    os.replace(tmp, path)
 
 
 def _checkpoint(spec, model, optimizer, next_epoch: int, ckpt_dir: Path, log, lr: float) -> None:
