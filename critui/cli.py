@@ -6,6 +6,7 @@ one paragraph (what, the value, the fix) with exit status 2, never a traceback.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import sys
@@ -198,18 +199,10 @@ def _print_outcome(run_id, run_dir, end, rows, final) -> int:
 @home_option
 def resume(run_ref, home) -> None:
     """Continue an interrupted, cancelled or failed run from its last checkpoint."""
-    import json as _json
-
-    from critui.config import RunSpec
+    from critui.runs.lineage import reopen_for_resume
 
     store = open_store(home)
-    doc = store.get(run_ref)
-    if doc["status"] in ("running", "queued"):
-        raise CritUIError(f"Run {doc['id']} is still {doc['status']}; it cannot be resumed twice.")
-    if doc["status"] == "finished":
-        raise CritUIError(f"Run {doc['id']} already finished all {doc['epochs']} epochs; there is nothing to resume.")
-    spec = RunSpec.from_json(_json.loads((store.run_dir(doc["id"]) / "spec.json").read_text()))
-    store.update(doc["id"], status="queued", error=None)
+    doc, spec = reopen_for_resume(store, run_ref)
     sys.exit(watch_run(store, doc["id"], spec))
 
 
@@ -332,8 +325,9 @@ def _status_markup(status: str) -> str:
 @click.argument("run_ref", metavar="RUN")
 @click.option("--fisher/--no-fisher", default=True, help="Print per-layer Fisher traces when the run has them.")
 @click.option("--normalised", is_flag=True, help="Show each layer's Fisher trace divided by the sum over layers.")
+@click.option("--chart", is_flag=True, help="Also draw test accuracy and the total Fisher trace against the epoch.")
 @home_option
-def show(run_ref, fisher, normalised, home) -> None:
+def show(run_ref, fisher, normalised, chart, home) -> None:
     """Print a run's config, status, plugin versions and per-epoch metrics.
 
     RUN is a run id, a unique prefix or suffix of one, or `last`.
@@ -358,6 +352,14 @@ def show(run_ref, fisher, normalised, home) -> None:
     layers = _fisher_layers(rows)
     if fisher and layers:
         console.print(_fisher_table(rows, layers, normalised))
+    if chart and rows:
+        from critui.runs.report import run_chart
+
+        window = spec.get("deficit", {}).get("params", {}) if spec.get("deficit") else {}
+        bounds = (window["start"], window["end"]) if "start" in window and "end" in window else None
+        from rich.text import Text
+
+        console.print(Text.from_ansi(run_chart(rows, bounds, width=min(console.width, 100))))
     failure = next((e for e in reversed(events) if e["event"] == "failed"), None)
     if doc["status"] == "failed" and failure and failure.get("traceback"):
         console.print("[red]traceback[/]")
@@ -503,17 +505,23 @@ def new_plugin(name, kind, parent) -> None:
               help="Workers at once. On the CPU the cores are split between them (train.threads).")
 @click.option("--gpus", metavar="0,1,...", help="GPUs to assign round-robin through CUDA_VISIBLE_DEVICES "
               "(default: every visible GPU when the runs use one).")
+@click.option("--per-gpu", "per_gpu", type=click.IntRange(min=1), metavar="K",
+              help="Run K workers on each GPU at once (G GPUs: G·K workers, each pinned to its GPU); "
+              "small models leave a GPU mostly idle alone. Ignored on the CPU, which uses --jobs.")
 @click.option("--set", "-s", "sets", multiple=True, metavar="KEY=VALUE",
               help="Set a parameter in every run of the sweep, like `critui run --set`. Repeatable.")
+@click.option("--seeds", metavar="0,1,2", help="Replace the config's sweep.seeds with these seeds.")
 @click.option("--resume", "resume_ref", metavar="SWEEP",
               help="Continue an interrupted sweep (id, unique prefix, or `last`) from its runs' last checkpoints.")
 @home_option
-def sweep(config_path, dry_run, jobs, gpus, sets, resume_ref, home) -> None:
+def sweep(config_path, dry_run, jobs, gpus, per_gpu, sets, seeds, resume_ref, home) -> None:
     """Run a sweep that reproduces one of the paper's figures, sharing training prefixes.
 
     \b
     critui sweep configs/demo-removal.toml --dry-run    the plan, the fork tree, epochs saved
     critui sweep configs/demo-removal.toml --jobs 2     train it, two workers at once
+    critui sweep configs/demo-removal.toml --seeds 0,1,2  the same over three seeds
+    critui sweep configs/fig1-removal.toml --per-gpu 4  on GPUs: four workers share each one
     critui sweep --resume last                          continue after Ctrl-C or a crash
     critui report last                                  the figure's table and chart
 
@@ -535,7 +543,7 @@ def sweep(config_path, dry_run, jobs, gpus, sets, resume_ref, home) -> None:
         if busy:
             raise CritUIError(f"Sweep {record['id']} is still running ({len(busy)} run(s) have a live worker, "
                               f"e.g. {busy[0]}). Stop that `critui sweep` first, or wait for it.")
-        sys.exit(_run_sweep(store, record, jobs, gpus))
+        sys.exit(_run_sweep(store, record, jobs, gpus, per_gpu))
     if config_path is None:
         raise CritUIError("Give a sweep config, e.g. `critui sweep configs/demo-removal.toml`, or continue "
                           "one with `critui sweep --resume SWEEP`.")
@@ -545,6 +553,8 @@ def sweep(config_path, dry_run, jobs, gpus, sets, resume_ref, home) -> None:
 
     registry = get_registry()
     spec_sweep = load_sweep(config_path)
+    if seeds is not None:
+        spec_sweep = dataclasses.replace(spec_sweep, seeds=_parse_seeds(seeds))
     planned = expand(spec_sweep, registry, sets)
     threads = sched.cpu_threads_per_worker(jobs)
     for run in planned:
@@ -564,7 +574,18 @@ def sweep(config_path, dry_run, jobs, gpus, sets, resume_ref, home) -> None:
                                 lambda spec: _plugin_versions(registry, spec), str(config_path))
     console.print(f"[bold]sweep {record['id']}[/]  {len(planned)} runs, {forked} epochs to train "
                   f"({scratch} from scratch: {_saved(scratch, forked)})")
-    sys.exit(_run_sweep(store, record, jobs, gpus))
+    sys.exit(_run_sweep(store, record, jobs, gpus, per_gpu))
+
+
+def _parse_seeds(text: str) -> list[int]:
+    items = [item.strip() for item in text.split(",")]
+    if not all(item.isdigit() for item in items):
+        raise CritUIError(f"--seeds {text!r} is not a list of seeds: give integers >= 0 separated by "
+                          "commas, e.g. --seeds 0,1,2.")
+    numbers = [int(item) for item in items]
+    if len(set(numbers)) != len(numbers):
+        raise CritUIError(f"--seeds {text!r} repeats a seed; list each once.")
+    return numbers
 
 
 def _plugin_versions(registry, spec) -> dict[str, dict[str, str]]:
@@ -609,7 +630,7 @@ def _print_plan(spec_sweep, planned, nodes, scratch: int, forked: int) -> None:
     console.print(f"Epochs: {scratch} from scratch, {forked} with shared-prefix forking ({_saved(scratch, forked)}).")
 
 
-def _run_sweep(store, record: dict[str, Any], jobs: int, gpus_option: str | None) -> int:
+def _run_sweep(store, record: dict[str, Any], jobs: int, gpus_option: str | None, per_gpu: int | None = None) -> int:
     """Train a sweep's pending runs with a progress display; Ctrl-C cancels the whole sweep."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -620,6 +641,9 @@ def _run_sweep(store, record: dict[str, Any], jobs: int, gpus_option: str | None
         devices = {json.loads((store.run_dir(e["run_id"]) / "spec.json").read_text())["train"]["device"]
                    for e in record["runs"]}
         gpus = sched.detect_gpus() if devices - {"cpu"} else []
+    if per_gpu is not None and not gpus:
+        err_console.print(f"Note: --per-gpu {per_gpu} is ignored: these runs train on the CPU, where --jobs "
+                          f"({jobs}) sets how many run at once.")
     from critui.events import epoch_table, read_events
 
     total = sum(e["epochs"] - (e.get("fork_epoch") or 0) for e in record["runs"])
@@ -647,7 +671,7 @@ def _run_sweep(store, record: dict[str, Any], jobs: int, gpus_option: str | None
         progress.console.print(f"#{entry['index']} {entry['label']}: {_status_markup(status)}"
                                + (f"  final acc {doc['final_acc']:.4f}" if doc.get("final_acc") is not None else ""))
 
-    scheduler = sched.SweepScheduler(store, record, jobs, gpus, on_event=on_event, on_start=on_start, on_end=on_end)
+    scheduler = sched.SweepScheduler(store, record, jobs, gpus, per_gpu, on_event=on_event, on_start=on_start, on_end=on_end)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         with progress:

@@ -202,3 +202,37 @@ def draw_png(report: dict[str, Any], path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def run_chart(
+    rows: list[dict[str, Any]],
+    window: tuple[int, int] | None = None,
+    width: int = 80,
+    height: int = 14,
+) -> str:
+    """One run's curves as text (plotext): test accuracy, and the total Fisher trace when the
+    run measured it, against the epoch. ``window`` (start, end) marks the deficit with two
+    vertical lines. The Fisher trace gets its own chart: its scale is unrelated to accuracy."""
+    import plotext as plt
+
+    charts = []
+    series = [("test_acc", "test accuracy")]
+    if any("fisher.total" in r for r in rows):
+        series.append(("fisher.total", "Fisher trace, total"))
+    for key, title in series:
+        points = [(r["epoch"], r[key]) for r in rows if r.get(key) is not None]
+        if not points:
+            continue
+        plt.clear_figure()
+        plt.plotsize(width, height)
+        plt.theme("clear")
+        xs, ys = zip(*points, strict=True)
+        plt.plot(list(xs), list(ys), marker="braille")
+        if window and window[1] > window[0]:
+            for epoch in window:
+                plt.vline(epoch)
+            title += f"  (deficit in [{window[0]}, {window[1]}), between the vertical lines)"
+        plt.title(title)
+        plt.xlabel("epoch")
+        charts.append(plt.build())
+    return "\n".join(charts)
