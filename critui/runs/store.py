@@ -173,9 +173,12 @@ class RunStore:
         staging.mkdir()
         (staging / "spec.json").write_text(json.dumps(spec.to_json(), indent=2, sort_keys=True))
         (staging / "run.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
-        os.replace(staging, self.run_dir(run_id))
         doc = self._document(meta, spec, status="queued")
+        # The directory appears under the index lock: otherwise another critui process could
+        # reconcile in between, find a run directory missing from the index, and add it
+        # before this insert adds it a second time.
         with self.index() as db:
+            os.replace(staging, self.run_dir(run_id))
             db.insert(doc)
         return doc
 
