@@ -26,6 +26,7 @@ from critui.sweeps import expand, parse_sweep
 from critui.train.loop import FP32, Speed, evaluate, prepare_data, resolve_speed, train_epoch
 
 from .conftest import index_docs
+from .test_sweep_scheduler import FakeMonitor
 
 # -- placement -----------------------------------------------------------------------------------
 
@@ -59,23 +60,6 @@ def test_worker_slots_are_gpus_times_k_on_gpus_and_jobs_on_the_cpu():
     assert worker_slots(["0", "1"], jobs=1, per_gpu=4) == 8
     assert worker_slots(["0", "1"], jobs=3, per_gpu=None) == 3
     assert worker_slots([], jobs=2, per_gpu=4) == 2
-
-
-class FakeMonitor:
-    """Stands in for RunMonitor: records the env it was given; never ends by itself."""
-
-    started: list[FakeMonitor] = []
-
-    def __init__(self, store, run_id, env=None):
-        self.run_id, self.env, self.end = run_id, env or {}, None
-        FakeMonitor.started.append(self)
-
-    @property
-    def done(self):
-        return self.end is not None
-
-    def poll(self):
-        return []
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import asyncio
 import json
 import math
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -574,50 +573,6 @@ def test_compare_overlays_the_marked_runs(tmp_path):
             assert await wait_for(pilot, lambda: chart.points == 32)  # 16 epochs of each
 
     asyncio.run(scenario())
-
-
-def test_cancel_signals_a_worker_started_elsewhere(tmp_path):
-    import subprocess
-    import sys
-
-    home = fake_home(tmp_path)
-    run_id = "20260101-000400-eeee"
-    # stands in for a worker another `critui run` started: its command line names the run
-    worker = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(60)", str(home / "runs" / run_id)]
-    )
-    try:
-        cmdline = Path(f"/proc/{worker.pid}/cmdline")
-        for _ in range(100):  # until it has exec'd: before that its command line is pytest's
-            if cmdline.exists() and run_id.encode() in cmdline.read_bytes():
-                break
-            time.sleep(0.05)
-        run_dir = write_run(home, run_id, epochs=16, done=2, end=None, created=T0 + 240)
-        with open(run_dir / "events.jsonl", "a") as f:
-            f.write(
-                json.dumps(
-                    {"event": "started", "time": T0, "epoch": 2, "pid": worker.pid, "device": "cpu"}
-                )
-                + "\n"
-            )
-        RunStore(home).reconcile()
-
-        async def scenario():
-            from critui.tui.widgets.runs_table import RunsTable
-
-            app = make_app(home, poll_interval=0.2)
-            async with app.run_test(size=(120, 40)) as pilot:
-                table = app.screen.query_one(RunsTable)
-                assert await wait_for(pilot, lambda: run_id in table.shown)
-                assert str(table.get_row(run_id)[1]) == "running"
-                table.move_cursor(row=table.shown.index(run_id))
-                await pilot.press("x", "y")  # cancel asks first
-                assert await wait_for(pilot, lambda: worker.poll() is not None, timeout=5)
-
-        asyncio.run(scenario())
-    finally:
-        worker.kill()
-        worker.wait()
 
 
 def test_quit_asks_first_while_runs_started_here_still_train(tmp_path):

@@ -268,7 +268,7 @@ def test_fork_from_an_epoch_creates_a_child_that_records_its_parent(tmp_path, re
 # -- cancel asks first -----------------------------------------------------------------------------
 
 
-def test_cancel_asks_first_on_the_dashboard_and_in_run_detail(tmp_path):
+def test_cancel_asks_first_and_signals_a_worker_started_elsewhere(tmp_path):
     home = fake_home(tmp_path)
     run_id = "20260101-000400-eeee"
     # stands in for a worker another `critui run` started: its command line names the run
@@ -300,6 +300,7 @@ def test_cancel_asks_first_on_the_dashboard_and_in_run_detail(tmp_path):
             async with app.run_test(size=(120, 40)) as pilot:
                 table = app.screen.query_one(RunsTable)
                 assert await wait_for(pilot, lambda: run_id in table.shown)
+                assert str(table.get_row(run_id)[1]) == "running"
                 table.move_cursor(row=table.shown.index(run_id))
                 await pilot.press("x")
                 assert await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal))

@@ -25,6 +25,7 @@ from typing import Any
 
 from critui.devices import place_on_gpu, worker_slots
 from critui.errors import CritUIError
+from critui.runs.lineage import summarise_fork
 from critui.train.checkpoint import LATEST, epoch_checkpoint_name
 
 SWEEPS_DIR = "sweeps"
@@ -177,7 +178,7 @@ class SweepScheduler:
                 self.gpu_of.pop(index, None)
                 self.status[index] = monitor.end["event"] if monitor.end else "failed"
                 if self.entries[index].get("parent") is not None:
-                    self._summarise_fork(index)
+                    summarise_fork(self.store, self.entries[index]["run_id"])
                 self.on_end(self.entries[index], self.status[index])
         for index in list(self.pending):
             if len(self.running) >= self.jobs:
@@ -237,16 +238,6 @@ class SweepScheduler:
         save_record(self.store, self.record)
         self.store.update(entry["run_id"], parent=None, fork_epoch=None)
         return True
-
-    def _summarise_fork(self, index: int) -> None:
-        """A fork's index entry counts its inherited epochs too, like the run trained from scratch."""
-        from critui.events import final_accuracy
-        from critui.runs.lineage import full_rows
-
-        docs = {d["id"]: d for d in self.store.all()}
-        rows = full_rows(self.store, docs[self.entries[index]["run_id"]], docs)
-        self.store.update(self.entries[index]["run_id"], epochs_done=len(rows), final_acc=final_accuracy(rows),
-                          last_acc=rows[-1]["test_acc"] if rows else None)
 
     def _start(self, index: int) -> None:
         from critui.runs.monitor import RunMonitor
