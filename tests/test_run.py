@@ -51,6 +51,9 @@ def test_fisher_traces_are_recorded_and_shown(critui, home):
     assert "Fisher trace per layer" in shown and "conv1" in shown
     normalised = critui("show", "last", "--normalised", check=True).stdout
     assert "sum over layers" in normalised
+    charted = critui("show", "last", "--chart", "--no-fisher", check=True).stdout
+    assert "test accuracy" in charted and "Fisher trace, total" in charted
+    assert "Fisher trace per layer" not in charted
 
 
 def test_show_and_export(critui, home, tmp_path):

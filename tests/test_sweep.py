@@ -172,3 +172,13 @@ def test_an_interrupted_sweep_resumes_without_redoing_finished_runs(tmp_path, ho
     assert len(trunk_starts) == 1
     assert len(child_starts) == 2 and child_starts[1]["resumed"] and child_starts[1]["epoch"] > child["fork_epoch"]
     assert {d["status"] for d in RunStore(home).all()} == {"finished"}
+
+
+def test_seeds_option_replaces_the_configs_seeds(critui):
+    config = str(Path(__file__).parents[1] / "configs" / "demo-removal.toml")
+    plan = critui("sweep", config, "--seeds", "0,1", "--dry-run", check=True).stdout
+    assert "24 runs" in plan and "seed=1" in plan and "seed=2" not in plan
+    for bad in ("0,x", "1,1", "-1"):
+        result = critui("sweep", config, "--seeds", bad, "--dry-run")
+        assert result.returncode == 2 and "--seeds" in result.stderr
+        assert "Traceback" not in result.stderr
