@@ -5,8 +5,8 @@ Eight runs stream metrics (a thread appends an epoch and its Fisher traces to ea
 Measured in one session, headless (Textual's Pilot) at 120×40:
 
 - redraw: rebuilding the dashboard's accuracy chart (8 runs overlaid, 300+ epochs each,
-  deficit windows marked) and the per-layer Fisher chart (the plotext build, after
-  downsampling to the chart width); target ≤ 50 ms.
+  deficit windows marked) and the Fisher chart, which overlays the 8 runs' total traces
+  (each the plotext build, after downsampling to the chart width); target ≤ 50 ms.
 - key latency: from a key event posted as the terminal driver posts it to the first frame
   the app draws that shows its effect (every frame is recorded with what it showed): down/up
   moves the cursor at once and charts that run once its chart, built in a thread worker,
@@ -180,7 +180,7 @@ def main() -> None:
     )
     lines = [
         (f"chart redraw: accuracy of 8 runs ({points[0]} points)", "redraw_acc_8runs", 50),
-        (f"chart redraw: Fisher per layer ({points[1]} points)", "redraw_fisher", 50),
+        (f"chart redraw: Fisher totals of 8 runs ({points[1]} points)", "redraw_fisher", 50),
         ("key down/up -> cursor on the next run", "key_cursor", 100),
         ("key down/up -> that run charted", "key_down", 100),
         ("key s -> table re-sorted", "key_sort", 100),
