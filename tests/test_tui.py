@@ -8,6 +8,7 @@ screens show is deterministic; one test launches a real run on tiny data.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import math
 import shutil
@@ -200,6 +201,15 @@ async def wait_for(pilot, condition, timeout: float = 10.0, step: float = 0.2) -
     return condition()
 
 
+def plain_text(renderable) -> str:
+    """What a Rich renderable (a Table, Text) shows, as plain text."""
+    from rich.console import Console
+
+    console = Console(width=200, record=True, file=io.StringIO())
+    console.print(renderable)
+    return console.export_text()
+
+
 def make_app(home: Path, **kwargs):
     from critui.tui.app import CritUIApp
 
@@ -326,6 +336,42 @@ def test_every_binding_is_in_the_command_palette(tmp_path):
 # -- launching a real run from the form ------------------------------------------------------------
 
 
+TINY_RUN = {
+    "train.threads": "1",
+    "dataset.n_train": "300",
+    "dataset.n_test": "200",
+    "model.width": "4",
+}
+
+
+async def open_new_experiment(pilot, deficit: str):
+    """Press n, wait for the plugin pickers, and pick ``deficit``; returns the screen."""
+    from textual.widgets import Select
+
+    from critui.tui.screens.new_experiment import NewExperimentScreen
+    from critui.tui.widgets.param_form import ParamField
+
+    await pilot.press("n")
+    screen = pilot.app.screen
+    assert isinstance(screen, NewExperimentScreen)
+    assert await wait_for(
+        pilot, lambda: screen.registry is not None and screen.query(ParamField), timeout=30
+    )
+    screen.query_one("#pick-deficit", Select).value = deficit
+    assert await wait_for(pilot, lambda: screen.query("#f-deficit-end"))
+    return screen
+
+
+async def launch(pilot, screen, values: dict[str, str]) -> str:
+    """Fill the form with ``values``, press ctrl+l, and return the launched run's id."""
+    for key, value in values.items():
+        screen.field(key).set_value(value)
+    await pilot.pause()
+    await pilot.press("ctrl+l")
+    assert await wait_for(pilot, lambda: screen.launched is not None, timeout=30)
+    return screen.launched
+
+
 def test_new_experiment_launches_a_run_that_finishes_then_detail_shows_its_charts(
     tmp_path, monkeypatch
 ):
@@ -333,24 +379,16 @@ def test_new_experiment_launches_a_run_that_finishes_then_detail_shows_its_chart
     monkeypatch.chdir(tmp_path)
 
     async def scenario():
-        from textual.widgets import Select, Static
+        from textual.widgets import Static
 
         from critui.tui.screens.new_experiment import NewExperimentScreen
         from critui.tui.screens.run_detail import RunDetailScreen
         from critui.tui.widgets.charts import Chart, FisherHeatmap
-        from critui.tui.widgets.param_form import ParamField
         from critui.tui.widgets.runs_table import RunsTable
 
         app = make_app(home, poll_interval=0.2)
         async with app.run_test(size=(120, 40)) as pilot:
-            await pilot.press("n")
-            screen = app.screen
-            assert isinstance(screen, NewExperimentScreen)
-            assert await wait_for(
-                pilot, lambda: screen.registry is not None and screen.query(ParamField), timeout=30
-            )
-            screen.query_one("#pick-deficit", Select).value = "deficits.flip"
-            assert await wait_for(pilot, lambda: screen.query("#f-deficit-end"))
+            screen = await open_new_experiment(pilot, "deficits.flip")
             # a bad value is caught inline with Param.parse's message, and blocks the launch
             screen.field("train.epochs").set_value("0")
             await pilot.pause()
@@ -359,22 +397,13 @@ def test_new_experiment_launches_a_run_that_finishes_then_detail_shows_its_chart
             await pilot.pause()
             assert isinstance(app.screen, NewExperimentScreen)
             assert "need fixing" in str(screen.query_one("#launch-error", Static).render())
-            for key, value in {
+            run_id = await launch(pilot, screen, {
+                **TINY_RUN,
                 "train.epochs": "3",
-                "train.threads": "1",
-                "dataset.n_train": "300",
-                "dataset.n_test": "200",
-                "model.width": "4",
                 "deficit.end": "2",
                 "metrics.fisher.every": "1",
                 "metrics.fisher.probe": "100",
-            }.items():
-                screen.field(key).set_value(value)
-            await pilot.pause()
-            assert not screen.field("train.epochs").error
-            await pilot.press("ctrl+l")
-            assert await wait_for(pilot, lambda: screen.launched is not None, timeout=30)
-            run_id = screen.launched
+            })
             table = app.screen.query_one(RunsTable)
             assert await wait_for(pilot, lambda: run_id in table.shown, timeout=10)
             assert await wait_for(
@@ -507,6 +536,38 @@ def test_malformed_events_a_deleted_run_and_a_small_terminal_do_not_crash(tmp_pa
             await pilot.pause(0.3)
             assert app.is_running and app.return_code is None
             assert len(app.screen.query_one(RunsTable).shown) == 4
+
+    asyncio.run(scenario())
+
+
+def test_a_worker_that_fails_is_shown_failed_with_its_error_and_the_app_carries_on(
+    tmp_path, monkeypatch
+):
+    # An image size the form accepts (8..256) but the synthetic dataset refuses when the
+    # worker generates it (not a multiple of 4): the failure happens in the subprocess.
+    monkeypatch.chdir(tmp_path)
+
+    async def scenario():
+        from critui.tui.screens.run_detail import RunDetailScreen
+        from critui.tui.widgets.runs_table import RunsTable
+
+        app = make_app(tmp_path / "home", poll_interval=0.2)
+        async with app.run_test(size=(120, 40)) as pilot:
+            screen = await open_new_experiment(pilot, "deficits.blur")
+            run_id = await launch(pilot, screen, {**TINY_RUN, "train.epochs": "2", "dataset.size": "18"})
+            table = app.screen.query_one(RunsTable)
+            assert await wait_for(pilot, lambda: run_id in table.shown, timeout=10)
+            assert await wait_for(
+                pilot, lambda: str(table.get_row(run_id)[1]) == "failed", timeout=60
+            )
+            table.move_cursor(row=table.shown.index(run_id))
+            await pilot.press("enter")
+            assert isinstance(app.screen, RunDetailScreen)
+            config = app.screen.query_one("#config-text")
+            assert await wait_for(pilot, lambda: "not a multiple of 4" in plain_text(config.content))
+            await pilot.press("escape", "n")
+            await pilot.pause(0.3)
+            assert app.is_running and app.return_code is None
 
     asyncio.run(scenario())
 
