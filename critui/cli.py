@@ -87,8 +87,7 @@ def run(plugins, sets, epochs, seed, device, config_path, name, dry_run, home) -
 
     Ctrl-C stops the run cleanly (status `cancelled`); `critui resume RUN` continues it.
     """
-    from critui.config import build_spec, load_toml
-    from critui.devices import resolve_device
+    from critui.config import build_spec, load_toml, preflight
     from critui.plugins import get_registry
 
     registry = get_registry()
@@ -100,11 +99,10 @@ def run(plugins, sets, epochs, seed, device, config_path, name, dry_run, home) -
     if name:
         config["name"] = name
     spec = build_spec(registry, config, plugins, sets, overrides, source=source)
-    resolve_device(spec.train["device"])  # fail now, not inside the worker
-    registry.get(spec.dataset.id).cls().check(spec.dataset.params)
     if dry_run:
         console.print_json(json.dumps(spec.to_json()))
         return
+    preflight(registry, [spec])  # fail now, not inside the worker
     store = open_store(home)
     used = [spec.dataset, spec.model] + ([spec.deficit] if spec.deficit else []) + spec.metrics
     versions = {p.id: _plugin_source(registry.get(p.id)) for p in used}
@@ -565,10 +563,9 @@ def sweep(config_path, dry_run, jobs, gpus, per_gpu, sets, seeds, resume_ref, ho
     if dry_run:
         _print_plan(spec_sweep, planned, nodes, scratch, forked)
         return
-    from critui.devices import resolve_device
+    from critui.config import preflight
 
-    for device in {run.spec.train["device"] for run in planned}:
-        resolve_device(device)
+    preflight(registry, [run.spec for run in planned])
     store = open_store(home)
     record = sched.create_sweep(store, spec_sweep, planned, nodes,
                                 lambda spec: _plugin_versions(registry, spec), str(config_path))

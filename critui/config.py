@@ -252,6 +252,27 @@ def build_spec(
         raise CritUIError(f"{where}: {exc}") from None
 
 
+def preflight(registry: Registry, specs: list[RunSpec]) -> None:
+    """Fail before any run is created when a run could only fail in its worker.
+
+    Checks each distinct device (``--device cuda`` without CUDA) and each distinct dataset
+    setting (a ``check`` such as CIFAR-10's missing folder, or a synthetic image size that
+    does not fit): one clear error now, instead of a history of failed runs. Every way of
+    starting runs calls it (``critui run``, ``critui sweep``, the TUI's launch); dry runs
+    do not, so a plan can be printed on a machine without the data.
+    """
+    from critui.devices import resolve_device
+
+    for device in sorted({spec.train["device"] for spec in specs}):
+        resolve_device(device)
+    checked: set[str] = set()
+    for spec in specs:
+        key = json.dumps([spec.dataset.id, spec.dataset.params], sort_keys=True, default=str)
+        if key not in checked:
+            checked.add(key)
+            registry.get(spec.dataset.id).cls().check(spec.dataset.params)
+
+
 class SpecError(ParamError):
     """A spec problem tied to one dotted key, so that config errors can name its line."""
 

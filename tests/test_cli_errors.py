@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def assert_clean_error(result, *phrases: str) -> None:
@@ -58,6 +62,19 @@ def test_missing_cifar10_offline_says_where_to_put_the_files(critui, home, tmp_p
     assert_clean_error(result, "cifar-10-batches-py", str(empty), "pip install 'critui[vision]'", "CRITUI_DATA=DIR")
     runs = home / "runs"
     assert not runs.exists() or not any(runs.iterdir()), "a run was created for a dataset that cannot load"
+
+
+def test_a_sweep_whose_runs_could_only_fail_stops_before_creating_any(critui, home, tmp_path):
+    # The paper's CIFAR-10 sweep without the data: one clear error, not 13 failed runs.
+    empty = tmp_path / "nodata"
+    result = critui("sweep", str(CONFIGS / "fig1-removal.toml"), "--set", f"dataset.root={empty}",
+                    "--set", "dataset.download=false")
+    assert_clean_error(result, "cifar-10-batches-py", str(empty))
+    # A synthetic image size inside the parameter's bounds that the generator cannot draw.
+    result = critui("sweep", str(CONFIGS / "demo-removal.toml"), "--set", "dataset.size=18")
+    assert_clean_error(result, "dataset.size=18 is not a multiple of 4", "16 or 32")
+    runs = home / "runs"
+    assert not runs.exists() or not any(runs.iterdir()), "runs were created that could only fail"
 
 
 def test_unknown_run_and_home_errors(critui):

@@ -210,15 +210,21 @@ def synthetic_patterns(settings: dict[str, Any]) -> tuple[torch.Tensor, torch.Te
     return tiles, class_templates(settings["classes"], settings["channels"], grid, generator)
 
 
-def generate_synthetic(settings: dict[str, Any]) -> DatasetTensors:
-    """Draw the whole synthetic dataset from ``settings`` (the parameters of ``Synthetic``)."""
-    size, num_classes, seed = settings["size"], settings["classes"], settings["seed"]
+def check_synthetic(settings: dict[str, Any]) -> None:
+    """Refuse settings the generator cannot honour, with the fix."""
+    size = settings["size"]
     if size % PERIOD:
         raise CritUIError(
             f"dataset.size={size} is not a multiple of {PERIOD}: the synthetic dataset's fine "
             f"cue repeats every {PERIOD} pixels and blur erases it only when whole periods fit. "
             f"Use a size such as 16 or 32."
         )
+
+
+def generate_synthetic(settings: dict[str, Any]) -> DatasetTensors:
+    """Draw the whole synthetic dataset from ``settings`` (the parameters of ``Synthetic``)."""
+    check_synthetic(settings)
+    num_classes, seed = settings["classes"], settings["seed"]
     # Separate streams, so changing n_test does not redraw the patterns or the train images
     # (only the shared 0..1 scale below moves, which normalisation undoes).
     tiles, templates = synthetic_patterns(settings)
@@ -327,6 +333,9 @@ class Synthetic(Dataset):
         ),
         Param("white", "float", 0.12, "amplitude of the per-image white noise", min=0.0),
     )
+
+    def check(self, params: dict[str, Any]) -> None:
+        check_synthetic(params)
 
     def load(self, params: dict[str, Any], seed: int) -> DatasetTensors:
         return generate_synthetic(params)

@@ -31,7 +31,7 @@ from textual.widgets import (
     Static,
 )
 
-from critui.config import DEFAULT_IDS, OPTIM_PARAMS, TRAIN_PARAMS, build_spec
+from critui.config import DEFAULT_IDS, OPTIM_PARAMS, TRAIN_PARAMS, build_spec, preflight
 from critui.errors import CritUIError
 from critui.params import Param, ParamError
 from critui.tui.widgets.param_form import ParamField
@@ -298,7 +298,6 @@ class NewExperimentScreen(Screen):
     @work(thread=True, exit_on_error=False)
     def start_sweep(self, sweep, planned) -> None:
         """Plan the fork tree and create the sweep's runs, as ``critui sweep`` does; then train."""
-        from critui.devices import resolve_device
         from critui.runs import scheduler as sched
         from critui.runs.planner import plan_tree
 
@@ -309,8 +308,7 @@ class NewExperimentScreen(Screen):
         try:
             nodes = plan_tree([run.spec for run in planned])
             devices = {run.spec.train["device"] for run in planned}
-            for device in devices:
-                resolve_device(device)
+            preflight(self.registry, [run.spec for run in planned])
             record = sched.create_sweep(
                 self.app.store, sweep, planned, nodes, self._versions, config_path=None
             )
@@ -341,6 +339,7 @@ class NewExperimentScreen(Screen):
     @work(thread=True, exit_on_error=False)
     def start_run(self, spec) -> None:
         try:
+            preflight(self.registry, [spec])
             doc = self.app.launch(spec, self._versions(spec))
         except Exception as exc:  # noqa: BLE001
             self.app.call_from_thread(self._launch_failed, str(exc))
