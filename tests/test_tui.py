@@ -11,7 +11,9 @@ import asyncio
 import io
 import json
 import math
+import os
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -540,11 +542,34 @@ def test_malformed_events_a_deleted_run_and_a_small_terminal_do_not_crash(tmp_pa
     asyncio.run(scenario())
 
 
-def test_a_worker_that_fails_is_shown_failed_with_its_error_and_the_app_carries_on(
+def test_a_setting_only_the_worker_could_reject_is_refused_at_launch(tmp_path, monkeypatch):
+    # An image size the form's bounds accept (8..256) but the synthetic dataset cannot draw
+    # (not a multiple of 4): the launch says so, and no run is created to fail.
+    monkeypatch.chdir(tmp_path)
+    home = tmp_path / "home"
+
+    async def scenario():
+        from textual.widgets import Static
+
+        from critui.tui.screens.new_experiment import NewExperimentScreen
+
+        app = make_app(home, poll_interval=0.2)
+        async with app.run_test(size=(120, 40)) as pilot:
+            screen = await open_new_experiment(pilot, "deficits.blur")
+            screen.field("dataset.size").set_value("18")
+            await pilot.pause()
+            await pilot.press("ctrl+l")
+            error = screen.query_one("#launch-error", Static)
+            assert await wait_for(pilot, lambda: "not a multiple of 4" in str(error.render()))
+            assert isinstance(app.screen, NewExperimentScreen) and screen.launched is None
+            assert not (home / "runs").exists() or not any((home / "runs").iterdir())
+
+    asyncio.run(scenario())
+
+
+def test_a_worker_killed_mid_run_shows_as_failed_with_the_reason_and_the_app_carries_on(
     tmp_path, monkeypatch
 ):
-    # An image size the form accepts (8..256) but the synthetic dataset refuses when the
-    # worker generates it (not a multiple of 4): the failure happens in the subprocess.
     monkeypatch.chdir(tmp_path)
 
     async def scenario():
@@ -554,17 +579,23 @@ def test_a_worker_that_fails_is_shown_failed_with_its_error_and_the_app_carries_
         app = make_app(tmp_path / "home", poll_interval=0.2)
         async with app.run_test(size=(120, 40)) as pilot:
             screen = await open_new_experiment(pilot, "deficits.blur")
-            run_id = await launch(pilot, screen, {**TINY_RUN, "train.epochs": "2", "dataset.size": "18"})
+            run_id = await launch(pilot, screen, {**TINY_RUN, "train.epochs": "500"})
             table = app.screen.query_one(RunsTable)
             assert await wait_for(pilot, lambda: run_id in table.shown, timeout=10)
             assert await wait_for(
-                pilot, lambda: str(table.get_row(run_id)[1]) == "failed", timeout=60
+                pilot, lambda: str(table.get_row(run_id)[3]).split("/")[0] not in ("", "0"), timeout=60
+            )
+            os.kill(app.store.get(run_id)["pid"], signal.SIGKILL)
+            assert await wait_for(
+                pilot, lambda: str(table.get_row(run_id)[1]) == "failed", timeout=30
             )
             table.move_cursor(row=table.shown.index(run_id))
             await pilot.press("enter")
             assert isinstance(app.screen, RunDetailScreen)
             config = app.screen.query_one("#config-text")
-            assert await wait_for(pilot, lambda: "not a multiple of 4" in plain_text(config.content))
+            assert await wait_for(
+                pilot, lambda: "exited with code -9" in plain_text(config.content)
+            )
             await pilot.press("escape", "n")
             await pilot.pause(0.3)
             assert app.is_running and app.return_code is None
