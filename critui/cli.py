@@ -21,6 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from critui import __version__
+from critui.config import deficit_label, short_id
 from critui.errors import CritUIError
 
 console = Console(highlight=False)
@@ -243,7 +244,7 @@ def plugins(as_json: bool) -> None:
 @cli.command()
 @click.option("--status", type=click.Choice(["queued", "running", "finished", "failed", "cancelled", "interrupted"]),
               multiple=True, help="Only runs with this status. Repeatable.")
-@click.option("--deficit", help="Only runs with this deficit (id or name; `none` for no deficit).")
+@click.option("--deficit", help="Only runs with this deficit (id or name; `none`: no deficit, or an empty window).")
 @click.option("--model", help="Only runs of this model (id or name).")
 @click.option("--dataset", help="Only runs on this dataset (id or name).")
 @click.option("--limit", "-n", type=click.IntRange(min=1), help="Only the N most recent runs.")
@@ -271,7 +272,7 @@ def runs(status, deficit, model, dataset, limit, as_json, home) -> None:
     for d in docs:
         row = [
             d["id"], _status_markup(d["status"]),
-            f"{_short(d['model'])} / {_short(d['dataset'])} / {_deficit_text(d)}",
+            f"{short_id(d['model'])} / {short_id(d['dataset'])} / {_deficit_text(d)}",
             f"{d.get('epochs_done', 0)}/{d['epochs']}", _fmt_acc(d.get("final_acc")),
         ] + ([time.strftime("%m-%d %H:%M", time.localtime(d.get("created", 0)))] if wide else [])
         if forks:
@@ -285,8 +286,8 @@ def _matches(doc, status, deficit, model, dataset) -> bool:
     if status and doc.get("status") not in status:
         return False
     if deficit is not None:
-        if deficit == "none":
-            if doc.get("deficit"):
+        if deficit == "none":  # no deficit plugin, or one whose window is empty
+            if _deficit_text(doc) != "none":
                 return False
         elif not _same_plugin(doc.get("deficit"), deficit):
             return False
@@ -295,18 +296,11 @@ def _matches(doc, status, deficit, model, dataset) -> bool:
 
 
 def _same_plugin(plugin_id: str | None, wanted: str) -> bool:
-    return bool(plugin_id) and wanted in (plugin_id, _short(plugin_id))
-
-
-def _short(plugin_id: str | None) -> str:
-    return plugin_id.split(".", 1)[1] if plugin_id else "-"
+    return bool(plugin_id) and wanted in (plugin_id, short_id(plugin_id))
 
 
 def _deficit_text(doc) -> str:
-    if not doc.get("deficit"):
-        return "none"
-    start, end = doc["window"]
-    return f"{_short(doc['deficit'])} [{start},{end})"
+    return deficit_label(doc.get("deficit"), doc.get("window"))
 
 
 def _fmt_acc(value) -> str:
@@ -607,7 +601,7 @@ def _print_plan(spec_sweep, planned, nodes, scratch: int, forked: int) -> None:
         window = node.spec.window()
         table.add_row(
             str(node.index), run.label(),
-            "none" if not window or window[0] == window[1] else f"{_short(node.spec.deficit.id)} [{window[0]},{window[1]})",
+            deficit_label(node.spec.deficit.id if node.spec.deficit else None, window),
             str(node.spec.epochs), "-" if node.parent is None else f"#{node.parent}",
             "-" if node.parent is None else str(node.fork_epoch), str(node.epochs_to_train),
         )

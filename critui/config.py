@@ -181,12 +181,23 @@ class RunSpec:
 
     def describe(self) -> str:
         """One line: dataset, model, deficit and window."""
-        short = lambda pid: pid.split(".", 1)[1]  # noqa: E731
-        deficit = "no deficit"
-        if self.deficit:
-            start, end = self.window()  # type: ignore[misc]
-            deficit = f"{short(self.deficit.id)} [{start},{end})"
-        return f"{short(self.dataset.id)} / {short(self.model.id)} / {deficit}"
+        deficit = deficit_label(self.deficit.id if self.deficit else None, self.window())
+        return f"{short_id(self.dataset.id)} / {short_id(self.model.id)} / {deficit}"
+
+
+def short_id(plugin_id: str | None) -> str:
+    """``deficits.blur`` -> ``blur``; ``-`` for none."""
+    if not plugin_id:
+        return "-"
+    return plugin_id.split(".", 1)[1] if "." in plugin_id else plugin_id
+
+
+def deficit_label(deficit_id: str | None, window) -> str:
+    """``blur [0,8)``, or ``none`` when there is no deficit or its window is empty (the
+    t0 = 0 baseline of a removal sweep trains with no deficit at all)."""
+    if not deficit_id or not window or window[0] >= window[1]:
+        return "none"
+    return f"{short_id(deficit_id)} [{window[0]},{window[1]})"
 
 
 def load_toml(path: str | Path) -> tuple[dict[str, Any], str]:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from critui.config import RunSpec, build_spec, load_toml
+from critui.config import RunSpec, build_spec, deficit_label, load_toml
 from critui.errors import CritUIError
 from critui.plugins import get_registry
 
@@ -81,3 +81,10 @@ def test_spec_round_trips_through_json_and_hash_ignores_the_name(registry):
     assert again == spec
     again.name = "renamed"
     assert again.spec_hash() == spec.spec_hash()
+
+
+def test_an_empty_window_is_labelled_as_no_deficit():
+    assert deficit_label("deficits.blur", (0, 8)) == "blur [0,8)"
+    assert deficit_label("deficits.blur", (0, 0)) == "none"  # the t0 = 0 baseline of a removal sweep
+    assert deficit_label("deficits.flip", (5, 5)) == "none"
+    assert deficit_label(None, None) == "none"

@@ -8,6 +8,8 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.widgets import DataTable
 
+from critui.config import deficit_label, short_id
+
 STATUS_STYLES = {
     "finished": "green",
     "running": "cyan",
@@ -32,15 +34,8 @@ COLUMNS = (
 SORTS = ("created", "status", "deficit", "acc", "final", "id")
 
 
-def short(plugin_id: str | None) -> str:
-    return plugin_id.split(".", 1)[1] if plugin_id and "." in plugin_id else (plugin_id or "-")
-
-
 def deficit_text(doc: dict[str, Any]) -> str:
-    if not doc.get("deficit"):
-        return "none"
-    window = doc.get("window") or ("?", "?")
-    return f"{short(doc['deficit'])} [{window[0]},{window[1]})"
+    return deficit_label(doc.get("deficit"), doc.get("window"))
 
 
 def fmt_acc(value: Any) -> str:
@@ -55,8 +50,8 @@ def row_cells(doc: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]
     return {
         "id": doc["id"],
         "status": doc.get("status", "?"),
-        "dataset": short(doc.get("dataset")),
-        "model": short(doc.get("model")),
+        "dataset": short_id(doc.get("dataset")),
+        "model": short_id(doc.get("model")),
         "deficit": deficit_text(doc),
         "progress": f"{done}/{doc.get('epochs', '?')}",
         "acc": current,
