@@ -639,6 +639,18 @@ def test_downsample_keeps_the_last_point_and_the_width(n):
     assert len(dx) <= 101 and dx[-1] == n - 1 and dx[0] == 0
 
 
+@pytest.mark.parametrize("width", [24, 40, 120])
+def test_a_title_wider_than_its_chart_is_cut_not_dropped(width):
+    # plotext silently drops a title that does not fit, which left empty frames with no word
+    # of what was missing (a run without Fisher data, in a narrow dashboard column).
+    from critui.tui.widgets.charts import Chart, fisher_draw
+
+    chart = Chart("Fisher trace per layer, 573e")
+    text, points = chart.build_text(width, 8, "default", fisher_draw([], ["conv1"], None))
+    title = text.plain.splitlines()[0].strip()
+    assert points == 0 and title.startswith("no Fisher data") and len(title) <= width
+
+
 def test_compare_overlays_the_marked_runs(tmp_path):
     home = fake_home(tmp_path)
 

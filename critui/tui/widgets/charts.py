@@ -70,6 +70,12 @@ def normalised_fisher(rows: list[dict[str, Any]], layers: list[str]) -> list[dic
     return out
 
 
+def fitted(title: str, width: int) -> str:
+    """``title`` cut to fit a chart ``width`` columns wide: plotext drops a longer one entirely."""
+    room = max(width - 4, 1)
+    return title if len(title) <= room else title[: room - 1] + "…"
+
+
 class Canvas:
     """One build of a chart: a fresh plotext figure, its width, and the points plotted on it."""
 
@@ -190,14 +196,14 @@ class Chart(PlotextPlot):
         plt.plotsize(width, height)
         plt._set_size(width, height)
         plt.theme(theme)
-        plt.title(self.title)
+        plt.title(fitted(self.title, width))
         canvas = Canvas(plt, width, self.title)
         if draw is not None:
             try:
                 draw(canvas)
             except Exception as exc:  # noqa: BLE001 - a chart must never take the app down
                 plt.clear_data()
-                plt.title(f"{self.title}: cannot draw ({type(exc).__name__})")
+                plt.title(fitted(f"cannot draw ({type(exc).__name__}): {self.title}", width))
                 canvas.points = 0
         return Text.from_ansi(plt.build()), canvas.points
 
@@ -266,7 +272,7 @@ def fisher_draw(
             positive = positive and all(y > 0 for y in ys)
             c.line(xs, ys, label=layer, color=SERIES_COLOURS[i % len(SERIES_COLOURS)])
         if not c.points:
-            c.plt.title(f"{c.title}: no Fisher data (enable metrics.fisher)")
+            c.plt.title(fitted("no Fisher data: enable metrics.fisher", c.width))
             return
         if not normalised and positive:
             c.plt.yscale("log")
@@ -290,7 +296,7 @@ def fisher_totals_draw(runs: list[tuple[str, list[dict[str, Any]], Any]]) -> Dra
             positive = positive and all(y > 0 for y in ys)
             c.line(xs, ys, label=label, color=SERIES_COLOURS[i % len(SERIES_COLOURS)])
         if not c.points:
-            c.plt.title(f"{c.title}: no Fisher data (enable metrics.fisher)")
+            c.plt.title(fitted("no Fisher data: enable metrics.fisher", c.width))
             return
         if positive:
             c.plt.yscale("log")
