@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from rich.cells import cell_len
+from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -253,15 +255,22 @@ class SweepScreen(Screen):
             "drop",
             "lr at removal",
         ]
-        table.add_columns(*columns)
-        for i, r in enumerate(report["rows"]):
+        rows = []
+        for r in report["rows"]:
             colour = SERIES_COLOURS[names.index(r["series"]) % len(SERIES_COLOURS)]
             drop = "-" if r["drop"] is None else f"{r['drop'] * 100:+.2f} pts"
             lr = "-" if r["lr_at_removal"] is None else f"{r['lr_at_removal']:.4g}"
             value = "no deficit" if r["baseline"] else str(r["value"])
             cells = [value, f"{r['finished']}/{r['runs']}", fmt_acc(r), drop, lr]
-            series = [f"[{colour}]━━ {r['series']}[/]"] if multi else []
-            table.add_row(*series, *cells, key=str(i))
+            series = [Text.from_markup(f"[{colour}]━━ {r['series']}[/]")] if multi else []
+            rows.append([*series, *cells])
+        # Explicit widths: columns cleared and re-added in one refresh kept their headers'
+        # widths on screen, cutting "deficit=blur" to "def" (Textual 8.2).
+        for c, label in enumerate(columns):
+            cells = [row[c].plain if isinstance(row[c], Text) else row[c] for row in rows]
+            table.add_column(label, width=max(cell_len(text) for text in [label, *cells]))
+        for i, cells in enumerate(rows):
+            table.add_row(*cells, key=str(i))
         if table.row_count:
             table.move_cursor(row=min(cursor, table.row_count - 1))
 
