@@ -374,7 +374,7 @@ async def launch(pilot, screen, values: dict[str, str]) -> str:
     return screen.launched
 
 
-def test_new_experiment_launches_a_run_that_finishes_then_detail_shows_its_charts(
+def test_new_experiment_refuses_bad_settings_then_launches_a_run_that_finishes_and_shows_its_charts(
     tmp_path, monkeypatch
 ):
     home = tmp_path / "home"
@@ -398,9 +398,20 @@ def test_new_experiment_launches_a_run_that_finishes_then_detail_shows_its_chart
             await pilot.press("ctrl+l")
             await pilot.pause()
             assert isinstance(app.screen, NewExperimentScreen)
-            assert "need fixing" in str(screen.query_one("#launch-error", Static).render())
+            error = screen.query_one("#launch-error", Static)
+            assert "need fixing" in str(error.render())
+            # a value within its bounds that only the worker could reject (the synthetic
+            # dataset draws sizes that are multiples of 4) is refused too, creating no run
+            screen.field("train.epochs").set_value("3")
+            screen.field("dataset.size").set_value("18")
+            await pilot.pause()
+            await pilot.press("ctrl+l")
+            assert await wait_for(pilot, lambda: "not a multiple of 4" in str(error.render()))
+            assert isinstance(app.screen, NewExperimentScreen) and screen.launched is None
+            assert not (home / "runs").exists() or not any((home / "runs").iterdir())
             run_id = await launch(pilot, screen, {
                 **TINY_RUN,
+                "dataset.size": "16",
                 "train.epochs": "3",
                 "deficit.end": "2",
                 "metrics.fisher.every": "1",
@@ -538,31 +549,6 @@ def test_malformed_events_a_deleted_run_and_a_small_terminal_do_not_crash(tmp_pa
             await pilot.pause(0.3)
             assert app.is_running and app.return_code is None
             assert len(app.screen.query_one(RunsTable).shown) == 4
-
-    asyncio.run(scenario())
-
-
-def test_a_setting_only_the_worker_could_reject_is_refused_at_launch(tmp_path, monkeypatch):
-    # An image size the form's bounds accept (8..256) but the synthetic dataset cannot draw
-    # (not a multiple of 4): the launch says so, and no run is created to fail.
-    monkeypatch.chdir(tmp_path)
-    home = tmp_path / "home"
-
-    async def scenario():
-        from textual.widgets import Static
-
-        from critui.tui.screens.new_experiment import NewExperimentScreen
-
-        app = make_app(home, poll_interval=0.2)
-        async with app.run_test(size=(120, 40)) as pilot:
-            screen = await open_new_experiment(pilot, "deficits.blur")
-            screen.field("dataset.size").set_value("18")
-            await pilot.pause()
-            await pilot.press("ctrl+l")
-            error = screen.query_one("#launch-error", Static)
-            assert await wait_for(pilot, lambda: "not a multiple of 4" in str(error.render()))
-            assert isinstance(app.screen, NewExperimentScreen) and screen.launched is None
-            assert not (home / "runs").exists() or not any((home / "runs").iterdir())
 
     asyncio.run(scenario())
 
