@@ -12,7 +12,14 @@ from critui.builtin.models import FullyConnected, SmallCNN
 from critui.errors import CritUIError
 from critui.kinds import MetricContext
 from critui.train import fisher as fisher_module
-from critui.train.fisher import eval_mode, fisher_trace, probe_indices, trace_given_labels
+from critui.train.fisher import (
+    eval_mode,
+    fisher_trace,
+    probe_indices,
+    sample_labels,
+    trace_given_labels,
+)
+from critui.train.loop import derive_seed
 
 CLASSES = 4
 
@@ -182,6 +189,23 @@ def test_batch_estimator_agrees_with_the_exact_one_on_average():
     assert relative(batch["total"], exact["total"]) < 0.15
     for key in exact:
         assert relative(batch[key], exact[key]) < 0.3
+
+
+@pytest.mark.parametrize(
+    "build", [tiny_cnn, seeded(lambda: Shared())], ids=["cnn", "shared"]
+)
+def test_batch_estimator_draws_the_labels_the_sampling_pass_draws(build):
+    # The batch path draws each batch's labels from the forward pass it differentiates; a
+    # separate sampling pass with the same uniforms must give the same labels, so the same
+    # estimate, on any model.
+    model, x = build(), images(20)
+    drawn = fisher_trace(model, x, seed=3, epoch=2, samples=2, chunk=6, estimator="batch")
+    uniforms = torch.rand(40, generator=torch.Generator().manual_seed(derive_seed(3, 2, "fisher-labels")))
+    with eval_mode(model):
+        labels = sample_labels(model, x, uniforms, chunk=6)
+        given = trace_given_labels(model, x, torch.arange(20).repeat_interleave(2), labels, 6, "batch")
+    for key in drawn:
+        assert relative(drawn[key], given[key]) < 1e-6
 
 
 def test_same_seed_and_epoch_give_the_same_estimate():

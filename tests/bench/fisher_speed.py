@@ -1,9 +1,11 @@
 """The Fisher metric's cost: the factored per-sample estimator against torch.func's
 vmap and a naive loop, and against a training epoch, on the default CPU setup.
 
-Run: ``python tests/bench/fisher_speed.py [--probe 500] [--threads 1] [--repeats 3]``
+Run: ``python tests/bench/fisher_speed.py [--probe 500] [--threads 1] [--repeats 3]
+[--plugin models.fc] [--set model.width=32]``
 
-Side by side in one process, on ``models.cnn`` (depth 6) and ``datasets.synthetic``, each
+Side by side in one process, on ``models.cnn`` (depth 6) and ``datasets.synthetic`` unless
+``--plugin`` and ``--set`` (as in ``critui run``) choose another model or data, each
 timing the whole Fisher evaluation of a 500-image probe, label sampling included:
 
 - ``exact``: :func:`critui.train.fisher.fisher_trace` as the metric runs it (the factored
@@ -78,10 +80,12 @@ def main() -> None:
     parser.add_argument("--probe", type=int, default=500)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--plugin", action="append", default=[], help="as in critui run")
+    parser.add_argument("--set", action="append", default=[], dest="sets", help="as in critui run")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     registry = get_registry()
-    spec = build_spec(registry)
+    spec = build_spec(registry, plugins=args.plugin, sets=args.sets)
     data = prepare_data(registry.get(spec.dataset.id).cls().load(spec.dataset.params, 0), torch.device("cpu"), "auto")
     torch.manual_seed(0)
     model = registry.get(spec.model.id).cls().build(tuple(data.train_x.shape[1:]), data.num_classes, **spec.model.params)
@@ -123,6 +127,8 @@ def main() -> None:
     print(json.dumps({
         "torch": torch.__version__,
         "threads": args.threads,
+        "model": f"{spec.model.id} {spec.model.params}",
+        "parameters": sum(p.numel() for p in model.parameters()),
         "probe_images": len(x),
         "exact_factored_s": round(exact_s, 4),
         "exact_vmap_s": round(vmap_s, 4),
