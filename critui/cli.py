@@ -21,7 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from critui import __version__
-from critui.config import deficit_label, short_id
+from critui.config import build_spec, deficit_label, load_toml, preflight, short_id
 from critui.errors import CritUIError
 
 console = Console(highlight=False)
@@ -88,7 +88,6 @@ def run(plugins, sets, epochs, seed, device, config_path, name, dry_run, home) -
 
     Ctrl-C stops the run cleanly (status `cancelled`); `critui resume RUN` continues it.
     """
-    from critui.config import build_spec, load_toml, preflight
     from critui.plugins import get_registry
 
     registry = get_registry()
@@ -557,7 +556,6 @@ def sweep(config_path, dry_run, jobs, gpus, per_gpu, sets, seeds, resume_ref, ho
     if dry_run:
         _print_plan(spec_sweep, planned, nodes, scratch, forked)
         return
-    from critui.config import preflight
 
     preflight(registry, [run.spec for run in planned])
     store = open_store(home)
