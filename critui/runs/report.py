@@ -111,15 +111,20 @@ def rich_table(report: dict[str, Any]):
     from rich.table import Table
 
     primary = report["primary"] or "value"
+    # One seed per row: a std of 0.0000 on every row says nothing and would push the table
+    # past 80 columns, so only the mean is shown.
+    one_seed = all(r["runs"] <= 1 for r in report["rows"])
     table = Table(title=f"sweep {report['sweep']}: final test accuracy (mean of the last {report['final_window']} "
-                  "epochs), mean ± std over seeds", box=box.SIMPLE_HEAD)
+                  "epochs)" + (", one seed" if one_seed else ", mean ± std over seeds"), box=box.SIMPLE_HEAD)
     multi = len({r["series"] for r in report["rows"]}) > 1 or report["rows"] and report["rows"][0]["series"] != "all"
     if multi:
-        table.add_column("series")
-    for column in (primary, "seeds done", "final acc", "drop", "lr at removal"):
-        table.add_column(column, justify="right")
+        table.add_column("series", no_wrap=True)
+    for column in (primary, "seeds", "final acc", "drop", "lr at\nremoval"):
+        table.add_column(column, justify="right", no_wrap=True)
     for r in report["rows"]:
-        acc = "-" if r["final_acc_mean"] is None else f"{r['final_acc_mean']:.4f} ± {r['final_acc_std']:.4f}"
+        acc = "-" if r["final_acc_mean"] is None else f"{r['final_acc_mean']:.4f}"
+        if r["final_acc_mean"] is not None and not one_seed:
+            acc += f" ± {r['final_acc_std']:.4f}"
         drop = "-" if r["drop"] is None else f"{r['drop'] * 100:+.2f} pts"
         lr = "-" if r["lr_at_removal"] is None else f"{r['lr_at_removal']:.4g}"
         cells = [str(r["value"]), f"{r['finished']}/{r['runs']}", acc, drop, lr]
