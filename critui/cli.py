@@ -18,6 +18,7 @@ import click
 from rich import box
 from rich.console import Console
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.table import Table
 
 from critui import __version__
@@ -261,24 +262,37 @@ def runs(status, deficit, model, dataset, limit, as_json, home) -> None:
     if not docs:
         console.print(f"No runs{' match' if (status or deficit or model or dataset) else ''} in {store.home}.")
         return
-    table = Table(title=f"runs in {store.home}", box=box.SIMPLE_HEAD, pad_edge=False)
+    # The full table if it fits; else the compact one (no creation time, and a dataset that
+    # every run shares named in the title), which fits 80 columns.
+    table = _runs_table(docs, store.home, wide=True)
+    natural = Measurement.get(console, console.options.update(max_width=10_000), table).maximum
+    if natural > console.width:
+        table = _runs_table(docs, store.home, wide=False)
+    console.print(table)
+
+
+def _runs_table(docs: list[dict[str, Any]], home: Path, wide: bool) -> Table:
     forks = any(d.get("parent") for d in docs)
-    wide = console.width >= 100  # below that, the creation time gives way to the experiment
-    columns = ["id", "status", "model / dataset / deficit", "epochs", "final acc"] + (["created"] if wide else [])
+    datasets = {short_id(d["dataset"]) for d in docs}
+    one_dataset = not wide and len(datasets) == 1
+    title = f"runs in {home}" + (f", all on {datasets.pop()}" if one_dataset else "")
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, padding=(0, 1, 0, 0))
+    experiment = "model / deficit" if one_dataset else "model / dataset / deficit"
+    columns = ["id", "status", experiment, "epochs", "final acc"] + (["created"] if wide else [])
     for column in columns + (["fork of"] if forks else []):
-        table.add_column(column, no_wrap=column != columns[2], min_width=22 if column == columns[2] else None,
+        table.add_column(column, no_wrap=column != experiment, min_width=16 if column == experiment else None,
                          justify="right" if column in ("epochs", "final acc") else "left")
     for d in docs:
+        parts = [short_id(d["model"])] + ([] if one_dataset else [short_id(d["dataset"])]) + [_deficit_text(d)]
         row = [
-            d["id"], _status_markup(d["status"]),
-            f"{short_id(d['model'])} / {short_id(d['dataset'])} / {_deficit_text(d)}",
+            d["id"], _status_markup(d["status"]), " / ".join(parts),
             f"{d.get('epochs_done', 0)}/{d['epochs']}", _fmt_acc(d.get("final_acc")),
         ] + ([time.strftime("%m-%d %H:%M", time.localtime(d.get("created", 0)))] if wide else [])
         if forks:
             # The id's random suffix is enough to name the parent (`critui show a092` finds it).
             row.append(f"…{d['parent'][-4:]}@{d['fork_epoch']}" if d.get("parent") else "")
         table.add_row(*row)
-    console.print(table)
+    return table
 
 
 def _matches(doc, status, deficit, model, dataset) -> bool:

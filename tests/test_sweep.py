@@ -101,6 +101,12 @@ def test_blur_removal_sweep_with_two_jobs_forks_exactly_and_reports(tmp_path, ho
     # The run tree is in the index and on screen.
     listing = critui("runs", check=True).stdout
     assert f"…{trunk['run_id'][-4:]}@1" in listing  # the parent's id suffix and the fork epoch
+    assert "created" in listing and "synthetic" in listing
+    # In 80 columns: no creation time, the shared dataset in the title, one line per run.
+    narrow = critui("runs", env={"COLUMNS": "80"}, check=True).stdout.splitlines()
+    assert "all on synthetic" in " ".join(narrow[:3]) and max(len(line.rstrip()) for line in narrow) <= 80
+    child_line = next(line for line in narrow if line.startswith(child["run_id"]))
+    assert child_line.split()[-1] == f"…{trunk['run_id'][-4:]}@1" and "[0,1)" in child_line
     docs = {d["id"]: d for d in json.loads(critui("runs", "--json", check=True).stdout)}
     assert (docs[child["run_id"]]["parent"], docs[child["run_id"]]["fork_epoch"]) == (trunk["run_id"], 1)
     shown = critui("show", child["run_id"], "--no-fisher", check=True).stdout
