@@ -208,6 +208,16 @@ def test_batch_estimator_draws_the_labels_the_sampling_pass_draws(build):
         assert relative(drawn[key], given[key]) < 1e-6
 
 
+@pytest.mark.parametrize("estimator", ["exact", "batch"])
+def test_a_callers_no_grad_or_inference_mode_does_not_change_the_estimate(estimator):
+    model, x = tiny_cnn(), images(10)
+    want = fisher_trace(model, x, 0, 3, chunk=4, estimator=estimator)
+    with torch.no_grad():
+        assert fisher_trace(model, x, 0, 3, chunk=4, estimator=estimator) == want
+    with torch.inference_mode():
+        assert fisher_trace(model, images(10), 0, 3, chunk=4, estimator=estimator) == want
+
+
 def test_same_seed_and_epoch_give_the_same_estimate():
     model, x = tiny_cnn(), images(16)
     first = fisher_trace(model, x, seed=5, epoch=2)
