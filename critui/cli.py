@@ -222,8 +222,11 @@ def plugins(as_json: bool) -> None:
                                "failed": [f.to_json() for f in registry.failures]}, indent=2))
         return
     table = Table(title="critui plugins", show_lines=True)
-    for column in ("id", "from", "description", "parameters"):
-        table.add_column(column, overflow="fold")
+    # Ids are what a user types: they never wrap. The prose columns take what width is left.
+    table.add_column("id", no_wrap=True)
+    table.add_column("from", overflow="fold")
+    table.add_column("description", overflow="fold", ratio=3)
+    table.add_column("parameters", overflow="fold", ratio=2)
     for p in ordered:
         params = "\n".join(f"{q.name}={q.default!r} ({q.describe()})" for q in p.params) or "-"
         alias = f"\n(alias {', '.join(p.kind + '.' + a for a in p.cls.aliases)})" if p.cls.aliases else ""
