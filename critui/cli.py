@@ -131,16 +131,20 @@ def watch_run(store, run_id: str, spec) -> int:
     monitor = RunMonitor(store, run_id)
     console.print(f"[bold]run {run_id}[/]  {spec.describe()}  ({spec.epochs} epochs)  {monitor.run_dir}")
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    # Under 100 columns the line drops the time left and shortens its words, so it fits 80.
+    compact = console.width < 100
     progress = Progress(
-        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} epochs"),
-        TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+        TextColumn("{task.description}"), BarColumn(bar_width=12 if compact else 40),
+        TextColumn("{task.completed}/{task.total}" + ("" if compact else " epochs")),
+        TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
+        *([] if compact else [TimeRemainingColumn()]), console=console,
     )
     try:
         with progress:
             task = progress.add_task("starting", total=spec.epochs, status="loading data")
             while not monitor.done:
                 for event in monitor.poll():
-                    _show_progress(progress, task, event)
+                    _show_progress(progress, task, event, compact)
                 time.sleep(0.1)
     except KeyboardInterrupt:
         err_console.print("Stopping the run cleanly...")
@@ -155,15 +159,16 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def _show_progress(progress, task, event: dict[str, Any]) -> None:
+def _show_progress(progress, task, event: dict[str, Any], compact: bool = False) -> None:
     if event["event"] == "started":
         progress.update(task, description="training", completed=event.get("epoch", 0), status=f"on {event.get('device')}")
     elif event["event"] == "epoch":
-        deficit = "  deficit on" if event.get("deficit_active") else ""
-        progress.update(
-            task, completed=event["epoch"] + 1,
-            status=f"test acc {event['test_acc']:.3f}  train loss {event['train_loss']:.3f}  lr {event['lr']:.3g}{deficit}",
-        )
+        test, train, lr = f"{event['test_acc']:.3f}", f"{event['train_loss']:.3f}", f"{event['lr']:.3g}"
+        if compact:
+            status = f"acc {test} loss {train} lr {lr}" + (" deficit" if event.get("deficit_active") else "")
+        else:
+            status = f"test acc {test}  train loss {train}  lr {lr}" + ("  deficit on" if event.get("deficit_active") else "")
+        progress.update(task, completed=event["epoch"] + 1, status=status)
 
 
 def _print_outcome(run_id, run_dir, end, rows, final) -> int:
@@ -181,7 +186,7 @@ def _print_outcome(run_id, run_dir, end, rows, final) -> int:
         return 0
     if kind == "cancelled":
         err_console.print(f"Run {run_id} cancelled after {len(rows)} epochs; every completed epoch is kept. "
-                          f"Continue it with: critui resume {run_id}")
+                          f"Continue it with:\n  critui resume {run_id}")
         return 130
     reason = end.get("reason")
     where = f" in epoch {end['epoch']}" if end.get("epoch") is not None else ""
@@ -686,7 +691,7 @@ def _run_sweep(store, record: dict[str, Any], jobs: int, gpus_option: str | None
         err_console.print("Stopping the sweep cleanly...")
         scheduler.cancel()
         err_console.print(f"Sweep {record['id']} cancelled; finished runs and every checkpoint are kept. "
-                          f"Continue it with: critui sweep --resume {record['id']}")
+                          f"Continue it with:\n  critui sweep --resume {record['id']}")
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -696,7 +701,8 @@ def _run_sweep(store, record: dict[str, Any], jobs: int, gpus_option: str | None
                           f"({', '.join(record['runs'][i]['run_id'] for i in failed[:5])}); see `critui show RUN`, "
                           f"then `critui sweep --resume {record['id']}`.")
         return 1
-    console.print(f"Sweep {record['id']} finished. See the figure with: critui report {record['id']}")
+    # Commands go on their own line, so a narrow terminal does not break them in two.
+    console.print(f"Sweep {record['id']} finished. See the figure with:\n  critui report {record['id']}")
     return 0
 
 

@@ -29,8 +29,12 @@ def test_default_flip_run_is_fast_well_above_chance_and_in_history(critui, home)
 
 
 def test_blur_window_is_applied_only_inside_it(critui, home):
-    result = critui("run", "--plugin", "deficits.blur", "--set", "deficit.end=3", "--epochs", "6", *FAST)
+    result = critui("run", "--plugin", "deficits.blur", "--set", "deficit.end=3", "--epochs", "6", *FAST,
+                    env={"COLUMNS": "80"})
     assert result.returncode == 0, result.stderr
+    # In 80 columns the progress line keeps its numbers whole: no "…", nothing past the edge.
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith("training")]
+    assert "6/6" in line and " acc " in line and "…" not in line and len(line.rstrip()) <= 80
     (doc,) = index_docs(home)
     epochs = [e for e in events_of(home, doc["id"]) if e["event"] == "epoch"]
     assert [e["deficit_active"] for e in epochs] == [True, True, True, False, False, False]
