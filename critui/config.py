@@ -295,6 +295,11 @@ class SpecError(ParamError):
 def _build(registry, raw, plugins, sets, overrides) -> RunSpec:
     for section in raw:
         if section not in SECTIONS and section != "name":
+            home = next((table for table, params in (("train", TRAIN_PARAMS), ("optim", OPTIM_PARAMS))
+                         if section in {p.name for p in params}), None)
+            if home is not None:  # `epochs = 30` at the top of the file
+                raise SpecError(f"{section} is a setting of [{home}], not of the whole config: move it under a "
+                                f"[{home}] table (or use --set {home}.{section}=...).", key=section)
             raise SpecError(unknown_name_message(section, section, list(SECTIONS), "the config").replace(
                 "the config.", ""), key=section)
     metrics_raw: dict[str, dict[str, Any]] = {}

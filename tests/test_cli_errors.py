@@ -46,6 +46,12 @@ def test_invalid_value_in_toml_names_the_line(critui, tmp_path):
     assert_clean_error(critui("run", "--config", str(config)), "exp.toml, line 5", "optim.momentum=1.5 is above its maximum of 1")
 
 
+def test_a_setting_outside_its_table_says_which_table(critui, tmp_path):
+    config = tmp_path / "exp.toml"
+    config.write_text("name = 'x'\nlr = 0.1\n")
+    assert_clean_error(critui("run", "--config", str(config)), "exp.toml, line 2", "lr is a setting of [optim]")
+
+
 def test_cuda_without_cuda_says_what_to_do(critui):
     pytest.importorskip("torch")
     import torch
