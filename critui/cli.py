@@ -614,16 +614,19 @@ def _print_plan(spec_sweep, planned, nodes, scratch: int, forked: int) -> None:
 
     from critui.runs.planner import roots
 
-    table = Table(title=f"sweep {spec_sweep.name}: {len(planned)} runs", box=box.SIMPLE_HEAD)
-    for column in ("#", "run", "deficit window", "epochs", "forks from", "at epoch", "trains"):
-        table.add_column(column, justify="right" if column not in ("run", "deficit window") else "left")
+    table = Table(title=f"sweep {spec_sweep.name}: {len(planned)} runs", box=box.SIMPLE_HEAD,
+                  pad_edge=False, show_edge=False, padding=(0, 1, 0, 0))
+    # "fork of" reads #PARENT@EPOCH, as in `critui runs`; the run label is the one column that wraps.
+    for column in ("#", "run", "deficit", "epochs", "fork of", "trains"):
+        table.add_column(column, justify="left" if column in ("run", "deficit") else "right",
+                         no_wrap=column != "run")
     for node, run in zip(nodes, planned, strict=True):
         window = node.spec.window()
         table.add_row(
             str(node.index), run.label(),
             deficit_label(node.spec.deficit.id if node.spec.deficit else None, window),
-            str(node.spec.epochs), "-" if node.parent is None else f"#{node.parent}",
-            "-" if node.parent is None else str(node.fork_epoch), str(node.epochs_to_train),
+            str(node.spec.epochs), "-" if node.parent is None else f"#{node.parent}@{node.fork_epoch}",
+            str(node.epochs_to_train),
         )
     console.print(table)
     tree = Tree("fork tree (a child starts from its parent's checkpoint at the fork epoch)")

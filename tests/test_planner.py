@@ -67,6 +67,14 @@ def test_dry_run_prints_the_plan_and_the_epochs_saved(critui):
     assert scratch == 3640 and forked == 2320 and saved >= 20.0
 
 
+def test_dry_run_plan_fits_80_columns_one_line_per_run(critui):
+    plan = critui("sweep", str(REPO / "configs" / "demo-removal.toml"), "--dry-run",
+                  env={"COLUMNS": "80"}, check=True).stdout.splitlines()
+    assert max(len(line.rstrip()) for line in plan) <= 80
+    row = next(line.split() for line in plan if line.split()[:2] == ["1", "removal=4"])
+    assert row == ["1", "removal=4", "deficit=blur", "seed=0", "blur", "[0,4)", "24", "#5@4", "20"]
+
+
 @pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "configs").glob("*.toml")
                                         if p.name.startswith(("fig", "demo-", "controls", "fisher"))
                                         and p.name != "demo-blur.toml"))
