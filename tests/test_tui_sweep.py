@@ -160,7 +160,9 @@ def test_sweep_view_opens_from_the_dashboard_and_fills_in_as_runs_finish(tmp_pat
                 if r["series"] == "deficit=blur" and r["value"] == 8
             )
             cells = [str(c) for c in table.get_row_at(screen.report["rows"].index(row))]
-            assert cells[2] == "1/1" and cells[3].startswith("0.") and "±" in cells[3]
+            # One seed per row: the mean alone, as `critui report` prints it.
+            assert cells[2] == "1/1" and cells[3].startswith("0.") and "±" not in cells[3]
+            assert [str(c.label) for c in table.columns.values()][3] == "final acc"
             assert cells[4].endswith("pts")
             assert "8/8 runs finished" in str(screen.query_one("#sweep-title").render())
 

@@ -106,6 +106,22 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
+def one_seed(report: dict[str, Any]) -> bool:
+    """Whether every row has one seed: then a std (always 0) says nothing and is not shown."""
+    return all(r["runs"] <= 1 for r in report["rows"])
+
+
+def row_cells(row: dict[str, Any], single: bool) -> list[str]:
+    """A report row's seeds, final accuracy, drop and LR at removal, as the CLI and the TUI
+    show them; ``single`` (see :func:`one_seed`) leaves the std out."""
+    acc = "-" if row["final_acc_mean"] is None else f"{row['final_acc_mean']:.4f}"
+    if row["final_acc_mean"] is not None and not single:
+        acc += f" ± {row['final_acc_std'] or 0.0:.4f}"
+    drop = "-" if row["drop"] is None else f"{row['drop'] * 100:+.2f} pts"
+    lr = "-" if row["lr_at_removal"] is None else f"{row['lr_at_removal']:.4g}"
+    return [f"{row['finished']}/{row['runs']}", acc, drop, lr]
+
+
 def rich_table(report: dict[str, Any]):
     from rich import box
     from rich.table import Table
@@ -113,22 +129,16 @@ def rich_table(report: dict[str, Any]):
     primary = report["primary"] or "value"
     # One seed per row: a std of 0.0000 on every row says nothing and would push the table
     # past 80 columns, so only the mean is shown.
-    one_seed = all(r["runs"] <= 1 for r in report["rows"])
+    single = one_seed(report)
     table = Table(title=f"sweep {report['sweep']}: final test accuracy (mean of the last {report['final_window']} "
-                  "epochs)" + (", one seed" if one_seed else ", mean ± std over seeds"), box=box.SIMPLE_HEAD)
+                  "epochs)" + (", one seed" if single else ", mean ± std over seeds"), box=box.SIMPLE_HEAD)
     multi = len({r["series"] for r in report["rows"]}) > 1 or report["rows"] and report["rows"][0]["series"] != "all"
     if multi:
         table.add_column("series", no_wrap=True)
     for column in (primary, "seeds", "final acc", "drop", "lr at\nremoval"):
         table.add_column(column, justify="right", no_wrap=True)
     for r in report["rows"]:
-        acc = "-" if r["final_acc_mean"] is None else f"{r['final_acc_mean']:.4f}"
-        if r["final_acc_mean"] is not None and not one_seed:
-            acc += f" ± {r['final_acc_std']:.4f}"
-        drop = "-" if r["drop"] is None else f"{r['drop'] * 100:+.2f} pts"
-        lr = "-" if r["lr_at_removal"] is None else f"{r['lr_at_removal']:.4g}"
-        cells = [str(r["value"]), f"{r['finished']}/{r['runs']}", acc, drop, lr]
-        table.add_row(*([r["series"]] if multi else []), *cells)
+        table.add_row(*([r["series"]] if multi else []), str(r["value"]), *row_cells(r, single))
     ref = next((r for r in report["rows"] if r["drop"] is not None), None)
     if ref is not None:
         table.caption = ("drop: reference accuracy minus this row's, per series; the reference is the "

@@ -22,6 +22,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Header, OptionList, Static
 from textual.widgets.option_list import Option
 
+from critui.runs.report import one_seed, row_cells
 from critui.tui.widgets.charts import SERIES_COLOURS, Canvas, Chart, Draw
 
 NO_SWEEPS = "No sweeps yet: run `critui sweep FILE.toml`"
@@ -101,12 +102,6 @@ def sweep_draw(report: dict[str, Any]) -> Draw:
         c.plt.ylabel("final acc")
 
     return draw
-
-
-def fmt_acc(row: dict[str, Any]) -> str:
-    if row["final_acc_mean"] is None:
-        return "-"
-    return f"{row['final_acc_mean']:.4f} ± {row['final_acc_std'] or 0.0:.4f}"
 
 
 class SweepScreen(Screen):
@@ -248,20 +243,19 @@ class SweepScreen(Screen):
         cursor = table.cursor_row
         table.clear(columns=True)
         multi = len(names) > 1 or (names and names[0] != "all")
+        single = one_seed(report)
         columns = (["series"] if multi else []) + [
             primary,
-            "seeds done",
-            "final acc (mean ± std)",
+            "seeds",
+            "final acc",  # the mean ± std over seeds, or the mean alone for one seed
             "drop",
             "lr at removal",
         ]
         rows = []
         for r in report["rows"]:
             colour = SERIES_COLOURS[names.index(r["series"]) % len(SERIES_COLOURS)]
-            drop = "-" if r["drop"] is None else f"{r['drop'] * 100:+.2f} pts"
-            lr = "-" if r["lr_at_removal"] is None else f"{r['lr_at_removal']:.4g}"
             value = "no deficit" if r["baseline"] else str(r["value"])
-            cells = [value, f"{r['finished']}/{r['runs']}", fmt_acc(r), drop, lr]
+            cells = [value, *row_cells(r, single)]
             series = [Text.from_markup(f"[{colour}]━━ {r['series']}[/]")] if multi else []
             rows.append([*series, *cells])
         # Explicit widths: columns cleared and re-added in one refresh kept their headers'
