@@ -126,6 +126,25 @@ def test_vectorised_exact_estimator_matches_a_per_sample_loop(build):
     assert fast["total"] == pytest.approx(sum(per_layer), rel=1e-12)
 
 
+def test_grouped_convolutions_taken_in_pieces_give_the_same_norms(monkeypatch):
+    # On the CPU the per-sample conv gradients come in pieces of CPU_GROUPS groups; a chunk
+    # of 12 split into pieces of 5 (and a grouped conv into pieces of 2 samples) must agree.
+    model = seeded(lambda: torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(),
+        torch.nn.Conv2d(4, 4, 3, padding=1, groups=2), torch.nn.Flatten(),
+        torch.nn.Linear(4 * 64, CLASSES),
+    ))()
+    x = images(12)
+    labels = torch.randint(0, CLASSES, (12,), generator=torch.Generator().manual_seed(5))
+    whole = trace_given_labels(model, x, torch.arange(12), labels, chunk=12)
+    monkeypatch.setattr(fisher_module, "CPU_GROUPS", 5)
+    pieces = trace_given_labels(model, x, torch.arange(12), labels, chunk=12)
+    for got, want in zip(pieces.values(), naive_trace(model, x, labels), strict=False):
+        assert relative(got, want) < 1e-5
+    for key in whole:
+        assert relative(pieces[key], whole[key]) < 1e-6
+
+
 def test_labels_are_sampled_from_the_model():
     # Many label samples per image converge on E_{y~p_w}: dataset or argmax labels would not.
     model, x = tiny_cnn(), images(6)
