@@ -21,14 +21,15 @@ timing the whole Fisher evaluation of a 500-image probe, label sampling included
   estimator could show on this model;
 - one training epoch of critui's loop on the same data (3000 images, batch 128).
 
-It prints the seconds of each (best of ``--repeats``), the speed-ups over the loop, the
-agreement of exact and vmap with the loop on the same labels, and the cost of one Fisher
-evaluation as a fraction of an epoch.
+It prints the seconds of each (best of ``--repeats`` rounds, in which they take turns),
+the speed-ups over the loop, the agreement of exact and vmap with the loop on the same
+labels, and the cost of one Fisher evaluation as a fraction of an epoch.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import time
 from contextlib import contextmanager
@@ -66,13 +67,17 @@ def naive_traces(model, x, labels) -> dict[str, float]:
     return traces
 
 
-def best_of(repeats: int, fn):
-    times, result = [], None
+def best_of(repeats: int, fns: dict):
+    """Each function's best time and last result, the functions taking turns in every round,
+    so that a noisy spell on a shared machine slows all of them rather than one."""
+    times = {name: [] for name in fns}
+    results = {}
     for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return min(times), result
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            results[name] = fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: min(t) for name, t in times.items()}, results
 
 
 def main() -> None:
@@ -91,6 +96,9 @@ def main() -> None:
     model = registry.get(spec.model.id).cls().build(tuple(data.train_x.shape[1:]), data.num_classes, **spec.model.params)
     optimizer = make_optimizer(spec, model)
     train_epoch(model, optimizer, data, spec, 0, None)  # a trained-for-an-epoch network, warm caches
+    # The epochs timed below train a copy, so every round measures the Fisher of one network.
+    trainee = copy.deepcopy(model)
+    trainee_optimizer = make_optimizer(spec, trainee)
 
     probe = probe_indices(data.train_y, args.probe, data.num_classes, 0)
     x, y = data.train_x[probe], data.train_y[probe]
@@ -114,12 +122,18 @@ def main() -> None:
             loss = F.cross_entropy(model(x), y, reduction="sum")
             return torch.autograd.grad(loss, list(model.parameters()))
 
-    exact_s, exact = best_of(args.repeats, lambda: fisher_trace(model, x, seed, epoch))
-    vmap_s, by_vmap = best_of(args.repeats, vmapped)
-    batch_s, _ = best_of(args.repeats, lambda: fisher_trace(model, x, seed, epoch, estimator="batch"))
-    naive_s, by_loop = best_of(args.repeats, naive)
-    floor_s, _ = best_of(args.repeats, one_pass)
-    epoch_s, _ = best_of(args.repeats, lambda: train_epoch(model, optimizer, data, spec, 1, None))
+    seconds, results = best_of(args.repeats, {
+        "exact": lambda: fisher_trace(model, x, seed, epoch),
+        "vmap": vmapped,
+        "batch": lambda: fisher_trace(model, x, seed, epoch, estimator="batch"),
+        "naive": naive,
+        "pass": one_pass,
+        "epoch": lambda: train_epoch(trainee, trainee_optimizer, data, spec, 1, None),
+    })
+    exact_s, vmap_s, batch_s, naive_s, floor_s, epoch_s = (
+        seconds[k] for k in ("exact", "vmap", "batch", "naive", "pass", "epoch")
+    )
+    exact, by_vmap, by_loop = results["exact"], results["vmap"], results["naive"]
 
     def worst(got):
         return float(f"{max(abs(got[k] - by_loop[k]) / max(abs(by_loop[k]), 1e-30) for k in by_loop):.3g}")
