@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import platform
 import re
+from pathlib import Path
 
 from critui.errors import CritUIError
 
@@ -65,3 +67,23 @@ def worker_slots(gpus: list[str], jobs: int, per_gpu: int | None) -> int:
     if gpus and per_gpu is not None:
         return len(gpus) * max(1, per_gpu)
     return max(1, jobs)
+
+
+def device_name(device) -> str:
+    """What a run trained on, for its record: the GPU's name, or the CPU's model.
+
+    The CPU model matters for reproducing a run: on the CPU a run is bit-identical with the
+    same torch on the same kind of CPU, while another CPU can pick other kernels and round
+    differently.
+    """
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "cpu"

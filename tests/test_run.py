@@ -24,6 +24,7 @@ def test_default_flip_run_is_fast_well_above_chance_and_in_history(critui, home)
     assert doc["final_acc"] > 0.6  # 10 classes: chance is 0.1
     assert doc["plugins"]["deficits.flip"]["distribution"] == "critui"
     assert doc["torch"] and doc["device"] == "cpu"
+    assert doc["device_name"] not in ("", "cpu")  # the CPU's model, for reproducing the run
     listing = critui("runs", check=True).stdout
     assert doc["id"] in listing and "finished" in listing and "flip [0,8)" in listing
 

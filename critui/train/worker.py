@@ -80,7 +80,7 @@ def run(run_dir: Path, log, state: dict) -> None:
 
     from critui import __version__
     from critui.config import RunSpec
-    from critui.devices import resolve_device
+    from critui.devices import device_name, resolve_device
     from critui.events import FINAL_WINDOW
     from critui.kinds import MetricContext
     from critui.plugins import get_registry
@@ -131,7 +131,7 @@ def run(run_dir: Path, log, state: dict) -> None:
         epoch=first_epoch,
         pid=os.getpid(),
         device=str(device),
-        device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        device_name=device_name(device),
         threads=torch.get_num_threads(),
         torch=torch.__version__,
         critui=__version__,
