@@ -343,8 +343,8 @@ def _factored_sums(
                 zip(layers.values(), modules, calls, strict=True)
             ):
                 # Each layer's norms are taken as soon as the backward pass reaches its
-                # output, while that gradient is still in cache: about 10% faster on the
-                # CPU than taking them all after the pass.
+                # output, while that gradient is still in cache: on the CPU up to 15%
+                # faster than taking them all after the pass (0-15% in repeated A/B runs).
                 params = {n.rpartition(".")[2] for n in names}
                 output.register_hook(add_norms(i, module, a.detach(), params))
                 outputs.append(output)
