@@ -104,6 +104,8 @@ def run(plugins, sets, epochs, seed, device, config_path, name, dry_run, home) -
         console.print_json(json.dumps(spec.to_json()))
         return
     preflight(registry, [spec])  # fail now, not inside the worker
+    if note := spec.window_note():
+        err_console.print(f"[yellow]Note:[/] {escape(note)}")
     store = open_store(home)
     used = [spec.dataset, spec.model] + ([spec.deficit] if spec.deficit else []) + spec.metrics
     versions = {p.id: _plugin_source(registry.get(p.id)) for p in used}
@@ -580,6 +582,9 @@ def sweep(config_path, dry_run, jobs, gpus, per_gpu, sets, seeds, resume_ref, ho
         return
 
     preflight(registry, [run.spec for run in planned])
+    if noted := [run for run in planned if run.spec.window_note()]:
+        err_console.print(f"[yellow]Note:[/] {len(noted)} of the {len(planned)} runs: "
+                          f"{escape(noted[0].spec.window_note())}")
     store = open_store(home)
     record = sched.create_sweep(store, spec_sweep, planned, nodes,
                                 lambda spec: _plugin_versions(registry, spec), str(config_path))

@@ -154,6 +154,36 @@ class RunSpec:
         window = self.window()
         return window is not None and window[0] <= epoch < window[1]
 
+    def removal_epoch(self) -> int | None:
+        """The first epoch after the deficit window, or None when the run ends before it
+        (or has no deficit): its LR is the run's "LR at removal"."""
+        window = self.window()
+        if window is None or window[1] >= self.epochs:
+            return None
+        return window[1]
+
+    def window_note(self) -> str | None:
+        """A warning when the deficit window and the run's length make the experiment
+        something other than deficit-then-recovery, or None. Not an error: a deficit kept
+        to the end is a legitimate control."""
+        window = self.window()
+        if window is None or window[0] >= window[1]:
+            return None
+        start, end = window
+        last = self.epochs - 1
+        if start > last:
+            return (
+                f"the deficit window [{start},{end}) starts after the last epoch ({last}), so this "
+                f"run never sees the deficit. Lower deficit.start or raise the epochs above {start}."
+            )
+        if end > last:
+            return (
+                f"the deficit window [{start},{end}) lasts to the last epoch ({last}), so the deficit "
+                f"is never removed and the run shows no recovery. Raise the epochs above {end} "
+                "or lower deficit.end, unless a deficit to the end is what you want."
+            )
+        return None
+
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 

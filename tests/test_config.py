@@ -88,3 +88,26 @@ def test_an_empty_window_is_labelled_as_no_deficit():
     assert deficit_label("deficits.blur", (0, 0)) == "none"  # the t0 = 0 baseline of a removal sweep
     assert deficit_label("deficits.flip", (5, 5)) == "none"
     assert deficit_label(None, None) == "none"
+
+
+@pytest.mark.parametrize(
+    ("window", "epochs", "removal", "note"),
+    [
+        ((0, 8), 24, 8, None),
+        ((0, 8), 9, 8, None),  # epoch 8 is the last, and clean
+        ((0, 8), 8, None, "never removed"),
+        ((0, 8), 3, None, "never removed"),
+        ((10, 12), 10, None, "never sees the deficit"),
+        ((0, 0), 4, 0, None),  # the t0 = 0 baseline: no deficit, nothing to warn about
+    ],
+)
+def test_removal_epoch_and_window_note(registry, window, epochs, removal, note):
+    spec = build_spec(
+        registry,
+        plugins=["deficits.blur"],
+        sets=[f"deficit.start={window[0]}", f"deficit.end={window[1]}", f"train.epochs={epochs}"],
+    )
+    assert spec.removal_epoch() == removal
+    got = spec.window_note()
+    assert got is None if note is None else note in got
+    assert build_spec(registry, sets=[f"train.epochs={epochs}"]).window_note() is None

@@ -7,6 +7,8 @@ import io
 import json
 import time
 
+import pytest
+
 from tests.conftest import FAST, events_of, index_docs
 
 
@@ -39,7 +41,7 @@ def test_blur_window_is_applied_only_inside_it(critui, home):
     (doc,) = index_docs(home)
     epochs = [e for e in events_of(home, doc["id"]) if e["event"] == "epoch"]
     assert [e["deficit_active"] for e in epochs] == [True, True, True, False, False, False]
-    assert doc["lr_at_removal"] > 0
+    assert doc["lr_at_removal"] == pytest.approx(0.05 * 0.85**3)  # the LR of epoch 3, the first clean one
 
 
 def test_fisher_traces_are_recorded_and_shown(critui, home):
@@ -62,8 +64,13 @@ def test_fisher_traces_are_recorded_and_shown(critui, home):
 
 def test_show_and_export(critui, home, tmp_path):
     critui("run", "--epochs", "2", *FAST, check=True)
-    critui("run", "--epochs", "1", "--plugin", "deficits.noise", *FAST, check=True)
+    # The default window [0,8) outlasts one epoch: the run goes ahead, with a note, and
+    # records no LR at removal, since there is none.
+    noted = critui("run", "--epochs", "1", "--plugin", "deficits.noise", *FAST, check=True)
+    assert "never removed" in noted.stderr and "Raise the epochs above 8" in noted.stderr
     first, second = index_docs(home)
+    assert second["lr_at_removal"] is None
+    assert "lr at removal" not in critui("show", second["id"], check=True).stdout
     shown = critui("show", first["id"], check=True).stdout
     assert "per-epoch metrics" in shown and "datasets.synthetic" in shown and "critui" in shown
     text = critui("export", first["id"], second["id"], "--format", "csv", check=True).stdout

@@ -125,7 +125,6 @@ def run(run_dir: Path, log, state: dict) -> None:
     fast, speed = _compiled(model, data, speed, spec.optim["batch_size"], eval_bs, log)
     requested = {k: spec.train.get(k) for k in speed.as_train()}
     _record_speed(run_dir, spec, speed)
-    window = spec.window()
     log.write(
         "started",
         epoch=first_epoch,
@@ -144,7 +143,7 @@ def run(run_dir: Path, log, state: dict) -> None:
         **speed.as_train(),
         requested=requested,
         parameters=sum(p.numel() for p in model.parameters()),
-        lr_at_removal=lr_at(spec, window[1]) if window else None,
+        lr_at_removal=None if spec.removal_epoch() is None else lr_at(spec, spec.removal_epoch()),
         setup_seconds=round(time.perf_counter() - t_start, 3),
     )
 

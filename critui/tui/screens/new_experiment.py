@@ -344,15 +344,17 @@ class NewExperimentScreen(Screen):
         except Exception as exc:  # noqa: BLE001
             self.app.call_from_thread(self._launch_failed, str(exc))
             return
-        self.app.call_from_thread(self._launched, doc)
+        self.app.call_from_thread(self._launched, doc, spec.window_note())
 
     def _launch_failed(self, message: str) -> None:
         self.query_one("#launch-error", Static).update(f"Could not start: {message}")
         self.query_one("#launch", Button).disabled = self.registry is None
 
-    def _launched(self, doc) -> None:
+    def _launched(self, doc, note: str | None = None) -> None:
         self.launched = doc["id"]
         self.app.notify(f"Started run {doc['id']}: {doc['name']}")
+        if note:
+            self.app.notify(f"Note: {note}", severity="warning", timeout=10)
         self.app.poll_runs()
         self.dismiss()
 
