@@ -455,6 +455,22 @@ def test_new_experiment_refuses_bad_settings_then_launches_a_run_that_finishes_a
     asyncio.run(scenario())
 
 
+def test_a_window_that_outlasts_the_run_launches_with_a_warning(tmp_path):
+    """A deficit kept to the end is a legitimate control, so it launches; the researcher
+    is told that it will never be removed."""
+
+    async def scenario():
+        app = make_app(tmp_path / "home", poll_interval=0.2)
+        async with app.run_test(size=(120, 40)) as pilot:
+            screen = await open_new_experiment(pilot, "deficits.blur")
+            await launch(pilot, screen, {**TINY_RUN, "train.epochs": "1"})  # the window is [0,8)
+            assert await wait_for(pilot, lambda: any(
+                "never removed" in n.message and n.severity == "warning" for n in app._notifications
+            ))
+
+    asyncio.run(scenario())
+
+
 # -- the plugins screen ----------------------------------------------------------------------------
 
 
