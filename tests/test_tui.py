@@ -242,6 +242,13 @@ def test_dashboard_lists_filters_and_sorts_runs(tmp_path):
             assert first[6:8] == ["synthetic", "cnn"]
             failed = table.get_row("20260101-000300-dddd")
             assert str(failed[1]) == "failed" and failed[8] == "20260101-000000-aaaa@2"
+            # Every column is as wide as its widest cell from the first paint on: automatic
+            # widths left a real terminal showing "finish" and "blur [0" (not seen in Pilot).
+            widths = {c.key.value: c.get_render_width(table) - 2 * table.cell_padding for c in table.ordered_columns}
+            assert not any(c.auto_width for c in table.ordered_columns)  # set, not measured on idle
+            for i, (key, label) in enumerate((("status", "status"), ("deficit", "deficit"), ("progress", "epochs")), 1):
+                assert widths[key] == max(len(label), *(len(str(table.get_row(r)[i])) for r in table.shown))
+            assert widths["parent"] == len("20260101-000000-aaaa@2")
             # the highlighted run is charted, with the points it has
             acc, fisher = (
                 app.screen.query_one("#acc-chart", Chart),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual.binding import Binding
 from textual.widgets import DataTable
@@ -114,10 +115,9 @@ class RunsTable(DataTable):
         cells.sort(key=lambda c: (sort_value(c, sort), c["created"]))
         self.clear()
         self.shown = [c["id"] for c in cells]
-        for c in cells:
-            mark = "● " if c["id"] in self.marked else ""
-            self.add_row(
-                mark + c["id"],
+        rows = [
+            [
+                ("● " if c["id"] in self.marked else "") + c["id"],
                 Text(c["status"], style=STATUS_STYLES.get(c["status"], "")),
                 c["deficit"],
                 Text(c["progress"], justify="right"),
@@ -126,8 +126,19 @@ class RunsTable(DataTable):
                 c["dataset"],
                 c["model"],
                 c["parent"],
-                key=c["id"],
-            )
+            ]
+            for c in cells
+        ]
+        # Explicit widths, set before the rows arrive: with automatic ones, a real terminal
+        # (not Pilot) painted the first rows at the headers' widths ("finish", "blur [0")
+        # and kept that paint until the cursor moved over them (Textual 8.2).
+        for i, column in enumerate(self.ordered_columns):
+            if column.key.value == "id":
+                continue  # already fixed, with room for the mark
+            column.auto_width = False
+            column.width = max([cell_len(column.label.plain), *(cell_len(str(row[i])) for row in rows)])
+        for c, row in zip(cells, rows, strict=True):
+            self.add_row(*row, key=c["id"])
         if current in self.shown:
             self.move_cursor(row=self.shown.index(current), animate=False)
 
