@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -194,3 +195,27 @@ def test_seeds_option_replaces_the_configs_seeds(critui):
         result = critui("sweep", config, "--seeds", bad, "--dry-run")
         assert result.returncode == 2 and "--seeds" in result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_the_report_chart_tells_its_series_apart_without_colour():
+    # Every series used to be drawn in dots, its plotext legend over the top-left corner,
+    # so a results page showed four identical lines with the earliest points hidden.
+    from critui.runs.report import MARKERS, terminal_chart
+
+    def row(series, value, acc, baseline=False):
+        return {"series": series, "value": value, "baseline": baseline, "final_acc_mean": acc}
+
+    report = {"primary": "removal", "rows": [
+        *(row("deficit=blur", t0, 0.95 - t0 / 40) for t0 in (0, 4, 8, 16)),
+        *(row("deficit=flip", t0, 0.95) for t0 in (0, 4, 8, 16)),
+        row("deficit=flip", None, 0.96, baseline=True),
+    ]}
+    lines = re.sub(r"\x1b\[[0-9;]*m", "", terminal_chart(report, width=60, height=14)).splitlines()
+    assert all(len(line) <= 60 for line in lines)
+    axis = next(i for i, line in enumerate(lines) if line.strip() == "removal")
+    assert axis == 13  # the plot keeps its 14 rows; the legend goes under it
+    legend = " ".join(lines[axis + 1 :]).split()
+    assert legend == [MARKERS[0], "deficit=blur", MARKERS[1], "deficit=flip", "──", "no-deficit", "baseline"]
+    assert not any("deficit=" in line for line in lines[:axis])
+    # The top-left corner shows the curves, not a legend: both series start near the top.
+    assert MARKERS[0] in lines[3][:12] and MARKERS[1] in lines[2][:12]

@@ -17,6 +17,7 @@ import signal
 from pathlib import Path
 
 import pytest
+from rich.style import Style
 
 from critui.plugins import LoadFailure, Registry
 from critui.runs.store import RunStore
@@ -658,6 +659,37 @@ def test_a_title_wider_than_its_chart_is_cut_not_dropped(width):
     text, points = chart.build_text(width, 8, "default", fisher_draw([], ["conv1"], None))
     title = text.plain.splitlines()[0].strip()
     assert points == 0 and title.startswith("no Fisher data") and len(title) <= width
+
+
+@pytest.mark.parametrize("width", [40, 100])
+def test_the_legend_goes_under_the_plot_in_the_colours_of_its_lines(width):
+    # plotext's own legend sat in the top-left corner, over the early epochs where the
+    # Fisher trace rises and peaks; and "yellow", which plotext does not know, drew a
+    # second blue line.
+    from critui.tui.widgets.charts import (
+        SERIES_COLOURS,
+        WINDOW_COLOUR,
+        Chart,
+        fisher_draw,
+        rich_colour,
+    )
+
+    layers = [f"conv{i}" for i in range(1, 7)] + ["fc"]
+    rows = [{"epoch": e, **{f"fisher.{k}": (e + 1.0) * (i + 1) for i, k in enumerate(layers)}} for e in range(6)]
+    text, points = Chart("Fisher").build_text(width, 20, "dark", fisher_draw(rows, layers, (0, 3)))
+    lines = text.plain.split("\n")
+    assert points and len(lines) == 20  # the legend takes rows from the plot, not more
+    legend_at = next(i for i, line in enumerate(lines) if "━━ conv1" in line)
+    assert all(f"━━ {k}" in " ".join(lines[legend_at:]) for k in layers)
+    assert not any(k in line for k in layers for line in lines[:legend_at])
+
+    def colour_at(offset):
+        (span,) = [span for span in text.spans if span.start <= offset < span.end]
+        return Style.parse(str(span.style)).color
+
+    keys = [colour_at(text.plain.index(f"━━ {k}")) for k in layers]
+    assert keys == [Style.parse(rich_colour(c)).color for c in SERIES_COLOURS[:7]]
+    assert len(set(SERIES_COLOURS)) == len(SERIES_COLOURS) and WINDOW_COLOUR not in SERIES_COLOURS
 
 
 def test_compare_overlays_the_marked_runs(tmp_path):

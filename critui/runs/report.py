@@ -167,30 +167,54 @@ def _numeric_points(report, series):
     return sorted(points)
 
 
+# One marker per series, so the chart reads without colour (in a file, a pipe, a results page).
+MARKERS = ("•", "x", "o", "+", "*", "#", "@", "%")
+
+
 def terminal_chart(report: dict[str, Any], width: int = 80, height: int = 18) -> str:
-    """The figure as text (plotext): final accuracy against the primary axis, one line per series."""
+    """The figure as text (plotext): final accuracy against the primary axis, one line per
+    series in its own marker, and the legend under the plot, where it hides no point."""
     import plotext as plt
 
     plt.clear_figure()
-    plt.plotsize(width, height)
     plt.theme("clear")
-    drawn = False
+    legend, drawn, baselines = [], 0, False
     for series in dict.fromkeys(r["series"] for r in report["rows"]):
         points = _numeric_points(report, series)
         if not points:
             continue
         xs, ys = zip(*points, strict=True)
-        plt.plot(list(xs), list(ys), marker="dot", label=series if series != "all" else None)
-        drawn = True
+        marker = MARKERS[drawn % len(MARKERS)]
+        plt.plot(list(xs), list(ys), marker=marker)
+        drawn += 1
+        if series != "all":
+            legend.append(f"{marker} {series}")
         base = next((r for r in report["rows"] if r["series"] == series and r["baseline"]
                      and r["final_acc_mean"] is not None), None)
         if base:
             plt.hline(base["final_acc_mean"])
+            baselines = True
     if not drawn:
         return ""
+    if baselines:
+        legend.append("── no-deficit baseline")
+    lines = packed(legend, width - 6)
+    plt.plotsize(width, height)  # the legend goes under it: a terminal scrolls
     plt.title(f"final test accuracy vs {report['primary']}")
     plt.xlabel(str(report["primary"]))
-    return plt.build()
+    return "\n".join([plt.build().rstrip("\n"), *("      " + line for line in lines)])
+
+
+def packed(entries: list, width: int, gap: str = "   ") -> list:
+    """``entries`` (str or rich Text) joined by ``gap`` into lines of at most ``width``
+    characters, never splitting one: a chart's legend."""
+    lines: list = []
+    for entry in entries:
+        if lines and len(lines[-1]) + len(gap) + len(entry) <= width:
+            lines[-1] = lines[-1] + gap + entry
+        else:
+            lines.append(entry)
+    return lines
 
 
 def draw_png(report: dict[str, Any], path) -> None:

@@ -7,7 +7,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header
 
-from critui.tui.widgets.charts import SERIES_COLOURS, Chart, accuracy_draw
+from critui.tui.widgets.charts import SERIES_COLOURS, Chart, accuracy_draw, rich_colour
 from critui.tui.widgets.runs_table import deficit_text, fmt_acc
 
 
@@ -43,7 +43,7 @@ class CompareScreen(Screen):
         chart = self.query_one(Chart)
         chart.show(
             tuple((r, getattr(h, "version", 0)) for r, h in zip(ids, histories, strict=True)),
-            accuracy_draw(runs),
+            accuracy_draw(runs, legend=False),  # the table below is the legend
         )
         table = self.query_one(DataTable)
         table.clear()
@@ -54,7 +54,7 @@ class CompareScreen(Screen):
                 default=None,
             )
             table.add_row(
-                f"[{SERIES_COLOURS[i % len(SERIES_COLOURS)]}]━━ {run_id[-4:]}[/]",
+                f"[{rich_colour(SERIES_COLOURS[i % len(SERIES_COLOURS)])}]━━ {run_id[-4:]}[/]",
                 run_id,
                 deficit_text(doc),
                 f"{len(rows)}/{doc.get('epochs')}",

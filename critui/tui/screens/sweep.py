@@ -23,7 +23,7 @@ from textual.widgets import DataTable, Footer, Header, OptionList, Static
 from textual.widgets.option_list import Option
 
 from critui.runs.report import one_seed, row_cells
-from critui.tui.widgets.charts import SERIES_COLOURS, Canvas, Chart, Draw
+from critui.tui.widgets.charts import SERIES_COLOURS, Canvas, Chart, Draw, rich_colour
 
 NO_SWEEPS = "No sweeps yet: run `critui sweep FILE.toml`"
 
@@ -80,8 +80,7 @@ def sweep_draw(report: dict[str, Any]) -> Draw:
             pts = points.get(series, [])
             if pts:
                 xs, ys = zip(*pts, strict=True)
-                label = series if series != "all" else None
-                c.line(list(xs), list(ys), label=label, color=colour)
+                c.line(list(xs), list(ys), color=colour)  # the table below is the legend
                 ys_all += ys
             ref = reference_row(report, series)
             if ref is not None:
@@ -253,7 +252,7 @@ class SweepScreen(Screen):
         ]
         rows = []
         for r in report["rows"]:
-            colour = SERIES_COLOURS[names.index(r["series"]) % len(SERIES_COLOURS)]
+            colour = rich_colour(SERIES_COLOURS[names.index(r["series"]) % len(SERIES_COLOURS)])
             value = "no deficit" if r["baseline"] else str(r["value"])
             cells = [value, *row_cells(r, single)]
             series = [Text.from_markup(f"[{colour}]━━ {r['series']}[/]")] if multi else []

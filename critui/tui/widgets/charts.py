@@ -20,9 +20,18 @@ from textual.widget import Widget
 from textual_plotext import PlotextPlot
 from textual_plotext.plot import Plot
 
-# Colours that stay distinct on dark and light themes; runs take them in turn.
-SERIES_COLOURS = ("cyan", "orange", "green", "magenta", "blue", "yellow", "red", "white")
-WINDOW_COLOUR = "red"
+from critui.runs.report import packed
+
+# Series colours as 256-colour codes, which plotext and rich both take as they are (plotext
+# draws a colour name it does not know, such as "yellow", in its default blue). Distinct on
+# dark and light themes; series take them in turn. Red (1) is the deficit window's.
+SERIES_COLOURS = (6, 3, 2, 5, 4, 11, 13, 14, 10, 12, 8)
+WINDOW_COLOUR = 1
+
+
+def rich_colour(code: int) -> str:
+    """The rich style of a chart colour, so a legend or a table key matches its line."""
+    return f"color({code})"
 # plotext keeps some module-level state; one build at a time (the GIL would serialise them anyway).
 _PLOTEXT = threading.Lock()
 
@@ -77,22 +86,35 @@ def fitted(title: str, width: int) -> str:
 
 
 class Canvas:
-    """One build of a chart: a fresh plotext figure, its width, and the points plotted on it."""
+    """One build of a chart: a fresh plotext figure, its width, the points plotted on it and
+    the legend's (label, colour) entries."""
 
     def __init__(self, plt: Plot, width: int, title: str):
         self.plt = plt
         self.width = width
         self.title = title
         self.points = 0
+        self.legend: list[tuple[str, int]] = []
 
-    def line(self, xs, ys, **kwargs) -> None:
-        """Plot one series, downsampled to the chart width (one point per column is all a line shows)."""
+    def line(self, xs, ys, *, label: str | None = None, color: int = SERIES_COLOURS[0]) -> None:
+        """Plot one series, downsampled to the chart width (one point per column is all a line
+        shows). A label goes into the legend under the chart: plotext's own legend sits in
+        the top-left corner, over the early epochs where the Fisher trace peaks."""
         xs, ys = downsample(xs, ys, self.width)
+        if label is not None:
+            self.legend.append((label, color))
         if xs:
-            self.plt.plot(
-                xs, ys, marker="hd", **kwargs
-            )  # half blocks: 3x faster to build than braille
+            self.plt.plot(xs, ys, marker="hd", color=color)  # half blocks: 3x faster to build than braille
             self.points += len(xs)
+
+
+def legend_lines(entries: list[tuple[str, int]], width: int) -> list[Text]:
+    """The legend as lines of ``━━ label`` keys in their colours, wrapped to ``width``."""
+    keys = [Text.assemble(("━━", rich_colour(colour)), f" {label}") for label, colour in entries]
+    lines = packed(keys, width, gap="  ")
+    for line in lines:
+        line.truncate(width, overflow="ellipsis")
+    return lines
 
 
 Draw = Callable[[Canvas], None]  # the plotext calls of one chart
@@ -204,8 +226,15 @@ class Chart(PlotextPlot):
             except Exception as exc:  # noqa: BLE001 - a chart must never take the app down
                 plt.clear_data()
                 plt.title(fitted(f"cannot draw ({type(exc).__name__}): {self.title}", width))
-                canvas.points = 0
-        return Text.from_ansi(plt.build()), canvas.points
+                canvas.points, canvas.legend = 0, []
+        # The legend takes rows from the plot, at most a third of them.
+        legend = legend_lines(canvas.legend, width)[: height // 3] if canvas.points else []
+        if legend:
+            plt.plotsize(width, height - len(legend))
+            plt._set_size(width, height - len(legend))
+        plot = Text.from_ansi(plt.build())
+        plot.rstrip()  # its last newline, which would leave a blank line over the legend
+        return Text("\n").join([plot, *legend]), canvas.points
 
     def build(self) -> Text:
         """Build the current drawing at the current size, here and now (timed by the benchmark)."""
@@ -230,14 +259,16 @@ def accuracy_draw(
     runs: list[tuple[str, list[dict[str, Any]], Any]],
     key: str = "test_acc",
     ylabel: str = "test acc",
+    legend: bool = True,
 ) -> Draw:
-    """Test accuracy per epoch of several runs, each with its deficit window marked."""
+    """Test accuracy per epoch of several runs, each with its deficit window marked; a
+    legend names them unless there is one run or ``legend`` is off."""
 
     def draw(c: Canvas) -> None:
         for i, (label, rows, window) in enumerate(runs):
             colour = SERIES_COLOURS[i % len(SERIES_COLOURS)]
             xs, ys = series(rows, key)
-            c.line(xs, ys, label=label if len(runs) > 1 else None, color=colour)
+            c.line(xs, ys, label=label if legend and len(runs) > 1 else None, color=colour)
             mark_window(c.plt, window)
         c.plt.xlabel("epoch")
         c.plt.ylabel(ylabel)
@@ -360,8 +391,8 @@ class FisherHeatmap(Widget):
             active = self.window and any(
                 self.window[0] <= r["epoch"] < self.window[1] for r in bucket
             )
-            text.append(("▄" if active else " ") * cw, style=WINDOW_COLOUR if active else "")
-        text.append("  deficit\n" if self.window else "\n", style=WINDOW_COLOUR)
+            text.append(("▄" if active else " ") * cw, style=rich_colour(WINDOW_COLOUR) if active else "")
+        text.append("  deficit\n" if self.window else "\n", style=rich_colour(WINDOW_COLOUR))
         for layer in self.layer_names:
             text.append(layer[: label_w - 1].ljust(label_w))
             for bucket in buckets:
