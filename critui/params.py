@@ -66,6 +66,19 @@ class Param:
             bounds = f", {lo}..{hi}"
         return f"{self.type}{bounds}"
 
+    def accepted(self) -> str:
+        """The accepted values in words, for errors: ``an int from 1 to 32``."""
+        if self.type == "choice":
+            return "one of " + ", ".join(self.choices)
+        kind = f"{_article(self.type)} {self.type}"
+        if self.min is not None and self.max is not None:
+            return f"{kind} from {_fmt(self.min)} to {_fmt(self.max)}"
+        if self.min is not None:
+            return f"{kind} of at least {_fmt(self.min)}"
+        if self.max is not None:
+            return f"{kind} of at most {_fmt(self.max)}"
+        return kind
+
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "name": self.name,
@@ -108,8 +121,7 @@ class Param:
             return str(raw)
         except (TypeError, ValueError):
             raise ParamError(
-                f"{label} must be {_article(self.type)} {self.describe()}, got {raw!r}. "
-                f"{self.help}"
+                f"{label} must be {self.accepted()}, got {raw!r}. {_about(self.help)}"
             ) from None
 
     def _check(self, value: Any, label: str) -> None:
@@ -120,13 +132,13 @@ class Param:
         if self.type in ("int", "float"):
             if self.min is not None and value < self.min:
                 raise ParamError(
-                    f"{label}={value} is below its minimum of {_fmt(self.min)}. "
-                    f"Use a value in {self.describe()}. ({self.help})"
+                    f"{label}={value} is below its minimum of {_fmt(self.min)}: use {self.accepted()}. "
+                    f"{_about(self.help)}"
                 )
             if self.max is not None and value > self.max:
                 raise ParamError(
-                    f"{label}={value} is above its maximum of {_fmt(self.max)}. "
-                    f"Use a value in {self.describe()}. ({self.help})"
+                    f"{label}={value} is above its maximum of {_fmt(self.max)}: use {self.accepted()}. "
+                    f"{_about(self.help)}"
                 )
 
 
@@ -164,6 +176,11 @@ def unknown_name_message(label: str, name: str, known: list[str], prefix: str) -
 
 def _fmt(number: float) -> str:
     return str(int(number)) if float(number).is_integer() else repr(number)
+
+
+def _about(help_text: str) -> str:
+    """A parameter's help, in parentheses after an error."""
+    return f"({help_text.strip()})" if help_text.strip() else ""
 
 
 def _article(type_name: str) -> str:

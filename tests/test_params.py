@@ -21,14 +21,18 @@ def test_out_of_bounds_names_the_bound_and_the_setting():
     assert "deficit.size=0 is below its minimum of 1" in str(err.value)
     with pytest.raises(ParamError) as err:
         SIZE.parse(99, "deficit.size")
-    assert "above its maximum of 32" in str(err.value)
+    assert "above its maximum of 32: use an int from 1 to 32. (side to downsample to)" in str(err.value)
+    with pytest.raises(ParamError, match="use an int of at least 1"):
+        Param("probe", "int", 500, "probe images", min=1).parse("0", "metrics.fisher.probe")
+    with pytest.raises(ParamError, match=r"must be a float of at most 1, got 'x'\. \(dropout\)$"):
+        Param("p", "float", 0.0, "dropout", max=1.0).parse("x", "model.p")
 
 
 @pytest.mark.parametrize("raw", ["four", "2.5", True, "nan"])
 def test_wrong_type_is_rejected_with_the_expected_type(raw):
     with pytest.raises(ParamError) as err:
         SIZE.parse(raw, "deficit.size")
-    assert "deficit.size must be an int" in str(err.value)
+    assert "deficit.size must be an int from 1 to 32" in str(err.value)
 
 
 def test_choice_lists_the_choices():
