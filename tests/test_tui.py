@@ -664,8 +664,8 @@ def test_a_title_wider_than_its_chart_is_cut_not_dropped(width):
 @pytest.mark.parametrize("width", [40, 100])
 def test_the_legend_goes_under_the_plot_in_the_colours_of_its_lines(width):
     # plotext's own legend sat in the top-left corner, over the early epochs where the
-    # Fisher trace rises and peaks; and "yellow", which plotext does not know, drew a
-    # second blue line.
+    # Fisher trace rises and peaks; "yellow", which plotext does not know, drew a second
+    # blue line; and "magenta" was drawn in the deficit window's red.
     from critui.tui.widgets.charts import (
         SERIES_COLOURS,
         WINDOW_COLOUR,
@@ -690,6 +690,8 @@ def test_the_legend_goes_under_the_plot_in_the_colours_of_its_lines(width):
     keys = [colour_at(text.plain.index(f"━━ {k}")) for k in layers]
     assert keys == [Style.parse(rich_colour(c)).color for c in SERIES_COLOURS[:7]]
     assert len(set(SERIES_COLOURS)) == len(SERIES_COLOURS) and WINDOW_COLOUR not in SERIES_COLOURS
+    # Not the 16 ANSI colours, which Textual maps through its theme (magenta and red alike).
+    assert min(SERIES_COLOURS + (WINDOW_COLOUR,)) >= 16
 
 
 def test_compare_overlays_the_marked_runs(tmp_path):

@@ -22,11 +22,13 @@ from textual_plotext.plot import Plot
 
 from critui.runs.report import packed
 
-# Series colours as 256-colour codes, which plotext and rich both take as they are (plotext
-# draws a colour name it does not know, such as "yellow", in its default blue). Distinct on
-# dark and light themes; series take them in turn. Red (1) is the deficit window's.
-SERIES_COLOURS = (6, 3, 2, 5, 4, 11, 13, 14, 10, 12, 8)
-WINDOW_COLOUR = 1
+# Series colours as 256-colour codes, which plotext and rich both take as they are: a colour
+# name plotext does not know ("yellow") comes out in its default blue. Codes from 16 up are
+# fixed RGB; Textual redraws the 16 ANSI ones through its theme, where magenta is the same red
+# as the deficit window's. Distinct from each other and from that red on dark and light
+# themes: blue, orange, green, magenta, teal, gold, purple, brown, grey, navy.
+SERIES_COLOURS = (33, 208, 34, 163, 37, 136, 99, 130, 244, 25)
+WINDOW_COLOUR = 196
 
 
 def rich_colour(code: int) -> str:
