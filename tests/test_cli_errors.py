@@ -86,3 +86,26 @@ def test_a_sweep_whose_runs_could_only_fail_stops_before_creating_any(critui, ho
 def test_unknown_run_and_home_errors(critui):
     assert_clean_error(critui("show", "nope"), "No run 'nope'")
     assert_clean_error(critui("run", "--set", "nonsense"), "KEY=VALUE")
+
+
+def test_a_full_disk_gets_the_fix_and_leaves_no_half_made_run(home, monkeypatch, capsys):
+    import errno
+    import os
+
+    from critui import cli
+
+    real = Path.write_text
+
+    def write_text(path, *args, **kwargs):
+        if home in path.parents:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", write_text)
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["run", "--home", str(home), "--epochs", "1"])
+    assert exited.value.code == 2
+    text = " ".join(capsys.readouterr().err.split())
+    assert "No space left on device" in text and "The disk is full" in text and "--home DIR" in text
+    assert "Traceback" not in text
+    assert not any((home / "runs").iterdir())  # no staging directory left behind

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import errno
+import io
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -70,3 +74,36 @@ def test_exception_is_recorded_with_its_traceback(tmp_path):
     failed = [e for e in read_events(run_dir) if e["event"] == "failed"][-1]
     assert failed["reason"] == "exception"
     assert "Traceback" in failed["traceback"]
+
+
+class FullDisk(io.FileIO):
+    """A file on a disk that fills up after ``room`` bytes, as a real one does: the write
+    that does not fit raises ENOSPC."""
+
+    room = 4096
+
+    def write(self, data) -> int:
+        if self.tell() + len(data) > self.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return super().write(data)
+
+
+def test_a_full_disk_fails_the_run_with_the_fix_and_leaves_it_resumable(tmp_path, monkeypatch):
+    from critui.train import checkpoint, worker
+
+    run_dir = make_run(tmp_path, "full", ["train.epochs=2", "model.width=4"])
+    # torch.save reports the full disk as a RuntimeError from its zip writer, with the
+    # OSError as context; the checkpoint of epoch 0 is the write that does not fit.
+    monkeypatch.setattr(checkpoint, "open", FullDisk, raising=False)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        assert worker.main([str(run_dir)]) == worker.EXIT_CRASHED
+    finally:
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+    failed = [e for e in read_events(run_dir) if e["event"] == "failed"][-1]
+    assert "is full (No space left on device)" in failed["error"] and "critui resume full" in failed["error"]
+    assert not list((run_dir / "ckpt").glob("*.tmp")) and not list((run_dir / "ckpt").glob(".*"))
+    monkeypatch.undo()
+    assert work(run_dir) == 0  # space freed: the run goes on
+    assert [r["epoch"] for r in epoch_table(read_events(run_dir))] == [0, 1]

@@ -170,9 +170,13 @@ class RunStore:
             **(extra or {}),
         }
         staging = self.runs_dir / f".{run_id}.tmp"
-        staging.mkdir()
-        (staging / "spec.json").write_text(json.dumps(spec.to_json(), indent=2, sort_keys=True))
-        (staging / "run.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+        try:
+            staging.mkdir()
+            (staging / "spec.json").write_text(json.dumps(spec.to_json(), indent=2, sort_keys=True))
+            (staging / "run.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)  # e.g. a full disk: leave nothing half-made
+            raise
         doc = self._document(meta, spec, status="queued")
         # The directory appears under the index lock: otherwise another critui process could
         # reconcile in between, find a run directory missing from the index, and add it

@@ -11,6 +11,7 @@ user), 3 NaN loss, 130 cancelled (SIGTERM or SIGINT).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -68,11 +69,30 @@ def main(argv: list[str] | None = None) -> int:
         message = f"{type(exc).__name__}: {exc}"
         if "out of memory" in str(exc).lower():
             message += " (try a smaller optim.batch_size, train.eval_batch_size or model width)"
+        if full := _disk_full(exc):
+            message = (
+                f"the disk holding {run_dir} is full ({full}). Every finished epoch is kept in "
+                "events.jsonl, and no checkpoint is half-written (each goes to a temporary file "
+                f"first). Free some space, then continue with `critui resume {run_dir.name}`."
+            )
         log.write("failed", epoch=state["epoch"], reason="exception", error=message, traceback=traceback.format_exc())
         traceback.print_exc()
         return EXIT_CRASHED
     finally:
         log.close()
+
+
+def _disk_full(exc: BaseException | None) -> str | None:
+    """The OSError text if ``exc`` comes from a full disk, else None. torch.save reports one
+    as a RuntimeError from its zip writer ("unexpected pos ..."), with the OSError it hit
+    as its context, so the whole chain is searched."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return exc.strerror or str(exc)
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def run(run_dir: Path, log, state: dict) -> None:
