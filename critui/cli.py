@@ -7,7 +7,6 @@ one paragraph (what, the value, the fix) with exit status 2, never a traceback.
 from __future__ import annotations
 
 import dataclasses
-import errno
 import json
 import signal
 import sys
@@ -24,7 +23,7 @@ from rich.table import Table
 
 from critui import __version__
 from critui.config import build_spec, deficit_label, load_toml, preflight, short_id
-from critui.errors import CritUIError
+from critui.errors import CritUIError, describe_os_error
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -788,24 +787,10 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         sys.exit(130)
     except OSError as exc:
-        if (hint := _environment_hint(exc)) is None:
+        if (message := describe_os_error(exc)) is None:
             raise
-        where = f" ({exc.filename})" if exc.filename else ""
-        err_console.print(f"[bold red]Error:[/] {escape(exc.strerror or str(exc))}{escape(where)}. {hint}", soft_wrap=False)
+        err_console.print(f"[bold red]Error:[/] {escape(message)}", soft_wrap=False)
         sys.exit(2)
-
-
-def _environment_hint(exc: OSError) -> str | None:
-    """The fix for an OSError the user's machine caused (a full disk, a read-only folder), or
-    None for any other, which keeps its traceback. Files are written whole or not at all, so
-    none is left half-written."""
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return ("The disk is full; nothing was half-written. Free some space, or use a critui home "
-                "on another disk with --home DIR or CRITUI_HOME=DIR, and run the command again.")
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return ("critui cannot write there; nothing was half-written. Choose a writable critui home "
-                "with --home DIR or CRITUI_HOME=DIR, and run the command again.")
-    return None
 
 
 if __name__ == "__main__":

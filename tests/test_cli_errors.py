@@ -109,3 +109,18 @@ def test_a_full_disk_gets_the_fix_and_leaves_no_half_made_run(home, monkeypatch,
     assert "No space left on device" in text and "The disk is full" in text and "--home DIR" in text
     assert "Traceback" not in text
     assert not any((home / "runs").iterdir())  # no staging directory left behind
+
+
+@pytest.mark.parametrize(("code", "fix"), [("ENOSPC", "The disk is full"), ("EROFS", "Choose a writable"), ("ENOENT", None)])
+def test_only_errors_the_machine_caused_lose_their_traceback(code, fix):
+    import errno
+    import os
+
+    from critui.errors import describe_os_error
+
+    number = getattr(errno, code)
+    message = describe_os_error(OSError(number, os.strerror(number), "/data/critui/history.json"))
+    if fix is None:
+        assert message is None  # anything else is a bug, and keeps its traceback
+    else:
+        assert fix in message and "(/data/critui/history.json)" in message and "--home DIR" in message

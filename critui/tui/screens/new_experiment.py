@@ -32,7 +32,7 @@ from textual.widgets import (
 )
 
 from critui.config import DEFAULT_IDS, OPTIM_PARAMS, TRAIN_PARAMS, build_spec, preflight
-from critui.errors import CritUIError
+from critui.errors import CritUIError, describe_os_error
 from critui.params import Param, ParamError
 from critui.tui.widgets.param_form import ParamField
 
@@ -313,7 +313,7 @@ class NewExperimentScreen(Screen):
                 self.app.store, sweep, planned, nodes, self._versions, config_path=None
             )
         except Exception as exc:  # noqa: BLE001
-            self.app.call_from_thread(self._launch_failed, str(exc))
+            self.app.call_from_thread(self._launch_failed, explained(exc))
             return
         gpus = sched.detect_gpus() if devices - {"cpu"} else []
         self.app.call_from_thread(self._sweep_launched, record, gpus)
@@ -342,7 +342,7 @@ class NewExperimentScreen(Screen):
             preflight(self.registry, [spec])
             doc = self.app.launch(spec, self._versions(spec))
         except Exception as exc:  # noqa: BLE001
-            self.app.call_from_thread(self._launch_failed, str(exc))
+            self.app.call_from_thread(self._launch_failed, explained(exc))
             return
         self.app.call_from_thread(self._launched, doc, spec.window_note())
 
@@ -357,6 +357,11 @@ class NewExperimentScreen(Screen):
             self.app.notify(f"Note: {note}", severity="warning", timeout=10)
         self.app.poll_runs()
         self.dismiss()
+
+
+def explained(exc: Exception) -> str:
+    """What to show for a failed launch: a full disk or a read-only home gets its fix."""
+    return (isinstance(exc, OSError) and describe_os_error(exc)) or str(exc)
 
 
 def name_row() -> Horizontal:
