@@ -604,7 +604,7 @@ def test_a_worker_killed_mid_run_shows_as_failed_with_the_reason_and_the_app_car
             assert isinstance(app.screen, RunDetailScreen)
             config = app.screen.query_one("#config-text")
             assert await wait_for(
-                pilot, lambda: "exited with code -9" in plain_text(config.content)
+                pilot, lambda: "exited with code -9" in plain_text(config.content) and "out of memory" in plain_text(config.content)
             )
             await pilot.press("escape", "n")
             await pilot.pause(0.3)

@@ -8,6 +8,7 @@ only on state changes (started, and the end), never per epoch: per-epoch metrics
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 from typing import Any
 
@@ -50,15 +51,28 @@ class RunMonitor:
             elif event["event"] in TERMINAL:
                 self.end = event
         if exited and self.end is None:
-            self.end = {
-                "event": "failed",
-                "reason": "exception",
-                "error": f"the worker exited with code {self.process.returncode} without a final event "
-                f"(see {self.run_dir / 'log.txt'})",
-            }
+            self.end = {"event": "failed", "reason": "exception", "error": self._silent_exit()}
         if self.end is not None:
             self._settle()
         return events
+
+    def _silent_exit(self) -> str:
+        """Why a worker that wrote no final event ended, as far as its exit code tells."""
+        code = self.process.returncode
+        text = f"the worker exited with code {code} without a final event"
+        if code == -getattr(signal, "SIGKILL", 9):
+            # Nothing in critui sends SIGKILL to a worker; the kernel's out-of-memory killer does.
+            text += (
+                " (SIGKILL: killed from outside, most often by the system running out of memory;"
+                " try a smaller optim.batch_size, train.eval_batch_size, metrics.fisher.chunk or"
+                " model, or fewer --jobs)"
+            )
+        elif code is not None and code < 0:
+            try:
+                text += f" (killed by {signal.Signals(-code).name})"
+            except ValueError:
+                text += f" (killed by signal {-code})"
+        return f"{text}. Every finished epoch is kept; see {self.run_dir / 'log.txt'}, and continue with `critui resume {self.run_id}`."
 
     def cancel(self) -> None:
         """Stop the worker cleanly (it records ``cancelled``) and settle the run."""
