@@ -202,20 +202,35 @@ def test_the_report_chart_tells_its_series_apart_without_colour():
     # so a results page showed four identical lines with the earliest points hidden.
     from critui.runs.report import MARKERS, terminal_chart
 
-    def row(series, value, acc, baseline=False):
-        return {"series": series, "value": value, "baseline": baseline, "final_acc_mean": acc}
+    def row(series, value, acc, reference=0, baseline=False):
+        return {"series": series, "value": value, "baseline": baseline, "final_acc_mean": acc, "reference": reference}
 
     report = {"primary": "removal", "rows": [
         *(row("deficit=blur", t0, 0.95 - t0 / 40) for t0 in (0, 4, 8, 16)),
-        *(row("deficit=flip", t0, 0.95) for t0 in (0, 4, 8, 16)),
-        row("deficit=flip", None, 0.96, baseline=True),
+        *(row("deficit=flip", t0, 0.95 - t0 / 200) for t0 in (0, 4, 8, 16)),
     ]}
     lines = re.sub(r"\x1b\[[0-9;]*m", "", terminal_chart(report, width=60, height=14)).splitlines()
     assert all(len(line) <= 60 for line in lines)
     axis = next(i for i, line in enumerate(lines) if line.strip() == "removal")
     assert axis == 13  # the plot keeps its 14 rows; the legend goes under it
-    legend = " ".join(lines[axis + 1 :]).split()
-    assert legend == [MARKERS[0], "deficit=blur", MARKERS[1], "deficit=flip", "──", "no-deficit", "baseline"]
+    legend = " ".join(lines[axis + 1 :])
+    assert legend.split()[:4] == [MARKERS[0], "deficit=blur", MARKERS[1], "deficit=flip"]
+    assert "── each series' reference, its first removal value" in legend
     assert not any("deficit=" in line for line in lines[:axis])
-    # The top-left corner shows the curves, not a legend: both series start near the top.
-    assert MARKERS[0] in lines[3][:12] and MARKERS[1] in lines[2][:12]
+    # The top-left corner shows the curves, not a legend: both series start at 0.95, on the
+    # reference line of the first removal value.
+    assert MARKERS[1] in lines[2][:12] and "─" in lines[2][12:]
+
+
+def test_the_report_chart_draws_a_categorical_axis_as_the_tui_does():
+    from critui.runs.report import terminal_chart
+
+    report = {"primary": "optim.name", "rows": [
+        {"series": "all", "value": "baseline", "baseline": True, "final_acc_mean": 0.9, "reference": "baseline"},
+        {"series": "all", "value": "sgd", "baseline": False, "final_acc_mean": 0.6, "reference": "baseline"},
+        {"series": "all", "value": "adam", "baseline": False, "final_acc_mean": 0.7, "reference": "baseline"},
+    ]}
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", terminal_chart(report, width=60, height=12))
+    ticks = next(line for line in plain.splitlines() if "sgd" in line)
+    assert ticks.index("sgd") < ticks.index("adam")  # the axis values, in the sweep's order
+    assert plain.splitlines()[-1].strip() == "── the reference, its no-deficit baseline"

@@ -141,9 +141,8 @@ def rich_table(report: dict[str, Any]):
         table.add_row(*([r["series"]] if multi else []), str(r["value"]), *row_cells(r, single))
     ref = next((r for r in report["rows"] if r["drop"] is not None), None)
     if ref is not None:
-        table.caption = ("drop: reference accuracy minus this row's, per series; the reference is the "
-                         + ("no-deficit baseline" if any(r["baseline"] for r in report["rows"]) else
-                            f"first {primary} value"))
+        table.caption = ("drop: reference accuracy minus this row's, per series; the reference is "
+                         + reference_text(report).replace("its ", "the ", 1))
     return table
 
 
@@ -160,11 +159,53 @@ def to_json(report: dict[str, Any]) -> str:
     return json.dumps(report, indent=2)
 
 
-def _numeric_points(report, series):
-    points = [(r["value"], r["final_acc_mean"]) for r in report["rows"]
-              if r["series"] == series and not r["baseline"] and r["final_acc_mean"] is not None
-              and isinstance(r["value"], (int, float)) and not isinstance(r["value"], bool)]
-    return sorted(points)
+# -- the figure: shared by `critui report` and the TUI's sweep view -------------------------------
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def series_names(report: dict[str, Any]) -> list[str]:
+    return list(dict.fromkeys(r["series"] for r in report["rows"]))
+
+
+def reference_row(report: dict[str, Any], series: str) -> dict[str, Any] | None:
+    """The row the series' drop is measured against (as build_report chose it), if it has a mean."""
+    rows = [r for r in report["rows"] if r["series"] == series]
+    ref = next((r["reference"] for r in rows if r.get("reference") is not None), None)
+    if ref is None:
+        return None
+    if ref == "baseline":
+        row = next((r for r in rows if r["baseline"]), None)
+    else:
+        row = next((r for r in rows if not r["baseline"] and r["value"] == ref), None)
+    return row if row and row["final_acc_mean"] is not None else None
+
+
+def reference_text(report: dict[str, Any]) -> str:
+    """What the reference lines are: ``its no-deficit baseline`` or ``its first removal value``."""
+    if any(r["baseline"] for r in report["rows"]):
+        return "its no-deficit baseline"
+    return f"its first {report.get('primary') or 'axis'} value"
+
+
+def figure_points(report: dict[str, Any]) -> tuple[dict[str, list[tuple[float, float]]], list[str]]:
+    """Per series, the (x, mean final accuracy) of its finished axis values; and the x labels
+    when the axis is not numeric (then x is the value's position)."""
+    values = [r["value"] for r in report["rows"] if not r["baseline"]]
+    categorical = any(not _number(v) for v in values)
+    labels = [str(v) for v in dict.fromkeys(values)] if categorical else []
+    points: dict[str, list[tuple[float, float]]] = {}
+    for series in series_names(report):
+        pts = []
+        for r in report["rows"]:
+            if r["series"] != series or r["baseline"] or r["final_acc_mean"] is None:
+                continue
+            x = labels.index(str(r["value"])) if categorical else float(r["value"])
+            pts.append((x, r["final_acc_mean"]))
+        points[series] = sorted(pts)
+    return points, labels
 
 
 # One marker per series, so the chart reads without colour (in a file, a pipe, a results page).
@@ -173,31 +214,32 @@ MARKERS = ("•", "x", "o", "+", "*", "#", "@", "%")
 
 def terminal_chart(report: dict[str, Any], width: int = 80, height: int = 18) -> str:
     """The figure as text (plotext): final accuracy against the primary axis, one line per
-    series in its own marker, and the legend under the plot, where it hides no point."""
+    series in its own marker, each series' reference as a horizontal line (as in the TUI's
+    sweep view), and the legend under the plot, where it hides no point."""
     import plotext as plt
 
+    points, labels = figure_points(report)
+    names = [name for name in series_names(report) if points.get(name)]
+    if not names:
+        return ""
     plt.clear_figure()
     plt.theme("clear")
-    legend, drawn, baselines = [], 0, False
-    for series in dict.fromkeys(r["series"] for r in report["rows"]):
-        points = _numeric_points(report, series)
-        if not points:
-            continue
-        xs, ys = zip(*points, strict=True)
-        marker = MARKERS[drawn % len(MARKERS)]
+    legend = []
+    for i, series in enumerate(names):
+        marker = MARKERS[i % len(MARKERS)]
+        xs, ys = zip(*points[series], strict=True)
         plt.plot(list(xs), list(ys), marker=marker)
-        drawn += 1
         if series != "all":
             legend.append(f"{marker} {series}")
-        base = next((r for r in report["rows"] if r["series"] == series and r["baseline"]
-                     and r["final_acc_mean"] is not None), None)
-        if base:
-            plt.hline(base["final_acc_mean"])
-            baselines = True
-    if not drawn:
-        return ""
-    if baselines:
-        legend.append("── no-deficit baseline")
+    references = {ref["final_acc_mean"] for name in names if (ref := reference_row(report, name))}
+    for y in references:
+        plt.hline(y)
+    if references:
+        whose = "each series'" if len(names) > 1 else "the"
+        legend.append(f"── {whose} reference, {reference_text(report)}")
+    if labels:
+        plt.xticks(list(range(len(labels))), labels)
+        plt.xlim(-0.5, len(labels) - 0.5)
     lines = packed(legend, width - 6)
     plt.plotsize(width, height)  # the legend goes under it: a terminal scrolls
     plt.title(f"final test accuracy vs {report['primary']}")

@@ -9,7 +9,6 @@ drawn as a horizontal line in the series' colour.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from rich.cells import cell_len
@@ -22,49 +21,17 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Header, OptionList, Static
 from textual.widgets.option_list import Option
 
-from critui.runs.report import one_seed, row_cells
+from critui.runs.report import (
+    figure_points,
+    one_seed,
+    reference_row,
+    reference_text,
+    row_cells,
+    series_names,
+)
 from critui.tui.widgets.charts import SERIES_COLOURS, Canvas, Chart, Draw, rich_colour
 
 NO_SWEEPS = "No sweeps yet: run `critui sweep FILE.toml`"
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def series_names(report: dict[str, Any]) -> list[str]:
-    return list(dict.fromkeys(r["series"] for r in report["rows"]))
-
-
-def reference_row(report: dict[str, Any], series: str) -> dict[str, Any] | None:
-    """The row the series' drop is measured against (as report.py chose it), if it has a mean."""
-    rows = [r for r in report["rows"] if r["series"] == series]
-    ref = next((r["reference"] for r in rows if r.get("reference") is not None), None)
-    if ref is None:
-        return None
-    if ref == "baseline":
-        row = next((r for r in rows if r["baseline"]), None)
-    else:
-        row = next((r for r in rows if not r["baseline"] and r["value"] == ref), None)
-    return row if row and row["final_acc_mean"] is not None else None
-
-
-def figure_points(report: dict[str, Any]) -> tuple[dict[str, list[tuple[float, float]]], list[str]]:
-    """Per series, the (x, mean final accuracy) of its finished axis values; and the x labels
-    when the axis is not numeric (then x is the value's position)."""
-    values = [r["value"] for r in report["rows"] if not r["baseline"]]
-    categorical = any(not _number(v) for v in values)
-    labels = [str(v) for v in dict.fromkeys(values)] if categorical else []
-    points: dict[str, list[tuple[float, float]]] = {}
-    for series in series_names(report):
-        pts = []
-        for r in report["rows"]:
-            if r["series"] != series or r["baseline"] or r["final_acc_mean"] is None:
-                continue
-            x = labels.index(str(r["value"])) if categorical else float(r["value"])
-            pts.append((x, r["final_acc_mean"]))
-        points[series] = sorted(pts)
-    return points, labels
 
 
 def sweep_draw(report: dict[str, Any]) -> Draw:
@@ -228,13 +195,9 @@ class SweepScreen(Screen):
         chart.title = f"final test accuracy (mean of last {report['final_window']}) vs {primary}"
         chart.show(key, sweep_draw(report))
         self._fill_table(report, names, primary)
-        has_ref = any(r.get("reference") is not None for r in rows)
-        baseline = any(r["baseline"] for r in rows)
         caption = "one point per finished axis value (mean over seeds)"
-        if has_ref:
-            caption += "; horizontal line: each series' reference, " + (
-                "its no-deficit baseline" if baseline else f"its first {primary} value"
-            )
+        if any(r.get("reference") is not None for r in rows):
+            caption += f"; horizontal line: each series' reference, {reference_text(report)}"
         self.query_one("#sweep-caption", Static).update(caption)
 
     def _fill_table(self, report: dict[str, Any], names: list[str], primary: str) -> None:
