@@ -51,8 +51,9 @@ def build_report(store, record: dict[str, Any]) -> dict[str, Any]:
             group["finished"] += 1
             group["accs"].append(final_accuracy(rows))
         window = spec.window() if spec else None
-        if window and window[1] > window[0] and not entry.get("baseline"):
-            group["lrs"].append(lr_at(spec, window[1]))
+        removal = spec.removal_epoch() if spec else None  # None: the run ends inside its window
+        if window and window[1] > window[0] and removal is not None and not entry.get("baseline"):
+            group["lrs"].append(lr_at(spec, removal))
     rows_out = []
     for group in groups.values():
         accs = [a for a in group["accs"] if a is not None]
