@@ -22,7 +22,7 @@ from rich.measure import Measurement
 from rich.table import Table
 
 from critui import __version__
-from critui.config import build_spec, deficit_label, load_toml, preflight, short_id
+from critui.config import build_spec, deficit_label, load_toml, preflight, short_id, window_note
 from critui.errors import CritUIError, describe_os_error
 
 console = Console(highlight=False)
@@ -391,6 +391,8 @@ def _print_overview(doc, spec, run_dir) -> None:
     table.add_row("device", f"{doc.get('device') or '-'} ({doc.get('device_name') or '-'}), torch {doc.get('torch') or '-'}")
     if doc.get("lr_at_removal") is not None:
         table.add_row("lr at removal", f"{doc['lr_at_removal']:.4g}")
+    if note := window_note(spec):
+        table.add_row("note", f"[yellow]{escape(note)}[/]")
     table.add_row("git commit", str(doc.get("git_commit") or "-"))
     if doc.get("parent"):
         table.add_row("forked from", f"{doc['parent']} at epoch {doc['fork_epoch']}")

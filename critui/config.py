@@ -215,6 +215,14 @@ class RunSpec:
         return f"{short_id(self.dataset.id)} / {short_id(self.model.id)} / {deficit}"
 
 
+def window_note(spec: dict[str, Any]) -> str | None:
+    """:meth:`RunSpec.window_note` of a stored ``spec.json``, or None if it cannot be read."""
+    try:
+        return RunSpec.from_json(spec).window_note()
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def short_id(plugin_id: str | None) -> str:
     """``deficits.blur`` -> ``blur``; ``-`` for none."""
     if not plugin_id:

@@ -475,6 +475,14 @@ def test_a_window_that_outlasts_the_run_launches_with_a_warning(tmp_path):
             assert await wait_for(pilot, lambda: any(
                 "never removed" in n.message and n.severity == "warning" for n in app._notifications
             ))
+            # The run's overview says so too, for as long as the run is kept.
+            from critui.tui.screens.run_detail import config_table
+
+            spec = json.loads((app.store.run_dir(screen.launched) / "spec.json").read_text())
+            overview = config_table(app.store.get(screen.launched), spec)
+            assert "note" in list(overview.columns[0].cells) and any(
+                "never removed" in str(cell) for cell in overview.columns[1].cells
+            )
 
     asyncio.run(scenario())
 

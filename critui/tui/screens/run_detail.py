@@ -18,6 +18,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Log, Static, TabbedContent, TabPane
 
+from critui.config import window_note
 from critui.runs.launcher import LOG_FILE
 from critui.tui.widgets.charts import Chart, FisherHeatmap, accuracy_draw, curves_draw, fisher_draw
 from critui.tui.widgets.runs_table import STATUS_STYLES, deficit_text, fmt_acc
@@ -75,7 +76,12 @@ def config_table(doc: dict[str, Any], spec: dict[str, Any]) -> Table:
         table.add_row("forked from", f"{doc['parent']} at epoch {doc.get('fork_epoch')}")
     if doc.get("lr_at_removal") is not None:
         table.add_row("lr at removal", f"{doc['lr_at_removal']:.4g}")
-    table.add_row("device", f"{doc.get('device') or '-'}, torch {doc.get('torch') or '-'}")
+    if note := window_note(spec):
+        table.add_row("note", Text(note, style="yellow"))
+    table.add_row(
+        "device",
+        f"{doc.get('device') or '-'} ({doc.get('device_name') or '-'}), torch {doc.get('torch') or '-'}",
+    )
     table.add_row("git commit", str(doc.get("git_commit") or "-"))
     plugins = doc.get("plugins") or {}
     for section in ("dataset", "model", "deficit"):
