@@ -579,14 +579,14 @@ def sweep(config_path, dry_run, jobs, gpus, per_gpu, sets, seeds, resume_ref, ho
             run.spec.train["threads"] = threads
     nodes = plan_tree([run.spec for run in planned])
     scratch, forked = cost(nodes)
+    if noted := [run for run in planned if run.spec.window_note()]:
+        err_console.print(f"[yellow]Note:[/] {len(noted)} of the {len(planned)} runs: "
+                          f"{escape(noted[0].spec.window_note())}")
     if dry_run:
         _print_plan(spec_sweep, planned, nodes, scratch, forked)
         return
 
     preflight(registry, [run.spec for run in planned])
-    if noted := [run for run in planned if run.spec.window_note()]:
-        err_console.print(f"[yellow]Note:[/] {len(noted)} of the {len(planned)} runs: "
-                          f"{escape(noted[0].spec.window_note())}")
     store = open_store(home)
     record = sched.create_sweep(store, spec_sweep, planned, nodes,
                                 lambda spec: _plugin_versions(registry, spec), str(config_path))

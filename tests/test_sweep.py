@@ -234,3 +234,13 @@ def test_the_report_chart_draws_a_categorical_axis_as_the_tui_does():
     ticks = next(line for line in plain.splitlines() if "sgd" in line)
     assert ticks.index("sgd") < ticks.index("adam")  # the axis values, in the sweep's order
     assert plain.splitlines()[-1].strip() == "── the reference, its no-deficit baseline"
+
+
+def test_a_sweep_run_whose_deficit_is_never_removed_is_noted_in_the_plan(tmp_path, critui):
+    from critui.config import build_spec
+    from critui.plugins import get_registry
+
+    epochs = build_spec(get_registry()).epochs  # TINY keeps the default
+    path = sweep_file(tmp_path, "to-the-end", f'\n[sweep.set]\n"deficit.end" = [1, {epochs}]\n')
+    planned = critui("sweep", str(path), "--dry-run", check=True)
+    assert "1 of the 2 runs" in planned.stderr and "never removed" in " ".join(planned.stderr.split())
