@@ -217,7 +217,7 @@ class SweepScreen(Screen):
         for r in report["rows"]:
             colour = rich_colour(SERIES_COLOURS[names.index(r["series"]) % len(SERIES_COLOURS)])
             value = "no deficit" if r["baseline"] else str(r["value"])
-            cells = [value, *row_cells(r, single)]
+            cells = [Text(cell, justify="right") for cell in (value, *row_cells(r, single))]
             series = [Text.from_markup(f"[{colour}]━━ {r['series']}[/]")] if multi else []
             rows.append([*series, *cells])
         # Explicit widths: columns cleared and re-added in one refresh kept their headers'
