@@ -144,7 +144,15 @@ def rich_table(report: dict[str, Any]):
     if ref is not None:
         table.caption = ("drop: reference accuracy minus this row's, per series; the reference is "
                          + reference_text(report).replace("its ", "the ", 1))
+        if single:
+            table.caption += f". {ONE_SEED_CAVEAT}"
     return table
+
+
+# On the demo, single runs of one setting differ by several points (docs/results.md, "How
+# far one seed can be trusted"), so a one-seed drop near a threshold says little alone.
+ONE_SEED_CAVEAT = ("One seed: a drop of a few points can be run-to-run noise; add seeds "
+                   "(--seeds 0,1,2) for mean ± std")
 
 
 def to_csv(report: dict[str, Any]) -> str:

@@ -22,6 +22,7 @@ from textual.widgets import DataTable, Footer, Header, OptionList, Static
 from textual.widgets.option_list import Option
 
 from critui.runs.report import (
+    ONE_SEED_CAVEAT,
     figure_points,
     one_seed,
     reference_row,
@@ -198,6 +199,8 @@ class SweepScreen(Screen):
         caption = "one point per finished axis value (mean over seeds)"
         if any(r.get("reference") is not None for r in rows):
             caption += f"; horizontal line: each series' reference, {reference_text(report)}"
+        if one_seed(report):
+            caption += f". {ONE_SEED_CAVEAT}"
         self.query_one("#sweep-caption", Static).update(caption)
 
     def _fill_table(self, report: dict[str, Any], names: list[str], primary: str) -> None:
