@@ -305,6 +305,47 @@ def _runs_table(docs: list[dict[str, Any]], home: Path, wide: bool) -> Table:
     return table
 
 
+@cli.command()
+@click.argument("run_refs", metavar="RUN...", nargs=-1, required=True)
+@click.option("--yes", "-y", is_flag=True, help="Delete without asking first.")
+@home_option
+def delete(run_refs, yes, home) -> None:
+    """Delete runs: their directories, checkpoints and history entries.
+
+    RUN is a run id, a unique prefix or suffix of one, or `last`. A running or queued run
+    must be stopped first, and a run that forked runs inherit epochs from is kept until
+    they go (name them together to delete a whole tree).
+    """
+    store = open_store(home)
+    docs = list({d["id"]: d for d in (store.get(ref) for ref in run_refs)}.values())
+    ids = {d["id"] for d in docs}
+    for d in docs:
+        if d.get("status") in ("queued", "running"):
+            raise CritUIError(f"Run {d['id']} is {d['status']}. Stop it first (Ctrl-C in its `critui run`, "
+                              "or `x` in the TUI), then delete it.")
+        forks = [c["id"] for c in store.all() if c.get("parent") == d["id"] and c["id"] not in ids]
+        if forks:
+            from critui.runs.store import forked_from_message
+
+            raise CritUIError(forked_from_message(d["id"], forks))
+    if not yes:
+        names = "\n".join(f"  {d['id']}  {d.get('name', '')}" for d in docs)
+        click.confirm(f"Delete {len(docs)} run(s), with their checkpoints and history entries?\n{names}\n",
+                      abort=True, err=True)
+    # Forks before the runs they came from, so each deletion leaves the rest consistent.
+    depth = {d["id"]: _fork_depth(d, {x["id"]: x for x in docs}) for d in docs}
+    for d in sorted(docs, key=lambda d: -depth[d["id"]]):
+        store.delete(d["id"])
+    err_console.print(f"Deleted {len(docs)} run(s) from {store.home}.")
+
+
+def _fork_depth(doc, docs: dict[str, dict[str, Any]]) -> int:
+    depth = 0
+    while doc.get("parent") in docs:
+        doc, depth = docs[doc["parent"]], depth + 1
+    return depth
+
+
 def _matches(doc, status, deficit, model, dataset) -> bool:
     if status and doc.get("status") not in status:
         return False

@@ -27,11 +27,12 @@ def home(tmp_path: Path) -> Path:
 def critui(home: Path):
     """Run ``critui ARGS`` in a subprocess with its own home; returns the CompletedProcess."""
 
-    def run(*args: str, env: dict[str, str] | None = None, timeout: float = 240, check: bool = False):
+    def run(*args: str, env: dict[str, str] | None = None, timeout: float = 240, check: bool = False,
+            input: str = ""):
         environment = {**os.environ, "CRITUI_HOME": str(home), "COLUMNS": "160", **(env or {})}
         result = subprocess.run(
             [sys.executable, "-m", "critui", *args],
-            capture_output=True, text=True, env=environment, timeout=timeout,
+            capture_output=True, text=True, env=environment, timeout=timeout, input=input,
         )
         if check and result.returncode != 0:
             raise AssertionError(f"critui {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")

@@ -19,6 +19,7 @@ import torch
 from critui.events import epoch_table, final_accuracy, read_events
 from critui.runs.lineage import full_rows
 from critui.runs.store import RunStore
+from tests.conftest import index_docs
 
 TINY = """\
 [train]
@@ -139,6 +140,16 @@ def test_blur_removal_sweep_with_two_jobs_forks_exactly_and_reports(tmp_path, ho
     png = critui("report", "last", "--png", str(out), env={"PYTHONPATH": str(no_mpl)})
     assert png.returncode == 2 and "Traceback" not in png.stderr
     assert "matplotlib" in png.stderr and "critui[plot]" in png.stderr and not out.exists()
+
+    # The trunk cannot be deleted while a fork inherits its first epochs; with the fork, it can.
+    refused = critui("delete", trunk["run_id"], "--yes")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "cannot be deleted" in refused.stderr and child["run_id"] in " ".join(refused.stderr.split())
+    declined = critui("delete", child["run_id"], trunk["run_id"], input="n\n")
+    assert declined.returncode == 130 and (home / "runs" / trunk["run_id"]).exists()
+    critui("delete", child["run_id"], trunk["run_id"], input="y\n", check=True)
+    left = {d["id"] for d in index_docs(home)}
+    assert not {child["run_id"], trunk["run_id"]} & left and not (home / "runs" / trunk["run_id"]).exists()
 
 
 def test_window_onset_fork_equals_the_run_trained_from_scratch(tmp_path, home, critui):

@@ -523,18 +523,32 @@ def test_delete_asks_first_and_removes_the_run(tmp_path):
     home = fake_home(tmp_path)
 
     async def scenario():
+        from critui.tui.widgets.confirm import ConfirmModal
         from critui.tui.widgets.runs_table import RunsTable
 
         app = make_app(home, poll_interval=0.2)
         async with app.run_test(size=(120, 40)) as pilot:
             table = app.screen.query_one(RunsTable)
             assert await wait_for(pilot, lambda: len(table.shown) == 4)
+            parent, fork = "20260101-000000-aaaa", "20260101-000300-dddd"  # forked at epoch 2
+            # The fork inherits the parent's first epochs: the parent cannot go first, and
+            # the app says so before asking anything.
+            await pilot.press("D")
+            assert await wait_for(pilot, lambda: any(
+                "cannot be deleted" in n.message and fork in n.message for n in app._notifications
+            ))
+            assert not isinstance(app.screen, ConfirmModal) and (home / "runs" / parent).exists()
+            table.move_cursor(row=table.shown.index(fork))
             await pilot.press("D", "n")
             await pilot.pause(0.5)
-            assert (home / "runs" / "20260101-000000-aaaa").exists()
+            assert (home / "runs" / fork).exists()
             await pilot.press("D", "y")
-            assert await wait_for(pilot, lambda: "20260101-000000-aaaa" not in table.shown)
-            assert not (home / "runs" / "20260101-000000-aaaa").exists()
+            assert await wait_for(pilot, lambda: fork not in table.shown)
+            assert not (home / "runs" / fork).exists()
+            table.move_cursor(row=table.shown.index(parent))
+            await pilot.press("D", "y")
+            assert await wait_for(pilot, lambda: parent not in table.shown)
+            assert not (home / "runs" / parent).exists()
 
     asyncio.run(scenario())
 

@@ -117,6 +117,16 @@ def git_commit() -> str | None:
         return None
 
 
+def forked_from_message(run_id: str, forks: list[str]) -> str:
+    """Why a run with forks cannot be deleted, and what to do."""
+    shown = ", ".join(forks[:4]) + (f" and {len(forks) - 4} more" if len(forks) > 4 else "")
+    return (
+        f"Run {run_id} cannot be deleted: {len(forks)} forked run(s) ({shown}) inherit their "
+        "epochs before the fork from it, and would lose them. Delete those runs first (or "
+        "together with it, in one `critui delete`), or keep it."
+    )
+
+
 class RunStore:
     """The runs under one critui home."""
 
@@ -217,7 +227,11 @@ class RunStore:
         )
 
     def delete(self, run_id: str) -> None:
+        """Remove a run's index entry and directory. A run that forked runs inherit their
+        first epochs from is refused: deleting it would silently lose theirs."""
         with self.index() as db:
+            if forks := [d["id"] for d in db.all() if d.get("parent") == run_id]:
+                raise CritUIError(forked_from_message(run_id, forks))
             db.remove(Query().id == run_id)
         shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
 

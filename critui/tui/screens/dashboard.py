@@ -11,6 +11,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
+from critui.runs.store import forked_from_message
 from critui.tui.widgets.charts import Chart, accuracy_draw, fisher_draw, fisher_totals_draw
 from critui.tui.widgets.confirm import ConfirmModal
 from critui.tui.widgets.runs_table import SORTS, RunsTable
@@ -206,7 +207,11 @@ class DashboardScreen(Screen):
 
 
 def ask_delete(app: Any, run_id: str, then=None) -> None:
-    """Confirm, then delete the run's directory and index entry."""
+    """Confirm, then delete the run's directory and index entry; a run that forks inherit
+    epochs from is refused before the question (the store refuses it too)."""
+    if forks := [d["id"] for d in app.feed.docs.values() if d.get("parent") == run_id]:
+        app.notify(forked_from_message(run_id, forks), severity="error", timeout=10)
+        return
 
     def answered(yes: bool | None) -> None:
         if yes:
