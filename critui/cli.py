@@ -699,17 +699,22 @@ def _run_sweep(store, record: dict[str, Any], jobs: int, gpus_option: str | None
     from critui.runs import scheduler as sched
 
     gpus = [g.strip() for g in gpus_option.split(",") if g.strip()] if gpus_option else None
+    present = {d["id"] for d in store.all()}
+    if deleted := [e["run_id"] for e in record["runs"] if e["run_id"] not in present]:
+        err_console.print(f"Note: {len(deleted)} run(s) of sweep {record['id']} were deleted (e.g. {deleted[0]}) "
+                          "and are skipped; `critui report` shows them as not finished.")
     if gpus is None:
         devices = {json.loads((store.run_dir(e["run_id"]) / "spec.json").read_text())["train"]["device"]
-                   for e in record["runs"]}
+                   for e in record["runs"] if e["run_id"] in present}
         gpus = sched.detect_gpus() if devices - {"cpu"} else []
     if per_gpu is not None and not gpus:
         err_console.print(f"Note: --per-gpu {per_gpu} is ignored: these runs train on the CPU, where --jobs "
                           f"({jobs}) sets how many run at once.")
     from critui.events import epoch_table, read_events
 
-    total = sum(e["epochs"] - (e.get("fork_epoch") or 0) for e in record["runs"])
-    done = sum(len(epoch_table(read_events(store.run_dir(e["run_id"])))) for e in record["runs"])
+    kept = [e for e in record["runs"] if e["run_id"] in present]
+    total = sum(e["epochs"] - (e.get("fork_epoch") or 0) for e in kept)
+    done = sum(len(epoch_table(read_events(store.run_dir(e["run_id"])))) for e in kept)
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                         TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=console)
     overall = progress.add_task(f"sweep {record['id']}", total=total, completed=min(done, total), status="epochs")
@@ -746,7 +751,7 @@ def _run_sweep(store, record: dict[str, Any], jobs: int, gpus_option: str | None
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
-    failed = [i for i, s in statuses.items() if s != "finished"]
+    failed = [i for i, s in statuses.items() if s not in ("finished", "deleted")]
     if failed:
         err_console.print(f"[red]{len(failed)} run(s) of sweep {record['id']} did not finish[/] "
                           f"({', '.join(record['runs'][i]['run_id'] for i in failed[:5])}); see `critui show RUN`, "

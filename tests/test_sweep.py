@@ -150,6 +150,10 @@ def test_blur_removal_sweep_with_two_jobs_forks_exactly_and_reports(tmp_path, ho
     critui("delete", child["run_id"], trunk["run_id"], input="y\n", check=True)
     left = {d["id"] for d in index_docs(home)}
     assert not {child["run_id"], trunk["run_id"]} & left and not (home / "runs" / trunk["run_id"]).exists()
+    # The sweep still resumes: deleted runs are skipped, not restarted, and said so.
+    resumed = critui("sweep", "--resume", "last", check=True)
+    assert "2 run(s) of sweep" in resumed.stderr and "were deleted" in resumed.stderr
+    assert not {child["run_id"], trunk["run_id"]} & {d["id"] for d in index_docs(home)}
 
 
 def test_window_onset_fork_equals_the_run_trained_from_scratch(tmp_path, home, critui):

@@ -155,8 +155,13 @@ class SweepScheduler:
         self.gpu_of: dict[int, str] = {}
         self.entries = record["runs"]
         docs = {d["id"]: d for d in store.all()}
-        self.status = {e["index"]: docs.get(e["run_id"], {}).get("status", "queued") for e in self.entries}
-        self.pending = [e["index"] for e in self.entries if self.status[e["index"]] != "finished"]
+        # A run deleted since (`critui delete`, the TUI) is gone for good: it is skipped,
+        # not restarted, and counts as "deleted" in the sweep's outcome.
+        self.status = {
+            e["index"]: docs[e["run_id"]].get("status", "queued") if e["run_id"] in docs else "deleted"
+            for e in self.entries
+        }
+        self.pending = [e["index"] for e in self.entries if self.status[e["index"]] not in ("finished", "deleted")]
         self.pending.sort(key=self._depth)
 
     def _depth(self, index: int) -> tuple[int, int]:
