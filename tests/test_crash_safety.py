@@ -140,3 +140,25 @@ def test_a_starting_worker_is_not_mistaken_for_a_dead_one(tmp_path):
         sleeper.wait()
     store.reconcile()
     assert store.get(doc["id"])["status"] == "interrupted"
+
+
+def test_a_resume_decides_on_the_index_as_it_is_under_the_lock(tmp_path, monkeypatch):
+    # Two `critui resume` of one run started together: each read the run as "cancelled",
+    # then each marked it queued and started a worker on the same directory. The check and
+    # the mark now happen under one lock, on a fresh read.
+    import pytest
+
+    from critui.config import build_spec
+    from critui.errors import CritUIError
+    from critui.plugins import get_registry
+    from critui.runs.lineage import reopen_for_resume
+    from critui.runs.store import RunStore
+
+    store = RunStore(tmp_path / "home")
+    doc = store.create(build_spec(get_registry()), {})
+    store.update(doc["id"], status="cancelled")
+    stale = store.get(doc["id"])
+    reopen_for_resume(store, doc["id"])  # the first resume: now queued
+    monkeypatch.setattr(store, "get", lambda ref: stale)  # the second read the run before that
+    with pytest.raises(CritUIError, match="still queued; it cannot be resumed twice"):
+        reopen_for_resume(store, doc["id"])

@@ -62,12 +62,18 @@ def reopen_for_resume(store, ref: str) -> tuple[dict[str, Any], RunSpec]:
     run's ``ckpt/latest.pt`` (or from epoch 0 when it stopped before its first checkpoint).
     """
     doc = store.get(ref)
-    if doc["status"] in ("running", "queued"):
-        raise CritUIError(f"Run {doc['id']} is still {doc['status']}; it cannot be resumed twice.")
-    if doc["status"] == "finished":
-        raise CritUIError(f"Run {doc['id']} already finished all {doc['epochs']} epochs; there is nothing to resume.")
     spec = RunSpec.from_json(json.loads((store.run_dir(doc["id"]) / "spec.json").read_text()))
-    store.update(doc["id"], status="queued", error=None)
+
+    def resumable(current: dict[str, Any]) -> None:
+        if current["status"] in ("running", "queued"):
+            raise CritUIError(f"Run {current['id']} is still {current['status']}; it cannot be resumed twice.")
+        if current["status"] == "finished":
+            raise CritUIError(f"Run {current['id']} already finished all {current['epochs']} epochs; "
+                              "there is nothing to resume.")
+
+    # Checked and marked under one lock: a second `critui resume` (or the TUI) started at the
+    # same moment sees "queued" and stops, instead of training the run a second time.
+    doc = store.claim(doc["id"], resumable, status="queued", error=None)
     return doc, spec
 
 

@@ -22,7 +22,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -195,6 +195,17 @@ class RunStore:
             os.replace(staging, self.run_dir(run_id))
             db.insert(doc)
         return doc
+
+    def claim(self, run_id: str, check: Callable[[dict[str, Any]], None], **fields: Any) -> dict[str, Any]:
+        """Re-read a run under the index lock, let ``check`` refuse it (by raising), then set
+        ``fields``: two processes resuming one run can never both pass the check."""
+        with self.index() as db:
+            doc = db.get(Query().id == run_id)
+            if doc is None:
+                raise CritUIError(f"Run {run_id} is no longer in {self.home} (deleted?).")
+            check(dict(doc))
+            db.update(fields, Query().id == run_id)
+            return {**doc, **fields}
 
     def update(self, run_id: str, **fields: Any) -> None:
         with self.index() as db:
