@@ -190,6 +190,9 @@ def _print_outcome(run_id, run_dir, end, rows, final) -> int:
         err_console.print(f"Run {run_id} cancelled after {len(rows)} epochs; every completed epoch is kept. "
                           f"Continue it with:\n  critui resume {run_id}")
         return 130
+    if kind == "busy":
+        err_console.print(f"[red]Error:[/] {escape(end['error'])}")
+        return 2
     reason = end.get("reason")
     where = f" in epoch {end['epoch']}" if end.get("epoch") is not None else ""
     err_console.print(f"[red]Error:[/] run {run_id} failed{where}: {escape(str(end.get('error')))}")

@@ -162,3 +162,30 @@ def test_a_resume_decides_on_the_index_as_it_is_under_the_lock(tmp_path, monkeyp
     monkeypatch.setattr(store, "get", lambda ref: stale)  # the second read the run before that
     with pytest.raises(CritUIError, match="still queued; it cannot be resumed twice"):
         reopen_for_resume(store, doc["id"])
+
+
+def test_a_manager_that_finds_its_run_busy_leaves_the_index_as_it_was(tmp_path):
+    # Two managers starting one run at the same moment: the second worker finds the run
+    # directory locked, and its manager must neither fail the run nor take it over.
+    from filelock import FileLock
+
+    from critui.config import build_spec
+    from critui.events import read_events
+    from critui.plugins import get_registry
+    from critui.runs.monitor import RunMonitor
+    from critui.runs.store import RunStore
+    from critui.train.worker import LOCK_FILE
+
+    store = RunStore(tmp_path / "home")
+    doc = store.create(build_spec(get_registry(), sets=["train.epochs=1"]), {})
+    store.update(doc["id"], status="running", pid=os.getpid(), manager_pid=os.getpid())
+    with FileLock(store.run_dir(doc["id"]) / LOCK_FILE):  # held, as the first worker holds it
+        monitor = RunMonitor(store, doc["id"])
+        deadline = time.time() + 60
+        while not monitor.done and time.time() < deadline:
+            monitor.poll()
+            time.sleep(0.1)
+    assert monitor.end["event"] == "busy" and "another critui process" in monitor.end["error"]
+    after = store.get(doc["id"])
+    assert (after["status"], after["pid"], after["manager_pid"]) == ("running", os.getpid(), os.getpid())
+    assert read_events(store.run_dir(doc["id"])) == []  # the busy worker wrote nothing

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -107,3 +108,23 @@ def test_a_full_disk_fails_the_run_with_the_fix_and_leaves_it_resumable(tmp_path
     monkeypatch.undo()
     assert work(run_dir) == 0  # space freed: the run goes on
     assert [r["epoch"] for r in epoch_table(read_events(run_dir))] == [0, 1]
+
+
+def test_a_second_worker_on_one_run_directory_writes_nothing_and_says_busy(tmp_path):
+    from critui.train.worker import EXIT_BUSY
+
+    run_dir = make_run(tmp_path, "shared", ["train.epochs=3", "model.width=4"])
+    command = [sys.executable, "-m", "critui.train.worker", str(run_dir)]
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        for _ in range(600):  # until the first worker has started training (it holds the lock)
+            if any(e["event"] == "started" for e in read_events(run_dir)):
+                break
+            time.sleep(0.05)
+        second = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert second.returncode == EXIT_BUSY and "being trained by another worker" in second.stderr
+    finally:
+        assert first.wait(timeout=240) == 0
+    events = read_events(run_dir)
+    assert [e["event"] for e in events].count("started") == 1
+    assert [r["epoch"] for r in epoch_table(events)] == [0, 1, 2]

@@ -14,6 +14,7 @@ from typing import Any
 
 from critui.events import TERMINAL, EventTail, read_events
 from critui.runs.launcher import start_worker, stop_worker
+from critui.train.worker import EXIT_BUSY
 
 
 class RunMonitor:
@@ -27,6 +28,9 @@ class RunMonitor:
         events_file = self.run_dir / "events.jsonl"
         self.tail.offset = events_file.stat().st_size if events_file.exists() else 0
         self.end: dict[str, Any] | None = None
+        # What the index said before this start, put back should the worker find the run busy.
+        before = store.get(run_id)
+        self._before = {k: before.get(k) for k in ("status", "pid", "manager_pid")}
         self.process: subprocess.Popen = start_worker(self.run_dir, env)
         store.update(run_id, status="running", pid=self.process.pid, manager_pid=os.getpid())
 
@@ -51,7 +55,13 @@ class RunMonitor:
             elif event["event"] in TERMINAL:
                 self.end = event
         if exited and self.end is None:
-            self.end = {"event": "failed", "reason": "exception", "error": self._silent_exit()}
+            if self.process.returncode == EXIT_BUSY:
+                self.end = {"event": "busy", "error": (
+                    f"run {self.run_id} is being trained by another critui process already; "
+                    "nothing was started, and that run goes on."
+                )}
+            else:
+                self.end = {"event": "failed", "reason": "exception", "error": self._silent_exit()}
         if self.end is not None:
             self._settle()
         return events
@@ -87,6 +97,9 @@ class RunMonitor:
     def _settle(self) -> None:
         self.process.wait()
         kind = self.end["event"]
+        if kind == "busy":  # the run is another worker's: leave its entry as it was
+            self.store.update(self.run_id, **self._before)
+            return
         fields = self.store.summary_fields(read_events(self.run_dir), ended_default=None if kind == "finished" else kind)
         if kind == "failed" and not fields.get("error"):
             fields.update(status="failed", error=self.end.get("error"))

@@ -6,7 +6,8 @@ epoch boundary, keeping the checkpoints of the epochs listed in ``keep_checkpoin
 never touches the run index: its exit code and last event say how it ended.
 
 Exit codes: 0 finished, 1 crashed (traceback in the events), 2 bad input (a message for the
-user), 3 NaN loss, 130 cancelled (SIGTERM or SIGINT).
+user), 3 NaN loss, 4 busy (another worker holds the run directory; nothing was written),
+130 cancelled (SIGTERM or SIGINT).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import time
 import traceback
 from pathlib import Path
 
-EXIT_FINISHED, EXIT_CRASHED, EXIT_USER, EXIT_NAN, EXIT_CANCELLED = 0, 1, 2, 3, 130
+EXIT_FINISHED, EXIT_CRASHED, EXIT_USER, EXIT_NAN, EXIT_BUSY, EXIT_CANCELLED = 0, 1, 2, 3, 4, 130
+LOCK_FILE = ".worker.lock"
 
 
 class Cancelled(Exception):
@@ -44,6 +46,17 @@ def main(argv: list[str] | None = None) -> int:
     if not (run_dir / "spec.json").is_file():
         print(f"{run_dir} has no spec.json: not a critui run directory.", file=sys.stderr)
         return EXIT_USER
+    # One worker per run directory, for as long as it lives (the OS drops the lock with the
+    # process, even on SIGKILL): two managers starting one run at the same moment must not
+    # both append to its events and replace its checkpoint.
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(run_dir / LOCK_FILE, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        print(f"{run_dir} is being trained by another worker; this one wrote nothing.", file=sys.stderr)
+        return EXIT_BUSY
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
 
