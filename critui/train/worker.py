@@ -57,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     except Timeout:
         print(f"{run_dir} is being trained by another worker; this one wrote nothing.", file=sys.stderr)
         return EXIT_BUSY
+    except OSError as exc:  # e.g. a full disk: not even an empty file fits
+        print(f"Cannot lock {run_dir / LOCK_FILE}: {exc}. Free some space or fix the folder's "
+              "permissions, then resume the run.", file=sys.stderr)
+        return EXIT_CRASHED
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
 
