@@ -623,9 +623,8 @@ def sweep(config_path, dry_run, jobs, gpus, per_gpu, sets, seeds, resume_ref, ho
             run.spec.train["threads"] = threads
     nodes = plan_tree([run.spec for run in planned])
     scratch, forked = cost(nodes)
-    if noted := [run for run in planned if run.spec.window_note()]:
-        err_console.print(f"[yellow]Note:[/] {len(noted)} of the {len(planned)} runs: "
-                          f"{escape(noted[0].spec.window_note())}")
+    if notes := [note for run in planned if (note := run.spec.window_note())]:
+        err_console.print(f"[yellow]Note:[/] {len(notes)} of the {len(planned)} runs: {escape(notes[0])}")
     if dry_run:
         _print_plan(spec_sweep, planned, nodes, scratch, forked)
         return

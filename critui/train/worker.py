@@ -162,6 +162,7 @@ def run(run_dir: Path, log, state: dict) -> None:
     fast, speed = _compiled(model, data, speed, spec.optim["batch_size"], eval_bs, log)
     requested = {k: spec.train.get(k) for k in speed.as_train()}
     _record_speed(run_dir, spec, speed)
+    removal = spec.removal_epoch()  # None: the run ends inside its deficit window
     log.write(
         "started",
         epoch=first_epoch,
@@ -180,7 +181,7 @@ def run(run_dir: Path, log, state: dict) -> None:
         **speed.as_train(),
         requested=requested,
         parameters=sum(p.numel() for p in model.parameters()),
-        lr_at_removal=None if spec.removal_epoch() is None else lr_at(spec, spec.removal_epoch()),
+        lr_at_removal=None if removal is None else lr_at(spec, removal),
         setup_seconds=round(time.perf_counter() - t_start, 3),
     )
 
