@@ -343,6 +343,44 @@ def test_every_binding_is_in_the_command_palette(tmp_path):
     asyncio.run(scenario())
 
 
+def test_the_footer_fits_the_terminal_and_its_dropped_keys_still_work(tmp_path):
+    """At 80 columns Textual's footer used to cut the dashboard's keys off mid-word."""
+    home = fake_home(tmp_path)
+
+    async def scenario():
+        from textual.widgets._footer import FooterKey
+
+        from critui.tui.widgets.footer import FittingFooter
+
+        def shown() -> tuple[list[str], int]:
+            """The footer's key labels, and the cells they take with the palette key."""
+            keys = app.screen.query(FooterKey)
+            used = sum(k.outer_size.width for k in keys)
+            return [k.description for k in keys if "-command-palette" not in k.classes], used
+
+        app = make_app(home, poll_interval=0.2)
+        async with app.run_test(size=(130, 30)) as pilot:
+            await pilot.pause(0.3)
+            descriptions, used = shown()
+            assert {"Sort", "Delete", "Export", "Plugins", "Quit"} <= set(descriptions)
+            assert used <= 130
+            for width in (80, 60):
+                await pilot.resize_terminal(width, 24)
+                await pilot.pause(0.3)
+                descriptions, used = shown()
+                assert used <= width, (width, descriptions)
+                footer = app.screen.query_one(FittingFooter)
+                assert {"Detail", "New", "Mark", "Sweeps", "Quit"} <= set(descriptions)
+                assert not set(descriptions) & {"Plugins", "Export", "Sort"}
+                assert footer.hidden_actions
+            # a key the footer dropped still acts
+            await pilot.press("p")
+            await pilot.pause(0.3)
+            assert type(app.screen).__name__ == "PluginsScreen"
+
+    asyncio.run(scenario())
+
+
 # -- launching a real run from the form ------------------------------------------------------------
 
 

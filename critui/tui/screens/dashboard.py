@@ -9,11 +9,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Input, Static
+from textual.widgets import DataTable, Header, Input, Static
 
 from critui.runs.store import forked_from_message
 from critui.tui.widgets.charts import Chart, accuracy_draw, fisher_draw, fisher_totals_draw
 from critui.tui.widgets.confirm import ConfirmModal
+from critui.tui.widgets.footer import FittingFooter
 from critui.tui.widgets.runs_table import SORTS, RunsTable
 
 
@@ -51,6 +52,11 @@ class DashboardScreen(Screen):
         Binding("escape", "focus_table", "Table", show=False),
     ]
 
+    # Footer keys dropped first on a narrow terminal (all stay in the palette, ctrl+p); the
+    # filter box shows its own key.
+    FOOTER_SPARE = (
+        "plugins", "export", "cycle_sort", "delete_run", "focus_filter", "cancel_run", "compare"
+    )
     AUTO_FOCUS = "RunsTable"  # keys act on runs at once; / focuses the filter
     # Below 90 columns the charts go under the table (see critui.tcss).
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (90, "-wide")]
@@ -70,7 +76,7 @@ class DashboardScreen(Screen):
             with Vertical(id="charts"):
                 yield Chart("test accuracy", id="acc-chart")
                 yield Chart("Fisher trace per layer", id="fisher-chart")
-        yield Footer(compact=True)
+        yield FittingFooter()
 
     def on_mount(self) -> None:
         self.app.runs_changed.subscribe(self, self.on_runs_changed)
