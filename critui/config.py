@@ -346,12 +346,19 @@ def _build(registry, raw, plugins, sets, overrides) -> RunSpec:
             raise SpecError(f"metrics.{name} must be a table like [metrics.{name}].", key=f"metrics.{name}")
         metrics_raw[name] = dict(table)
 
+    picked: dict[str, str] = {}  # section -> the id --plugin chose for it
     for plugin_id in plugins:
         info = registry.get(plugin_id)
         if info.kind == "metrics":
             metrics_raw.setdefault(info.name, {})
         else:
             section = _section_of(info.kind)
+            if picked.setdefault(section, info.id) != info.id:
+                raise SpecError(
+                    f"--plugin {picked[section]} and --plugin {info.id} both choose the {section}, and a "
+                    f"run has one {section}. Keep one; to compare them, run a sweep over it "
+                    f'(`[sweep.set] "{section}.id" = ["{picked[section]}", "{info.id}"]`).'
+                )
             table = raw.setdefault(section, {})
             if table.get("id") and registry.get(table["id"]).id != info.id:
                 table.clear()  # a different plugin: the old one's parameters no longer apply

@@ -27,6 +27,17 @@ def test_unknown_kind_explains_the_id_form(critui):
     assert_clean_error(critui("run", "--plugin", "blur"), "KIND.NAME", "Did you mean deficits.blur?")
 
 
+def test_two_plugins_of_one_single_kind_are_refused_not_silently_one_taken(critui):
+    assert_clean_error(critui("run", "--plugin", "deficits.blur", "--plugin", "deficits.flip"),
+                       "--plugin deficits.blur and --plugin deficits.flip both choose the deficit",
+                       '"deficit.id" = ["deficits.blur", "deficits.flip"]')
+    assert_clean_error(critui("run", "--plugin", "models.fc", "--plugin", "models.cnn"), "both choose the model")
+    # one plugin under two names, and two metrics, are fine
+    assert critui("run", "--plugin", "deficits.flip", "--plugin", "deficits.vflip", "--dry-run").returncode == 0
+    assert critui("run", "--plugin", "metrics.fisher", "--plugin", "metrics.deficit-accuracy",
+                  "--dry-run").returncode == 0
+
+
 def test_bad_set_value_names_the_bound(critui):
     assert_clean_error(critui("run", "--plugin", "deficits.blur", "--set", "deficit.size=0"),
                        "deficit.size=0 is below its minimum of 1")
