@@ -284,6 +284,23 @@ def test_dashboard_lists_filters_and_sorts_runs(tmp_path):
     asyncio.run(scenario())
 
 
+def test_an_empty_home_says_how_to_start_and_the_first_run_replaces_the_hint(tmp_path):
+    home = tmp_path / "home"
+
+    async def scenario():
+        from textual.widgets import Static
+
+        app = make_app(home, poll_interval=0.2)
+        async with app.run_test(size=(120, 40)) as pilot:
+            selection = app.screen.query_one("#selection", Static)
+            assert await wait_for(pilot, lambda: "press n for a new experiment" in str(selection.render()))
+            write_run(home, "20260101-000400-eeee", epochs=16, done=3, end=None, created=T0)
+            RunStore(home).reconcile()
+            assert await wait_for(pilot, lambda: "1/1 runs" in str(selection.render()), timeout=2.0)
+
+    asyncio.run(scenario())
+
+
 def test_runs_started_elsewhere_appear_within_two_seconds(tmp_path):
     home = fake_home(tmp_path)
 

@@ -130,6 +130,8 @@ class DashboardScreen(Screen):
         sort = f"sort: {self.sort}"
         shown = f"{len(self.table.shown)}/{len(feed.docs)} runs"
         marked = f"  {len(self.table.marked)} marked" if self.table.marked else ""
+        if not feed.docs:  # a new home: say how to start
+            shown, sort = "no runs yet: press n for a new experiment", "(or `critui run` elsewhere)"
         self.query_one("#selection", Static).update(f"{shown}  {sort}{marked}")
 
     # -- events --------------------------------------------------------------------------------
