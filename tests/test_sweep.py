@@ -238,6 +238,38 @@ def test_the_report_chart_tells_its_series_apart_without_colour():
     assert MARKERS[1] in lines[2][:12] and "─" in lines[2][12:]
 
 
+def test_the_report_table_keeps_its_numbers_whole_at_80_columns():
+    # Series named by long settings used to squeeze the number columns to "+10.79 …" and
+    # "0.0071…" in an 80-column terminal; the series are now headed by their settings.
+    from rich.console import Console
+
+    from critui.runs.report import rich_table, series_column
+
+    assert series_column(["deficit=flip", "deficit=label-permutation"]) == (
+        "deficit", {"deficit=flip": "flip", "deficit=label-permutation": "label-permutation"})
+    header, labels = series_column(["deficit=blur, optim.after_removal=continue",
+                                    "deficit=noise, optim.after_removal=reset"])
+    assert header == "deficit, optim.after_removal"
+    assert labels["deficit=noise, optim.after_removal=reset"] == "noise, reset"
+    assert series_column(["deficit=blur", "all"])[0] == "series"  # no common settings
+
+    def row(series, value, acc):
+        return {"series": series, "value": value, "baseline": False, "runs": 3, "finished": 3,
+                "final_acc_mean": acc, "final_acc_std": 0.0456, "drop": 0.9278 - acc,
+                "lr_at_removal": 0.05 * 0.85 ** value, "reference": 0}
+
+    names = ["deficit=blur, optim.after_removal=continue", "deficit=label-permutation, optim.after_removal=reset"]
+    report = {"sweep": "demo-x", "primary": "removal", "final_window": 5,
+              "rows": [row(name, t0, 0.9278 - t0 / 200) for name in names for t0 in (0, 12, 24)]}
+    console = Console(width=80, record=True, file=io.StringIO())
+    console.print(rich_table(report))
+    text = console.export_text()
+    assert all(len(line) <= 80 for line in text.splitlines())
+    for cell in ("0.8678 ± 0.0456", "+12.00 pts", "0.007112", "0.001012", "blur, continue"):
+        assert cell in text, text
+    assert "label-permutatio" in text and "n, reset" in text  # a label too long is folded, not cut
+
+
 def test_the_report_chart_draws_a_categorical_axis_as_the_tui_does():
     from critui.runs.report import terminal_chart
 

@@ -123,6 +123,19 @@ def row_cells(row: dict[str, Any], single: bool) -> list[str]:
     return [f"{row['finished']}/{row['runs']}", acc, drop, lr]
 
 
+def series_column(names: list[str]) -> tuple[str, dict[str, str]]:
+    """The series column's header and each series' label in it. Series named by the same
+    settings (``deficit=blur, optim.after_removal=reset``) are headed by the settings and
+    labelled by their values (``blur, reset``), which keeps a table of long plugin and
+    parameter names within 80 columns."""
+    parts = {name: [item.partition("=") for item in name.split(", ")] for name in names}
+    keys = {tuple(key for key, _, _ in items) for items in parts.values()}
+    if len(keys) == 1 and all(eq for items in parts.values() for _, eq, _ in items):
+        labels = {name: ", ".join(value for _, _, value in items) for name, items in parts.items()}
+        return ", ".join(keys.pop()), labels
+    return "series", {name: name for name in names}
+
+
 def rich_table(report: dict[str, Any]):
     from rich import box
     from rich.table import Table
@@ -134,12 +147,16 @@ def rich_table(report: dict[str, Any]):
     table = Table(title=f"sweep {report['sweep']}: final test accuracy (mean of the last {report['final_window']} "
                   "epochs)" + (", one seed" if single else ", mean ± std over seeds"), box=box.SIMPLE_HEAD)
     multi = len({r["series"] for r in report["rows"]}) > 1 or report["rows"] and report["rows"][0]["series"] != "all"
+    header, labels = series_column(series_names(report))
     if multi:
-        table.add_column("series", no_wrap=True)
-    for column in (primary, "seeds", "final acc", "drop", "lr at\nremoval"):
-        table.add_column(column, justify="right", no_wrap=True)
-    for r in report["rows"]:
-        table.add_row(*([r["series"]] if multi else []), str(r["value"]), *row_cells(r, single))
+        table.add_column(header, overflow="fold")
+    rows = [[str(r["value"]), *row_cells(r, single)] for r in report["rows"]]
+    for i, column in enumerate((primary, "seeds", "final acc", "drop", "lr at\nremoval")):
+        # numbers keep their width; only the series labels may be cut on a narrow terminal
+        widest = max([len(row[i]) for row in rows] + [len(part) for part in column.split("\n")])
+        table.add_column(column, justify="right", no_wrap=True, min_width=widest)
+    for r, cells in zip(report["rows"], rows, strict=True):
+        table.add_row(*([labels[r["series"]]] if multi else []), *cells)
     ref = next((r for r in report["rows"] if r["drop"] is not None), None)
     if ref is not None:
         table.caption = ("drop: reference accuracy minus this row's, per series; the reference is "
