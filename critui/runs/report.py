@@ -145,7 +145,8 @@ def rich_table(report: dict[str, Any]):
     # past 80 columns, so only the mean is shown.
     single = one_seed(report)
     table = Table(title=f"sweep {report['sweep']}: final test accuracy (mean of the last {report['final_window']} "
-                  "epochs)" + (", one seed" if single else ", mean ± std over seeds"), box=box.SIMPLE_HEAD)
+                  "epochs)" + (", one seed" if single else ", mean ± std over seeds"), box=box.SIMPLE_HEAD,
+                  pad_edge=False)
     multi = len({r["series"] for r in report["rows"]}) > 1 or report["rows"] and report["rows"][0]["series"] != "all"
     header, labels = series_column(series_names(report))
     if multi:
