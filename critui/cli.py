@@ -773,8 +773,11 @@ def _run_sweep(store, record: dict[str, Any], jobs: int, gpus_option: str | None
 @click.option("--png", type=click.Path(dir_okay=False, path_type=Path),
               help="Also draw the figure to this PNG file (needs matplotlib: pip install 'critui[plot]').")
 @click.option("--chart/--no-chart", default=True, help="Draw the terminal chart under the table.")
+@click.option("--per-seed", is_flag=True,
+              help="Show each seed's final accuracy and its drop from the same seed's reference "
+                   "(with --csv: one line per run).")
 @home_option
-def report(sweep_ref, as_csv, as_json, output, png, chart, home) -> None:
+def report(sweep_ref, as_csv, as_json, output, png, chart, per_seed, home) -> None:
     """Print a sweep's figure: final test accuracy per axis value (mean ± std over seeds),
     the drop against the baseline, the LR at removal, and a terminal chart.
 
@@ -797,7 +800,10 @@ def report(sweep_ref, as_csv, as_json, output, png, chart, home) -> None:
     store = open_store(home)
     data = reports.build_report(store, sched.load_record(store, sweep_ref))
     if as_csv or as_json:
-        text = reports.to_csv(data) if as_csv else reports.to_json(data) + "\n"
+        if as_csv:
+            text = reports.per_seed_csv(data) if per_seed else reports.to_csv(data)
+        else:
+            text = reports.to_json(data) + "\n"  # it always holds each seed's accuracy and drop
         if output is None:
             click.echo(text, nl=False)
         else:
@@ -806,8 +812,8 @@ def report(sweep_ref, as_csv, as_json, output, png, chart, home) -> None:
             write_atomic(output, text)
             err_console.print(f"Wrote the report of sweep {data['sweep']} to {output}")
     else:
-        console.print(reports.rich_table(data))
-        if chart:
+        console.print(reports.per_seed_table(data) if per_seed else reports.rich_table(data))
+        if chart and not per_seed:
             drawn = reports.terminal_chart(data, width=min(console.width, 100))
             if drawn:
                 from rich.text import Text

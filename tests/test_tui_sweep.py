@@ -10,6 +10,8 @@ import asyncio
 import json
 from pathlib import Path
 
+import pytest
+
 from critui.events import read_events
 from critui.runs.store import RunStore
 from tests.test_tui import T0, make_app, wait_for, write_run
@@ -20,12 +22,14 @@ AFTER = 4
 UNFINISHED = "20260101-000006-blr8"  # blur removed at 8: 5 of its 12 epochs so far
 
 
-def write_sweep(home: Path, sweep_id: str = SWEEP_ID, created: float = T0) -> dict:
-    """Two deficits × three removal epochs (+ a no-deficit baseline each), one seed; all
-    runs finished except blur removed at 8."""
+def write_sweep(home: Path, sweep_id: str = SWEEP_ID, created: float = T0, seeds=(0,)) -> dict:
+    """Two deficits × three removal epochs (+ a no-deficit baseline each), for each seed
+    (one by default); all runs finished except blur removed at 8 with seed 0."""
     entries = []
     minute = 0
-    for deficit, tag in (("deficits.flip", "flp"), ("deficits.blur", "blr")):
+    for deficit, tag, seed in (
+        (d, t, s) for s in seeds for d, t in (("deficits.flip", "flp"), ("deficits.blur", "blr"))
+    ):
         for removal in (*REMOVALS, None):
             baseline = removal is None
             epochs = (max(REMOVALS) if baseline else removal) + AFTER
@@ -42,9 +46,9 @@ def write_sweep(home: Path, sweep_id: str = SWEEP_ID, created: float = T0) -> di
                 done=5 if unfinished else None,
                 end=None if unfinished else "finished",
                 created=created + minute,
-                seed=0 if tag == "flp" else 3,  # a slightly different curve per deficit
+                seed=(0 if tag == "flp" else 3) + seed,  # a different curve per deficit and seed
             )
-            axis = {"deficit.id": deficit, "seed": 0} | ({} if baseline else {"removal": removal})
+            axis = {"deficit.id": deficit, "seed": seed} | ({} if baseline else {"removal": removal})
             spec_path = home / "runs" / run_id / "spec.json"  # resolved, as the CLI writes it
             spec = json.loads(spec_path.read_text())
             spec["optim"] |= {
@@ -208,3 +212,58 @@ def test_several_sweeps_give_a_picker_newest_first_and_none_a_notice(tmp_path):
             )
 
     asyncio.run(scenario())
+
+
+def test_report_per_seed_measures_each_seed_from_its_own_baseline(tmp_path, critui, home):
+    """`critui report --per-seed`: the seeds' baselines differ by several points on the demo,
+    so each seed's drop is taken from its own reference run."""
+    import csv
+    import io
+
+    from critui.events import final_accuracy
+    from critui.runs.lineage import full_rows
+
+    record = write_sweep(home, seeds=(0, 1))
+    # Seed 1's flip baseline ends 5 points lower, as a low draw does on the demo.
+    low = next(e["run_id"] for e in record["runs"] if e["baseline"] and e["axis"]["seed"] == 1
+               and e["axis"]["deficit.id"] == "deficits.flip")
+    events = home / "runs" / low / "events.jsonl"
+    lines = [json.loads(line) for line in events.read_text().splitlines()]
+    for line in lines:
+        if line["event"] == "epoch":
+            line["test_acc"] -= 0.05
+    events.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    store = RunStore(home)
+    docs = {d["id"]: d for d in store.all()}
+    final = {}
+    for entry in record["runs"]:
+        axis = entry["axis"]
+        key = (axis["deficit.id"].partition(".")[2], axis.get("removal", "baseline"), axis["seed"])
+        finished = entry["run_id"] != UNFINISHED
+        final[key] = final_accuracy(full_rows(store, docs[entry["run_id"]])) if finished else None
+
+    rows = list(csv.DictReader(io.StringIO(
+        critui("report", SWEEP_ID, "--per-seed", "--csv", check=True).stdout)))
+    assert len(rows) == len(record["runs"])  # one line per run
+    for row in rows:
+        deficit = row["series"].partition("=")[2]
+        value = row["value"] if row["value"] == "baseline" else int(row["value"])
+        acc = final[(deficit, value, int(row["seed"]))]
+        if acc is None:  # blur removed at 8, seed 0: still training
+            assert row["final_acc"] == row["drop"] == "" and (deficit, value) == ("blur", 8)
+            continue
+        own_baseline = final[(deficit, "baseline", int(row["seed"]))]
+        assert float(row["final_acc"]) == pytest.approx(acc)
+        assert float(row["drop"]) == pytest.approx(own_baseline - acc)
+
+    table = critui("report", SWEEP_ID, "--per-seed", env={"COLUMNS": "80"}, check=True).stdout
+    lines = table.splitlines()
+    assert max(len(line.rstrip()) for line in lines) <= 80
+    assert "seed 0" in table and "seed 1" in table and "each seed's no-deficit baseline" in " ".join(table.split())
+    flip_two = next(line.split() for line in lines if line.split()[:2] == ["flip", "2"])
+    drop = (final[("flip", "baseline", 1)] - final[("flip", 2, 1)]) * 100
+    assert flip_two[-2:] == [f"{final[('flip', 2, 1)]:.4f}", f"({drop:+.1f})"]
+    blur_eight = next(line.split() for line in lines if line.split()[:2] == ["blur", "8"])
+    assert blur_eight[2] == "-"
+    data = json.loads(critui("report", SWEEP_ID, "--json", check=True).stdout)
+    assert all(len(row["per_seed"]) == 2 for row in data["rows"])

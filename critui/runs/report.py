@@ -39,9 +39,10 @@ def build_report(store, record: dict[str, Any]) -> dict[str, Any]:
         value: Any = "baseline" if entry.get("baseline") else axis.get(primary)
         group = groups.setdefault((series, _key(value)), {
             "series": series, "value": value, "baseline": bool(entry.get("baseline")),
-            "accs": [], "runs": 0, "finished": 0, "lrs": [],
+            "accs": [], "runs": 0, "finished": 0, "lrs": [], "by_seed": {},
         })
         group["runs"] += 1
+        group["by_seed"].setdefault(axis.get("seed"), None)
         if doc is None:
             continue
         rows = full_rows(store, doc, docs)
@@ -50,6 +51,7 @@ def build_report(store, record: dict[str, Any]) -> dict[str, Any]:
         if done:
             group["finished"] += 1
             group["accs"].append(final_accuracy(rows))
+            group["by_seed"][axis.get("seed")] = group["accs"][-1]
         window = spec.window() if spec else None
         removal = spec.removal_epoch() if spec else None  # None: the run ends inside its window
         if window and window[1] > window[0] and removal is not None and not entry.get("baseline"):
@@ -64,6 +66,8 @@ def build_report(store, record: dict[str, Any]) -> dict[str, Any]:
             "finished": group["finished"], "final_acc_mean": mean, "final_acc_std": std,
             "seeds": accs, "lr_at_removal": group["lrs"][0] if group["lrs"] else None,
             "baseline": group["baseline"],
+            "per_seed": [{"seed": seed, "final_acc": acc}
+                         for seed, acc in sorted(group["by_seed"].items(), key=lambda item: _key(item[0]))],
         })
     rows_out.sort(key=lambda r: (r["series"], not r["baseline"], _key(r["value"])))
     for row in rows_out:
@@ -71,6 +75,12 @@ def build_report(store, record: dict[str, Any]) -> dict[str, Any]:
         row["drop"] = (ref["final_acc_mean"] - row["final_acc_mean"]
                        if ref and ref["final_acc_mean"] is not None and row["final_acc_mean"] is not None else None)
         row["reference"] = "baseline" if ref and ref["baseline"] else (ref["value"] if ref else None)
+        # Each seed's drop is from the same seed's reference run: the seeds' baselines differ
+        # by several points on the demo, more than many of the drops.
+        own = {item["seed"]: item["final_acc"] for item in ref["per_seed"]} if ref else {}
+        for item in row["per_seed"]:
+            base = own.get(item["seed"])
+            item["drop"] = base - item["final_acc"] if base is not None and item["final_acc"] is not None else None
     return {
         "sweep": record["id"], "name": record.get("name"), "primary": primary, "final_window": FINAL_WINDOW,
         "rows": rows_out,
@@ -165,6 +175,55 @@ def rich_table(report: dict[str, Any]):
         if single:
             table.caption += f". {ONE_SEED_CAVEAT}"
     return table
+
+
+def seed_list(report: dict[str, Any]) -> list[Any]:
+    """Every seed of the sweep, in order."""
+    seeds = {item["seed"] for r in report["rows"] for item in r.get("per_seed", [])}
+    return sorted(seeds, key=_key)
+
+
+def per_seed_table(report: dict[str, Any]):
+    """Each seed's final accuracy, and its drop from the same seed's reference, in points."""
+    from rich import box
+    from rich.table import Table
+
+    seeds = seed_list(report)
+    table = Table(title=f"sweep {report['sweep']}: final test accuracy per seed (drop in points from "
+                  "that seed's reference)", box=box.SIMPLE_HEAD, pad_edge=False)
+    header, labels = series_column(series_names(report))
+    multi = list(labels) != ["all"]
+    if multi:
+        table.add_column(header, overflow="fold")
+    table.add_column(report["primary"] or "value", justify="right", no_wrap=True)
+    for seed in seeds:
+        table.add_column(f"seed {seed}", justify="right", no_wrap=True, min_width=13)
+    for r in report["rows"]:
+        by_seed = {item["seed"]: item for item in r.get("per_seed", [])}
+        cells = []
+        for seed in seeds:
+            item = by_seed.get(seed)
+            if item is None or item["final_acc"] is None:
+                cells.append("-")
+            else:
+                drop = "" if item["drop"] is None else f" ({item['drop'] * 100:+.1f})"
+                cells.append(f"{item['final_acc']:.4f}{drop}")
+        table.add_row(*([labels[r["series"]]] if multi else []), str(r["value"]), *cells)
+    table.caption = (reference_text(report).replace("its ", "The reference is each seed's ", 1)
+                     + ". -: not run, or not finished.")
+    return table
+
+
+def per_seed_csv(report: dict[str, Any]) -> str:
+    """One line per (series, value, seed): the long form, for pandas and spreadsheets."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(("series", "value", "seed", "final_acc", "drop"))
+    for r in report["rows"]:
+        for item in r.get("per_seed", []):
+            writer.writerow([r["series"], r["value"], item["seed"],
+                             *("" if item[c] is None else item[c] for c in ("final_acc", "drop"))])
+    return out.getvalue()
 
 
 # On the demo, single runs of one setting differ by several points (docs/results.md, "How
