@@ -60,6 +60,8 @@ def cli(ctx: click.Context, tui_home: Path | None) -> None:
     critui run --plugin deficits.blur --set deficit.end=8 --epochs 28
     critui plugins                              what is installed, with parameters
     critui runs / critui show last              the run history
+    critui sweep configs/demo-removal.toml      a figure of the paper (configs/), then:
+    critui report last                          its table and chart
     critui                                      the interactive session (dashboard, forms, live charts)
     """
     if ctx.invoked_subcommand is None:
