@@ -29,6 +29,8 @@ from critui.runs.report import packed
 # themes: blue, orange, green, magenta, teal, gold, purple, brown, grey, navy.
 SERIES_COLOURS = (33, 208, 34, 163, 37, 136, 99, 130, 244, 25)
 WINDOW_COLOUR = 196
+# A run without Fisher points has the metric off, or has not reached its first measurement.
+NO_FISHER = "no Fisher data yet (is metrics.fisher on?)"
 
 
 def rich_colour(code: int) -> str:
@@ -305,7 +307,7 @@ def fisher_draw(
             positive = positive and all(y > 0 for y in ys)
             c.line(xs, ys, label=layer, color=SERIES_COLOURS[i % len(SERIES_COLOURS)])
         if not c.points:
-            c.plt.title(fitted("no Fisher data: enable metrics.fisher", c.width))
+            c.plt.title(fitted(NO_FISHER, c.width))
             return
         if not normalised and positive:
             c.plt.yscale("log")
@@ -329,7 +331,7 @@ def fisher_totals_draw(runs: list[tuple[str, list[dict[str, Any]], Any]]) -> Dra
             positive = positive and all(y > 0 for y in ys)
             c.line(xs, ys, label=label, color=SERIES_COLOURS[i % len(SERIES_COLOURS)])
         if not c.points:
-            c.plt.title(fitted("no Fisher data: enable metrics.fisher", c.width))
+            c.plt.title(fitted(NO_FISHER, c.width))
             return
         if positive:
             c.plt.yscale("log")
@@ -381,7 +383,7 @@ class FisherHeatmap(Widget):
         """The heatmap as rich text: a deficit bar, one row per layer, an epoch axis, a legend."""
         data = normalised_fisher(self.rows, self.layer_names)
         if not data:
-            return Text("No Fisher data yet (enable metrics.fisher).", style="dim")
+            return Text(NO_FISHER.capitalize() + ".", style="dim")
         label_w = min(max(len(name) for name in self.layer_names), 16) + 1
         cells = max(self.size.width - label_w - 1, 1)
         n = min(cells, len(data))
