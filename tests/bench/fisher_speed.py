@@ -22,7 +22,14 @@ timing the whole Fisher evaluation of a 500-image probe, label sampling included
 - ``exact`` with its per-sample norms skipped: the forward pass, the label draw and the
   backward pass to each layer's output, the part of ``exact`` that no faster norm could
   remove;
-- one training epoch of critui's loop on the same data (3000 images, batch 128).
+- one training epoch of critui's loop on the same data (3000 images, batch 128);
+- a square float32 matrix product, for this machine's arithmetic rate.
+
+It also counts the multiply-adds of each per-sample gradient (forward pass, gradients with
+respect to each layer's input and weight, for the conv and linear layers) and prints the
+rate at which the loop and ``exact`` run them. Both do that same arithmetic, so their ratio
+is the speed-up, and the rate ``exact`` would need for a given speed-up can be set against
+the matrix product's.
 
 It prints the seconds of each (best of ``--repeats`` rounds, in which they take turns),
 the speed-ups over the loop, the agreement of exact and vmap with the loop on the same
@@ -68,6 +75,27 @@ def naive_traces(model, x, labels) -> dict[str, float]:
     traces = {k: v / len(labels) for k, v in sums.items()}
     traces["total"] = sum(traces.values())
     return traces
+
+
+def gradient_macs(model, image) -> int:
+    """Multiply-adds of one image's gradient: forward, plus the weight and input gradients
+    of every conv and linear layer (the first layer's input needs no gradient)."""
+    macs = []
+
+    def count(module, inputs, output):
+        inner = (module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+                 if isinstance(module, torch.nn.Conv2d) else module.in_features)
+        macs.append(output[0].numel() * inner)
+
+    hooks = [m.register_forward_hook(count) for m in model.modules()
+             if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    try:
+        with torch.no_grad(), eval_mode(model):
+            model(image[None])
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return 3 * sum(macs) - macs[0] if macs else 0
 
 
 def best_of(repeats: int, fns: dict):
@@ -125,6 +153,8 @@ def main() -> None:
             loss = F.cross_entropy(model(x), y, reduction="sum")
             return torch.autograd.grad(loss, list(model.parameters()))
 
+    square = torch.randn(2048, 2048)
+
     def without_norms():
         with skip_norms():
             return fisher_trace(model, x, seed, epoch)
@@ -137,7 +167,9 @@ def main() -> None:
         "naive": naive,
         "pass": one_pass,
         "epoch": lambda: train_epoch(trainee, trainee_optimizer, data, spec, 1, None),
+        "matmul": lambda: square @ square,
     })
+    macs = gradient_macs(model, x[0]) * len(x)
     exact_s, vmap_s, batch_s, naive_s, floor_s, epoch_s = (
         seconds[k] for k in ("exact", "vmap", "batch", "naive", "pass", "epoch")
     )
@@ -163,6 +195,11 @@ def main() -> None:
         "speedup_ceiling_naive_over_one_pass": round(naive_s / floor_s, 2),
         "max_relative_difference_exact_vs_naive": worst(exact),
         "max_relative_difference_vmap_vs_naive": worst(by_vmap),
+        "gradient_mmac_per_image": round(macs / len(x) / 1e6, 2),
+        "naive_loop_gmac_per_s": round(macs / naive_s / 1e9, 1),
+        "exact_gmac_per_s": round(macs / exact_s / 1e9, 1),
+        "matmul_gmac_per_s": round(2048**3 / seconds["matmul"] / 1e9, 1),
+        "exact_gmac_per_s_needed_for_10x": round(10 * macs / naive_s / 1e9, 1),
         "training_epoch_s": round(epoch_s, 4),
         "fisher_exact_fraction_of_epoch": round(exact_s / epoch_s, 3),
         "fisher_batch_fraction_of_epoch": round(batch_s / epoch_s, 3),
