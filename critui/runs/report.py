@@ -157,8 +157,8 @@ def rich_table(report: dict[str, Any]):
     table = Table(title=f"sweep {report['sweep']}: final test accuracy (mean of the last {report['final_window']} "
                   "epochs)" + (", one seed" if single else ", mean ± std over seeds"), box=box.SIMPLE_HEAD,
                   pad_edge=False)
-    multi = len({r["series"] for r in report["rows"]}) > 1 or report["rows"] and report["rows"][0]["series"] != "all"
     header, labels = series_column(series_names(report))
+    multi = list(labels) != ["all"]  # a sweep with one axis has one series, "all": no column
     if multi:
         table.add_column(header, overflow="fold")
     rows = [[str(r["value"]), *row_cells(r, single)] for r in report["rows"]]

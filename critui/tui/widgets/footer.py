@@ -13,7 +13,7 @@ from rich.cells import cell_len
 from textual import events
 from textual.app import ComposeResult
 from textual.widgets import Footer
-from textual.widgets._footer import FooterKey
+from textual.widgets._footer import FooterKey  # not re-exported by textual.widgets (8.2)
 
 PALETTE_KEY_WIDTH = 12  # "▏^p palette" and its padding
 
