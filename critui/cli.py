@@ -627,6 +627,7 @@ def sweep(config_path, dry_run, jobs, gpus, per_gpu, sets, seeds, resume_ref, ho
     scratch, forked = cost(nodes)
     if notes := [note for run in planned if (note := run.spec.window_note())]:
         err_console.print(f"[yellow]Note:[/] {len(notes)} of the {len(planned)} runs: {escape(notes[0])}")
+    _hint_idle_cores(planned, jobs)
     if dry_run:
         _print_plan(spec_sweep, planned, nodes, scratch, forked)
         return
@@ -694,6 +695,19 @@ def _print_plan(spec_sweep, planned, nodes, scratch: int, forked: int) -> None:
         add(tree, r)
     console.print(tree)
     console.print(f"Epochs: {scratch} from scratch, {forked} with shared-prefix forking ({_saved(scratch, forked)}).")
+
+
+def _hint_idle_cores(planned, jobs: int) -> None:
+    """Say so when a CPU sweep whose runs pin their threads (the demos pin one) would leave
+    cores idle at this --jobs."""
+    from critui.runs import scheduler as sched
+
+    cores = sched.cpu_threads_per_worker(1)
+    each = max(run.spec.train["threads"] for run in planned)
+    if len(planned) > jobs and jobs * each < cores and not sched.detect_gpus():
+        better = min(len(planned), max(1, cores // each))
+        err_console.print(f"[dim]Each run takes {each} thread{'s' if each > 1 else ''}, so --jobs {jobs} keeps "
+                          f"{jobs * each} of the {cores} cores busy; --jobs {better} would use them all.[/]")
 
 
 def _run_sweep(store, record: dict[str, Any], jobs: int, gpus_option: str | None, per_gpu: int | None = None) -> int:

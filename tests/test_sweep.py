@@ -284,6 +284,30 @@ def test_the_report_chart_draws_a_categorical_axis_as_the_tui_does():
     assert plain.splitlines()[-1].strip() == "── the reference, its no-deficit baseline"
 
 
+@pytest.mark.parametrize(("cores", "jobs", "threads", "hint"), [
+    (2, 1, 1, "--jobs 1 keeps 1 of the 2 cores busy; --jobs 2 would use them all"),
+    (8, 2, 2, "--jobs 2 keeps 4 of the 8 cores busy; --jobs 3 would use them all"),  # 3 runs
+    (2, 2, 1, None),
+    (2, 1, 0, None),  # unpinned: the sweep splits the cores itself
+])
+def test_a_sweep_that_would_leave_cores_idle_says_how_many_jobs_fill_them(
+    tmp_path, monkeypatch, capsys, cores, jobs, threads, hint
+):
+    from critui import cli
+    from critui.runs import scheduler
+
+    monkeypatch.setattr(scheduler, "cpu_threads_per_worker", lambda j: max(1, cores // j))
+    monkeypatch.setattr(scheduler, "detect_gpus", lambda: [])
+    path = sweep_file(tmp_path, "pinned", "\n[sweep.removal]\nvalues = [0, 1, 2]\nafter = 1\n")
+    path.write_text(path.read_text().replace("threads = 1", f"threads = {threads}", 1))
+    cli.main(["sweep", str(path), "--dry-run", "--jobs", str(jobs)])
+    err = " ".join(capsys.readouterr().err.split())
+    if hint is None:
+        assert "would use them all" not in err
+    else:
+        assert hint in err
+
+
 def test_a_sweep_run_whose_deficit_is_never_removed_is_noted_in_the_plan(tmp_path, critui):
     from critui.config import build_spec
     from critui.plugins import get_registry
