@@ -22,7 +22,15 @@ from rich.measure import Measurement
 from rich.table import Table
 
 from critui import __version__
-from critui.config import build_spec, deficit_label, load_toml, preflight, short_id, window_note
+from critui.config import (
+    build_spec,
+    deficit_label,
+    device_text,
+    load_toml,
+    preflight,
+    short_id,
+    window_note,
+)
 from critui.errors import CritUIError, describe_os_error
 
 console = Console(highlight=False)
@@ -434,7 +442,7 @@ def _print_overview(doc, spec, run_dir) -> None:
     table.add_row("progress", f"{doc.get('epochs_done', 0)}/{doc['epochs']} epochs")
     table.add_row("final test acc", _fmt_acc(doc.get("final_acc")) + "  (mean of the last 5 epochs)")
     table.add_row("seed", str(doc.get("seed")))
-    table.add_row("device", f"{doc.get('device') or '-'} ({doc.get('device_name') or '-'}), torch {doc.get('torch') or '-'}")
+    table.add_row("device", device_text(doc))
     if doc.get("lr_at_removal") is not None:
         table.add_row("lr at removal", f"{doc['lr_at_removal']:.4g}")
     if note := window_note(spec):

@@ -238,6 +238,15 @@ def deficit_label(deficit_id: str | None, window) -> str:
     return f"{short_id(deficit_id)} [{window[0]},{window[1]})"
 
 
+def device_text(doc: dict[str, Any]) -> str:
+    """Where a run trained, from its index entry: ``cpu (AMD EPYC), 1 thread, torch 2.13.0``.
+    The thread count is part of it: on the CPU it changes the order of floating-point sums,
+    so runs that differ only in it drift apart."""
+    threads = doc.get("threads")
+    count = f", {threads} thread{'s' if threads != 1 else ''}" if isinstance(threads, int) else ""
+    return f"{doc.get('device') or '-'} ({doc.get('device_name') or '-'}){count}, torch {doc.get('torch') or '-'}"
+
+
 def load_toml(path: str | Path) -> tuple[dict[str, Any], str]:
     """Read a TOML file, turning every failure into a message that names the file and line."""
     path = Path(path)

@@ -50,7 +50,7 @@ class RunMonitor:
             if event["event"] == "started":
                 self.store.update(
                     self.run_id, status="running", device=event.get("device"), device_name=event.get("device_name"),
-                    torch=event.get("torch"), started=event.get("time"), lr_at_removal=event.get("lr_at_removal"),
+                    threads=event.get("threads"), torch=event.get("torch"), started=event.get("time"), lr_at_removal=event.get("lr_at_removal"),
                 )
             elif event["event"] in TERMINAL:
                 self.end = event

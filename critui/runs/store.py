@@ -315,6 +315,7 @@ class RunStore:
             fields.update(
                 device=starts[-1].get("device"),
                 device_name=starts[-1].get("device_name"),
+                threads=starts[-1].get("threads"),
                 torch=first.get("torch"),
                 started=first.get("time"),
                 lr_at_removal=first.get("lr_at_removal"),
