@@ -170,6 +170,16 @@ def test_sweep_view_opens_from_the_dashboard_and_fills_in_as_runs_finish(tmp_pat
             assert cells[4].endswith("pts")
             assert "8/8 runs finished" in str(screen.query_one("#sweep-title").render())
 
+            # s: each seed's accuracy and its drop, as `critui report --per-seed`; s again: back
+            await pilot.press("s")
+            assert await wait_for(pilot, lambda: "seed 0" in [str(c.label) for c in table.columns.values()])
+            cells = [str(c) for c in table.get_row_at(screen.report["rows"].index(row))]
+            (item,) = row["per_seed"]
+            assert cells[2] == f"{item['final_acc']:.4f} ({item['drop'] * 100:+.1f})"
+            assert "drop in points from each seed's" in str(screen.query_one("#sweep-caption").render())
+            await pilot.press("s")
+            assert await wait_for(pilot, lambda: "final acc" in [str(c.label) for c in table.columns.values()])
+
             await pilot.resize_terminal(60, 20)
             await pilot.pause(0.5)
             assert isinstance(app.screen, SweepScreen)

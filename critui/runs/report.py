@@ -199,19 +199,29 @@ def per_seed_table(report: dict[str, Any]):
     for seed in seeds:
         table.add_column(f"seed {seed}", justify="right", no_wrap=True, min_width=13)
     for r in report["rows"]:
-        by_seed = {item["seed"]: item for item in r.get("per_seed", [])}
-        cells = []
-        for seed in seeds:
-            item = by_seed.get(seed)
-            if item is None or item["final_acc"] is None:
-                cells.append("-")
-            else:
-                drop = "" if item["drop"] is None else f" ({item['drop'] * 100:+.1f})"
-                cells.append(f"{item['final_acc']:.4f}{drop}")
-        table.add_row(*([labels[r["series"]]] if multi else []), str(r["value"]), *cells)
-    table.caption = (reference_text(report).replace("its ", "The reference is each seed's ", 1)
-                     + ". -: not run, or not finished.")
+        table.add_row(*([labels[r["series"]]] if multi else []), str(r["value"]), *seed_cells(r, seeds))
+    table.caption = per_seed_caption(report)
     return table
+
+
+def seed_cells(row: dict[str, Any], seeds: list[Any]) -> list[str]:
+    """A report row's ``0.8983 (+5.0)`` per seed: final accuracy, and drop in points from the
+    same seed's reference; ``-`` for a seed not run or not finished."""
+    by_seed = {item["seed"]: item for item in row.get("per_seed", [])}
+    cells = []
+    for seed in seeds:
+        item = by_seed.get(seed)
+        if item is None or item["final_acc"] is None:
+            cells.append("-")
+        else:
+            drop = "" if item["drop"] is None else f" ({item['drop'] * 100:+.1f})"
+            cells.append(f"{item['final_acc']:.4f}{drop}")
+    return cells
+
+
+def per_seed_caption(report: dict[str, Any]) -> str:
+    return (reference_text(report).replace("its ", "In brackets: the drop in points from each seed's ", 1)
+            + ". -: not run, or not finished.")
 
 
 def per_seed_csv(report: dict[str, Any]) -> str:

@@ -25,9 +25,12 @@ from critui.runs.report import (
     ONE_SEED_CAVEAT,
     figure_points,
     one_seed,
+    per_seed_caption,
     reference_row,
     reference_text,
     row_cells,
+    seed_cells,
+    seed_list,
     series_names,
 )
 from critui.tui.widgets.charts import SERIES_COLOURS, Canvas, Chart, Draw, rich_colour
@@ -98,6 +101,12 @@ class SweepScreen(Screen):
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back", tooltip="Back to the dashboard"),
         Binding("r", "reload", "Reload", tooltip="Re-read the sweep and its runs now"),
+        Binding(
+            "s",
+            "toggle_seeds",
+            "Per seed",
+            tooltip="Each seed's final accuracy and its drop from that seed's reference, or the mean",
+        ),
     ]
 
     def __init__(self, sweep_id: str, record: dict[str, Any] | None = None):
@@ -107,6 +116,7 @@ class SweepScreen(Screen):
         self.report: dict[str, Any] | None = None
         self.run_ids: set[str] = {e["run_id"] for e in (record or {}).get("runs", [])}
         self.refreshes = 0  # reports shown (for tests)
+        self.per_seed = False  # the table: mean ± std over seeds, or each seed (key s)
         self._loading = False
         self._again = False
 
@@ -133,6 +143,11 @@ class SweepScreen(Screen):
 
     def action_reload(self) -> None:
         self.reload()
+
+    def action_toggle_seeds(self) -> None:
+        self.per_seed = not self.per_seed
+        if self.report is not None:
+            self.show_report(self.report)
 
     # -- loading (off the UI thread: the report reads every run's events) -------------------
 
@@ -199,7 +214,9 @@ class SweepScreen(Screen):
         caption = "one point per finished axis value (mean over seeds)"
         if any(r.get("reference") is not None for r in rows):
             caption += f"; horizontal line: each series' reference, {reference_text(report)}"
-        if one_seed(report):
+        if self.per_seed:
+            caption += f". {per_seed_caption(report)}"
+        elif one_seed(report):
             caption += f". {ONE_SEED_CAVEAT}"
         self.query_one("#sweep-caption", Static).update(caption)
 
@@ -209,18 +226,19 @@ class SweepScreen(Screen):
         table.clear(columns=True)
         multi = len(names) > 1 or (names and names[0] != "all")
         single = one_seed(report)
-        columns = (["series"] if multi else []) + [
-            primary,
-            "seeds",
-            "final acc",  # the mean ± std over seeds, or the mean alone for one seed
-            "drop",
-            "lr at removal",
-        ]
+        seeds = seed_list(report)
+        numbers = (
+            [f"seed {seed}" for seed in seeds]
+            if self.per_seed
+            else ["seeds", "final acc", "drop", "lr at removal"]  # final acc: mean ± std
+        )
+        columns = (["series"] if multi else []) + [primary, *numbers]
         rows = []
         for r in report["rows"]:
             colour = rich_colour(SERIES_COLOURS[names.index(r["series"]) % len(SERIES_COLOURS)])
             value = "no deficit" if r["baseline"] else str(r["value"])
-            cells = [Text(cell, justify="right") for cell in (value, *row_cells(r, single))]
+            shown = seed_cells(r, seeds) if self.per_seed else row_cells(r, single)
+            cells = [Text(cell, justify="right") for cell in (value, *shown)]
             series = [Text.from_markup(f"[{colour}]━━ {r['series']}[/]")] if multi else []
             rows.append([*series, *cells])
         # Explicit widths: columns cleared and re-added in one refresh kept their headers'
