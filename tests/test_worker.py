@@ -111,9 +111,11 @@ def test_a_full_disk_fails_the_run_with_the_fix_and_leaves_it_resumable(tmp_path
 
 
 def test_a_second_worker_on_one_run_directory_writes_nothing_and_says_busy(tmp_path):
-    from critui.train.worker import EXIT_BUSY
+    from critui.train.worker import EXIT_BUSY, EXIT_CANCELLED
 
-    run_dir = make_run(tmp_path, "shared", ["train.epochs=3", "model.width=4"])
+    # Enough epochs that the first worker is still training when the second has started
+    # (a 3-epoch run once finished first on a loaded machine); it is stopped afterwards.
+    run_dir = make_run(tmp_path, "shared", ["train.epochs=5000", "model.width=4"])
     command = [sys.executable, "-m", "critui.train.worker", str(run_dir)]
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -122,9 +124,12 @@ def test_a_second_worker_on_one_run_directory_writes_nothing_and_says_busy(tmp_p
                 break
             time.sleep(0.05)
         second = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert first.poll() is None  # the first was training all along
         assert second.returncode == EXIT_BUSY and "being trained by another worker" in second.stderr
     finally:
-        assert first.wait(timeout=240) == 0
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=240) == EXIT_CANCELLED
     events = read_events(run_dir)
     assert [e["event"] for e in events].count("started") == 1
-    assert [r["epoch"] for r in epoch_table(events)] == [0, 1, 2]
+    epochs = [r["epoch"] for r in epoch_table(events)]
+    assert epochs == list(range(len(epochs)))  # each epoch once, by the first worker
