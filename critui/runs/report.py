@@ -158,7 +158,7 @@ def rich_table(report: dict[str, Any]):
                   "epochs)" + (", one seed" if single else ", mean ± std over seeds"), box=box.SIMPLE_HEAD,
                   pad_edge=False)
     header, labels = series_column(series_names(report))
-    multi = list(labels) != ["all"]  # a sweep with one axis has one series, "all": no column
+    multi = has_series(list(labels))
     if multi:
         table.add_column(header, overflow="fold")
     rows = [[str(r["value"]), *row_cells(r, single)] for r in report["rows"]]
@@ -192,7 +192,7 @@ def per_seed_table(report: dict[str, Any]):
     table = Table(title=f"sweep {report['sweep']}: final test accuracy per seed (drop in points from "
                   "that seed's reference)", box=box.SIMPLE_HEAD, pad_edge=False)
     header, labels = series_column(series_names(report))
-    multi = list(labels) != ["all"]
+    multi = has_series(list(labels))
     if multi:
         table.add_column(header, overflow="fold")
     table.add_column(report["primary"] or "value", justify="right", no_wrap=True)
@@ -264,6 +264,11 @@ def _number(value: Any) -> bool:
 
 def series_names(report: dict[str, Any]) -> list[str]:
     return list(dict.fromkeys(r["series"] for r in report["rows"]))
+
+
+def has_series(names: list[str]) -> bool:
+    """Whether a table needs a series column: a sweep with one axis has one series, "all"."""
+    return names != ["all"]
 
 
 def reference_row(report: dict[str, Any], series: str) -> dict[str, Any] | None:

@@ -24,6 +24,7 @@ from textual.widgets.option_list import Option
 from critui.runs.report import (
     ONE_SEED_CAVEAT,
     figure_points,
+    has_series,
     one_seed,
     per_seed_caption,
     reference_row,
@@ -224,7 +225,7 @@ class SweepScreen(Screen):
         table = self.query_one(DataTable)
         cursor = table.cursor_row
         table.clear(columns=True)
-        multi = len(names) > 1 or (names and names[0] != "all")
+        multi = has_series(names)
         single = one_seed(report)
         seeds = seed_list(report)
         numbers = (
