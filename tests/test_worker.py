@@ -133,3 +133,43 @@ def test_a_second_worker_on_one_run_directory_writes_nothing_and_says_busy(tmp_p
     assert [e["event"] for e in events].count("started") == 1
     epochs = [r["epoch"] for r in epoch_table(events)]
     assert epochs == list(range(len(epochs)))  # each epoch once, by the first worker
+
+
+# The worker run with its checkpoint writes interrupted: the third write to the file sends the
+# process SIGTERM, which Python delivers inside torch.save's C++ writer, as a kill can.
+INTERRUPTED_SAVE = """
+import os, signal, sys, torch
+from critui.train import worker
+
+real_save = torch.save
+
+class Interrupted:
+    def __init__(self, f):
+        self.f, self.writes = f, 0
+
+    def write(self, data):
+        self.writes += 1
+        if self.writes == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return self.f.write(data)
+
+    def flush(self):
+        self.f.flush()
+
+torch.save = lambda state, f: real_save(state, Interrupted(f))
+sys.exit(worker.main([sys.argv[1]]))
+"""
+
+
+def test_a_cancel_during_a_checkpoint_save_waits_for_the_checkpoint(tmp_path):
+    from critui.train.worker import EXIT_CANCELLED
+
+    run_dir = make_run(tmp_path, "cancel", ["train.epochs=3", "model.width=4"])
+    done = subprocess.run([sys.executable, "-c", INTERRUPTED_SAVE, str(run_dir)], capture_output=True, text=True, timeout=240)
+    assert done.returncode == EXIT_CANCELLED, done.stderr  # was 1: torch's "unexpected pos"
+    events = [e["event"] for e in read_events(run_dir)]
+    assert events[-3:] == ["epoch", "checkpoint", "cancelled"]
+    assert torch.load(run_dir / "ckpt" / "latest.pt", weights_only=False)["next_epoch"] == 1
+    assert sorted(p.name for p in (run_dir / "ckpt").iterdir()) == ["latest.pt"]  # no half-written file
+    assert work(run_dir) == 0
+    assert [r["epoch"] for r in epoch_table(read_events(run_dir))] == [0, 1, 2]

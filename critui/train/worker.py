@@ -19,22 +19,51 @@ import signal
 import sys
 import time
 import traceback
+from contextlib import contextmanager
 from pathlib import Path
 
 EXIT_FINISHED, EXIT_CRASHED, EXIT_USER, EXIT_NAN, EXIT_BUSY, EXIT_CANCELLED = 0, 1, 2, 3, 4, 130
 LOCK_FILE = ".worker.lock"
 
 
-class Cancelled(Exception):
-    """Raised from the signal handler so that the loop stops at a safe point."""
+class Cancelled(BaseException):
+    """Raised from the signal handler so that the loop stops at a safe point.
+
+    A BaseException, like KeyboardInterrupt, so that no ``except Exception`` on the way up
+    (the fallback around torch.compile, a library's own) can swallow a cancel.
+    """
 
 
 class Diverged(Exception):
     """The training loss became NaN or infinite."""
 
 
+# A signal raises Cancelled wherever the worker is, except inside ``_bookkeeping()``. An
+# exception raised inside torch.save's C++ writer comes out as a RuntimeError ("unexpected
+# pos"), or aborts the process from a destructor, so the run would end as crashed; there
+# the cancel waits until the checkpoint and its event are complete.
+_signals = {"shield": 0, "pending": None}
+
+
 def _on_signal(signum, frame):
-    raise Cancelled(signal.Signals(signum).name)
+    name = signal.Signals(signum).name
+    if _signals["shield"]:
+        _signals["pending"] = name
+        return
+    raise Cancelled(name)
+
+
+@contextmanager
+def _bookkeeping():
+    """Defer SIGTERM and SIGINT to the end of the block, where they raise Cancelled."""
+    _signals["shield"] += 1
+    try:
+        yield
+    finally:
+        _signals["shield"] -= 1
+    if not _signals["shield"] and (name := _signals["pending"]):
+        _signals["pending"] = None
+        raise Cancelled(name)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -197,17 +226,18 @@ def run(run_dir: Path, log, state: dict) -> None:
             )
         test_loss, test_acc = evaluate(fast, data.test_x, data.test_y, eval_bs, speed)
         test_accs.append(test_acc)
-        log.write(
-            "epoch",
-            epoch=epoch,
-            lr=lr_at(spec, epoch),
-            deficit_active=spec.deficit_active(epoch),
-            train_loss=result.train_loss,
-            train_acc=result.train_acc,
-            test_loss=test_loss,
-            test_acc=test_acc,
-            seconds=round(time.perf_counter() - t0, 4),
-        )
+        with _bookkeeping():
+            log.write(
+                "epoch",
+                epoch=epoch,
+                lr=lr_at(spec, epoch),
+                deficit_active=spec.deficit_active(epoch),
+                train_loss=result.train_loss,
+                train_acc=result.train_acc,
+                test_loss=test_loss,
+                test_acc=test_acc,
+                seconds=round(time.perf_counter() - t0, 4),
+            )
         context = MetricContext(
             model=model, epoch=epoch, epochs=spec.epochs, device=device,
             train_x=data.train_x, train_y=data.train_y, test_x=data.test_x, test_y=data.test_y,
@@ -219,9 +249,11 @@ def run(run_dir: Path, log, state: dict) -> None:
                 t_metric = time.perf_counter()
                 values = metric.compute(context)
                 if values:
-                    log.write("metric", epoch=epoch, metric=metric_id, values=values,
-                              seconds=round(time.perf_counter() - t_metric, 4))
-        _checkpoint(spec, model, optimizer, epoch + 1, ckpt_dir, log, lr_at(spec, epoch))
+                    with _bookkeeping():
+                        log.write("metric", epoch=epoch, metric=metric_id, values=values,
+                                  seconds=round(time.perf_counter() - t_metric, 4))
+        with _bookkeeping():
+            _checkpoint(spec, model, optimizer, epoch + 1, ckpt_dir, log, lr_at(spec, epoch))
 
     from critui.events import epoch_table, final_accuracy, read_events
 
