@@ -90,8 +90,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Cannot lock {run_dir / LOCK_FILE}: {exc}. Free some space or fix the folder's "
               "permissions, then resume the run.", file=sys.stderr)
         return EXIT_CRASHED
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
+    # Restored on the way out: a second signal while the process exits (a terminal's Ctrl-C
+    # reaches a whole process group) must not raise Cancelled into the interpreter's clean-up.
+    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
 
     from critui.events import EventLog
 
@@ -125,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
         traceback.print_exc()
         return EXIT_CRASHED
     finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        _signals["pending"] = None
         log.close()
 
 
