@@ -46,6 +46,32 @@ def home_option(func):
     )(func)
 
 
+def launcher_option(func):
+    return click.option(
+        "--launcher", metavar="NAME",
+        help="Where workers run: local (this machine, the default) or slurm (Slurm jobs through submitit; "
+        "settings as --set launcher.partition=gpu). `critui plugins` lists the launchers and their settings.",
+    )(func)
+
+
+def pick_launcher(registry, launcher_id: str | None, plugins, sets, home: Path, default: tuple[str | None, dict] = (None, {})):
+    """The launcher of a command, from --launcher, a ``--plugin launchers.NAME`` and the
+    ``--set launcher.*`` values; returns it with the plugins and sets left for the run.
+    ``default`` is the launcher and settings to use when none is named (a resumed run's)."""
+    from critui.runs.launcher import make_launcher, split_launcher_sets
+    from critui.runs.store import default_home
+
+    named = [p for p in plugins if p.strip().startswith("launchers.")]
+    if len(named) + bool(launcher_id) > 1:
+        raise CritUIError("Name one launcher, with --launcher NAME or --plugin launchers.NAME, not several.")
+    sets, settings = split_launcher_sets(sets)
+    launcher_id = launcher_id or (named[0] if named else None)
+    if launcher_id is None and default[0]:
+        launcher_id, settings = default[0], {**default[1], **settings}
+    launcher = make_launcher(registry, launcher_id, settings, Path(home).expanduser() if home else default_home())
+    return launcher, [p for p in plugins if p not in named], sets
+
+
 def open_store(home: Path | None):
     from critui.runs.store import RunStore
 
@@ -93,8 +119,9 @@ def cli(ctx: click.Context, tui_home: Path | None) -> None:
               help="A TOML file with the run's settings; flags override it.")
 @click.option("--name", help="A name for the run in the history.")
 @click.option("--dry-run", is_flag=True, help="Print the resolved spec and exit without training.")
+@launcher_option
 @home_option
-def run(plugins, sets, epochs, seed, device, config_path, name, dry_run, home) -> None:
+def run(plugins, sets, epochs, seed, device, config_path, name, dry_run, launcher, home) -> None:
     """Train one run headless, with a live progress bar, and record it in the history.
 
     Ctrl-C stops the run cleanly (status `cancelled`); `critui resume RUN` continues it.
@@ -102,6 +129,7 @@ def run(plugins, sets, epochs, seed, device, config_path, name, dry_run, home) -
     from critui.plugins import get_registry
 
     registry = get_registry()
+    worker_launcher, plugins, sets = pick_launcher(registry, launcher, plugins, sets, home)
     config, source = ({}, None)
     if config_path is not None:
         config, text = load_toml(config_path)
@@ -120,14 +148,14 @@ def run(plugins, sets, epochs, seed, device, config_path, name, dry_run, home) -
     used = [spec.dataset, spec.model] + ([spec.deficit] if spec.deficit else []) + spec.metrics
     versions = {p.id: _plugin_source(registry.get(p.id)) for p in used}
     doc = store.create(spec, versions)
-    sys.exit(watch_run(store, doc["id"], spec))
+    sys.exit(watch_run(store, doc["id"], spec, worker_launcher))
 
 
 def _plugin_source(info) -> dict[str, str]:
     return {"distribution": info.distribution, "version": info.version}
 
 
-def watch_run(store, run_id: str, spec) -> int:
+def watch_run(store, run_id: str, spec, launcher=None) -> int:
     """Start the worker, follow its events with a progress bar, keep the index in step."""
     from rich.progress import (
         BarColumn,
@@ -140,7 +168,9 @@ def watch_run(store, run_id: str, spec) -> int:
     from critui.events import epoch_table, final_accuracy, read_events
     from critui.runs.monitor import RunMonitor
 
-    monitor = RunMonitor(store, run_id)
+    monitor = RunMonitor(store, run_id, launcher=launcher)
+    if job := getattr(monitor.process, "job", None):
+        console.print(f"[dim]worker submitted by {launcher.id} as job {job}[/]")
     console.print(f"[bold]run {run_id}[/]  {spec.describe()}  ({spec.epochs} epochs)  {monitor.run_dir}")
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     # Under 100 columns the line drops the time left and shortens its words, so it fits 80.
@@ -215,14 +245,28 @@ def _print_outcome(run_id, run_dir, end, rows, final) -> int:
 
 @cli.command()
 @click.argument("run_ref", metavar="RUN")
+@click.option("--set", "-s", "sets", multiple=True, metavar="launcher.NAME=VALUE",
+              help="A launcher setting, e.g. launcher.time=600. Repeatable.")
+@launcher_option
 @home_option
-def resume(run_ref, home) -> None:
-    """Continue an interrupted, cancelled or failed run from its last checkpoint."""
+def resume(run_ref, sets, launcher, home) -> None:
+    """Continue an interrupted, cancelled or failed run from its last checkpoint.
+
+    It runs where it ran before (the same launcher and settings) unless --launcher says otherwise.
+    """
+    from critui.plugins import get_registry
+    from critui.runs.launcher import SETTING_PREFIX
     from critui.runs.lineage import reopen_for_resume
 
+    if wrong := [s for s in sets if not s.strip().startswith(SETTING_PREFIX)]:
+        raise CritUIError(f"--set {wrong[0]!r}: a resumed run keeps its settings; only launcher.NAME=VALUE "
+                          "can be set. Start a new run (or `critui fork`) to change the others.")
     store = open_store(home)
-    doc, spec = reopen_for_resume(store, run_ref)
-    sys.exit(watch_run(store, doc["id"], spec))
+    before = store.get(run_ref)
+    worker_launcher, _, _ = pick_launcher(get_registry(), launcher, (), sets, home,
+                                          default=(before.get("launcher"), before.get("launcher_settings") or {}))
+    doc, spec = reopen_for_resume(store, before["id"])
+    sys.exit(watch_run(store, doc["id"], spec, worker_launcher))
 
 
 # -- plugins ------------------------------------------------------------------------------------
@@ -250,14 +294,15 @@ def plugins(as_json: bool) -> None:
     for p in ordered:
         params = "\n".join(f"{q.name}={q.default!r} ({q.describe()})" for q in p.params) or "-"
         alias = f"\n(alias {', '.join(p.kind + '.' + a for a in p.cls.aliases)})" if p.cls.aliases else ""
-        table.add_row(p.id + alias, f"{p.distribution} {p.version}", p.description, params)
+        # A plugin's own text is not markup: "critui[slurm]" must print as written.
+        table.add_row(p.id + alias, f"{p.distribution} {p.version}", escape(p.description), escape(params))
     console.print(table)
     if registry.failures:
         failed = Table(title="plugins that failed to load", show_lines=True, title_style="bold red")
         for column in ("entry point", "from", "error"):
             failed.add_column(column, overflow="fold")
         for f in registry.failures:
-            failed.add_row(f.source, f"{f.distribution} {f.version}", f.error)
+            failed.add_row(escape(f.source), f"{f.distribution} {f.version}", escape(f.error))
         console.print(failed)
 
 
@@ -443,6 +488,8 @@ def _print_overview(doc, spec, run_dir) -> None:
     table.add_row("final test acc", _fmt_acc(doc.get("final_acc")) + "  (mean of the last 5 epochs)")
     table.add_row("seed", str(doc.get("seed")))
     table.add_row("device", device_text(doc))
+    if doc.get("job"):
+        table.add_row("launcher", f"{doc.get('launcher')}, job {doc['job']}")
     if doc.get("lr_at_removal") is not None:
         table.add_row("lr at removal", f"{doc['lr_at_removal']:.4g}")
     if note := window_note(spec):
@@ -584,8 +631,9 @@ def new_plugin(name, kind, parent) -> None:
 @click.option("--seeds", metavar="0,1,2", help="Replace the config's sweep.seeds with these seeds.")
 @click.option("--resume", "resume_ref", metavar="SWEEP",
               help="Continue an interrupted sweep (id, unique prefix, or `last`) from its runs' last checkpoints.")
+@launcher_option
 @home_option
-def sweep(config_path, dry_run, jobs, gpus, per_gpu, sets, seeds, resume_ref, home) -> None:
+def sweep(config_path, dry_run, jobs, gpus, per_gpu, sets, seeds, resume_ref, launcher, home) -> None:
     """Run a sweep that reproduces one of the paper's figures, sharing training prefixes.
 
     \b
@@ -595,18 +643,25 @@ def sweep(config_path, dry_run, jobs, gpus, per_gpu, sets, seeds, resume_ref, ho
     critui sweep configs/fig1-removal.toml --per-gpu 4  on GPUs: four workers share each one
     critui sweep --resume last                          continue after Ctrl-C or a crash
     critui report last                                  the figure's table and chart
+    critui sweep FILE --launcher slurm --jobs 40 --set launcher.partition=gpu
+                                                        each run a Slurm job, 40 at a time
 
     Runs that train identically up to epoch k (same settings, same deficit activity and
     learning rate for every epoch before k) share that prefix: it is trained once,
     checkpointed exactly at k, and the other runs fork from the checkpoint. A forked run is
     bit-identical (on the CPU) to the same run trained from scratch.
     """
+    from critui.plugins import get_registry
     from critui.runs import scheduler as sched
 
+    registry = get_registry()
     if resume_ref and config_path:
         raise CritUIError("Give either a sweep config (FILE.toml) to start a sweep or --resume SWEEP to "
                           "continue one, not both.")
     if resume_ref:
+        if wrong := [s for s in sets if not s.strip().startswith("launcher.")]:
+            raise CritUIError(f"--set {wrong[0]!r}: a resumed sweep keeps its runs' settings; only launcher.NAME=VALUE "
+                              "can be set with --resume.")
         store = open_store(home)
         record = sched.load_record(store, resume_ref)
         statuses = {d["id"]: d.get("status") for d in store.all()}
@@ -614,28 +669,32 @@ def sweep(config_path, dry_run, jobs, gpus, per_gpu, sets, seeds, resume_ref, ho
         if busy:
             raise CritUIError(f"Sweep {record['id']} is still running ({len(busy)} run(s) have a live worker, "
                               f"e.g. {busy[0]}). Stop that `critui sweep` first, or wait for it.")
-        sys.exit(_run_sweep(store, record, jobs, gpus, per_gpu))
+        previous = record.get("launcher") or {}
+        worker_launcher, _, _ = pick_launcher(registry, launcher, (), sets, home,
+                                              default=(previous.get("id"), previous.get("settings") or {}))
+        sys.exit(_run_sweep(store, record, jobs, gpus, per_gpu, worker_launcher))
     if config_path is None:
         raise CritUIError("Give a sweep config, e.g. `critui sweep configs/demo-removal.toml`, or continue "
                           "one with `critui sweep --resume SWEEP`.")
-    from critui.plugins import get_registry
     from critui.runs.planner import cost, plan_tree
     from critui.sweeps import expand, load_sweep
 
-    registry = get_registry()
+    worker_launcher, _, sets = pick_launcher(registry, launcher, (), sets, home)
     spec_sweep = load_sweep(config_path)
     if seeds is not None:
         spec_sweep = dataclasses.replace(spec_sweep, seeds=_parse_seeds(seeds))
     planned = expand(spec_sweep, registry, sets)
-    threads = sched.cpu_threads_per_worker(jobs)
-    for run in planned:
-        if not run.spec.train["threads"]:
-            run.spec.train["threads"] = threads
+    if worker_launcher.local:  # elsewhere each worker has its own machine's (or job's) cores
+        threads = sched.cpu_threads_per_worker(jobs)
+        for run in planned:
+            if not run.spec.train["threads"]:
+                run.spec.train["threads"] = threads
     nodes = plan_tree([run.spec for run in planned])
     scratch, forked = cost(nodes)
     if notes := [note for run in planned if (note := run.spec.window_note())]:
         err_console.print(f"[yellow]Note:[/] {len(notes)} of the {len(planned)} runs: {escape(notes[0])}")
-    _hint_idle_cores(planned, jobs)
+    if worker_launcher.local:
+        _hint_idle_cores(planned, jobs)
     if dry_run:
         _print_plan(spec_sweep, planned, nodes, scratch, forked)
         return
@@ -643,10 +702,11 @@ def sweep(config_path, dry_run, jobs, gpus, per_gpu, sets, seeds, resume_ref, ho
     preflight(registry, [run.spec for run in planned])
     store = open_store(home)
     record = sched.create_sweep(store, spec_sweep, planned, nodes,
-                                lambda spec: _plugin_versions(registry, spec), str(config_path))
+                                lambda spec: _plugin_versions(registry, spec), str(config_path),
+                                launcher={"id": worker_launcher.id, "settings": worker_launcher.settings})
     console.print(f"[bold]sweep {record['id']}[/]  {len(planned)} runs, {forked} epochs to train "
                   f"({scratch} from scratch: {_saved(scratch, forked)})")
-    sys.exit(_run_sweep(store, record, jobs, gpus, per_gpu))
+    sys.exit(_run_sweep(store, record, jobs, gpus, per_gpu, worker_launcher))
 
 
 def _parse_seeds(text: str) -> list[int]:
@@ -718,13 +778,19 @@ def _hint_idle_cores(planned, jobs: int) -> None:
                           f"{jobs * each} of the {cores} cores busy; --jobs {better} would use them all.[/]")
 
 
-def _run_sweep(store, record: dict[str, Any], jobs: int, gpus_option: str | None, per_gpu: int | None = None) -> int:
+def _run_sweep(store, record: dict[str, Any], jobs: int, gpus_option: str | None, per_gpu: int | None = None,
+               launcher=None) -> int:
     """Train a sweep's pending runs with a progress display; Ctrl-C cancels the whole sweep."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from critui.runs import scheduler as sched
 
     gpus = [g.strip() for g in gpus_option.split(",") if g.strip()] if gpus_option else None
+    if launcher is not None and not launcher.local:
+        if gpus or per_gpu:
+            err_console.print(f"Note: --gpus and --per-gpu are ignored with {launcher.id}: its scheduler places "
+                              "each job (see its gpus setting); --jobs sets how many are submitted at once.")
+        gpus, per_gpu = [], None
     present = {d["id"] for d in store.all()}
     if deleted := [e["run_id"] for e in record["runs"] if e["run_id"] not in present]:
         err_console.print(f"Note: {len(deleted)} run(s) of sweep {record['id']} were deleted (e.g. {deleted[0]}) "
@@ -764,7 +830,8 @@ def _run_sweep(store, record: dict[str, Any], jobs: int, gpus_option: str | None
         progress.console.print(f"#{entry['index']} {entry['label']}: {_status_markup(status)}"
                                + (f"  final acc {doc['final_acc']:.4f}" if doc.get("final_acc") is not None else ""))
 
-    scheduler = sched.SweepScheduler(store, record, jobs, gpus, per_gpu, on_event=on_event, on_start=on_start, on_end=on_end)
+    scheduler = sched.SweepScheduler(store, record, jobs, gpus, per_gpu, on_event=on_event, on_start=on_start,
+                                     on_end=on_end, launcher=launcher)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         with progress:

@@ -123,3 +123,31 @@ def critui_register_metrics(register: Register) -> None:
         def critui_register_metrics(register):
             register(WeightNorm)
     """
+
+
+@hookspec
+def critui_register_launchers(register: Register) -> None:
+    """Register launcher classes (subclasses of ``critui.kinds.Launcher``).
+
+    Called once at plugin load. ``start(run_dir, env)`` starts the training worker on a run
+    directory somewhere (this machine, a cluster) and returns a ``critui.kinds.Worker``, the
+    few ``subprocess.Popen`` methods the manager uses; ``alive(job)`` tells a later critui
+    process whether that worker still runs. Chosen with ``--launcher NAME``, configured with
+    ``--set launcher.PARAM=VALUE``.
+
+    Example::
+
+        class Nice(Launcher):
+            name = "nice"
+            description = "Workers on this machine at the lowest CPU priority."
+            local = True
+
+            def start(self, run_dir, env):
+                return subprocess.Popen(["nice", "-n", "19", sys.executable, "-m",
+                                         "critui.train.worker", str(run_dir)],
+                                        env={**os.environ, **env}, start_new_session=True)
+
+        @hookimpl
+        def critui_register_launchers(register):
+            register(Nice)
+    """

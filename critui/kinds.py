@@ -1,22 +1,23 @@
-"""The four kinds of plugin: what a deficit, a model, a dataset and a metric must provide.
+"""The kinds of plugin: what a deficit, a model, a dataset, a metric and a launcher must provide.
 
 A plugin subclasses one of these and hands the class to the ``register`` callable of its
 hook (see :mod:`critui.hookspecs`). Class attributes describe it; the training worker
-instantiates it with resolved parameters. Built-ins in :mod:`critui.builtin` are written
-exactly the same way.
+instantiates the first four with resolved parameters, the manager the launcher. Built-ins in
+:mod:`critui.builtin` are written exactly the same way.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from critui.params import Param
 
 if TYPE_CHECKING:
     import torch
 
-KINDS = ("deficits", "models", "datasets", "metrics")
+KINDS = ("deficits", "models", "datasets", "metrics", "launchers")
 
 
 class Plugin:
@@ -155,9 +156,65 @@ class Metric(Plugin):
         raise NotImplementedError
 
 
+class Worker(Protocol):
+    """A started worker, as the manager sees it: the part of ``subprocess.Popen`` it uses.
+
+    ``poll`` returns None while the worker runs, then its exit code (negative: killed by that
+    signal); ``wait`` raises ``subprocess.TimeoutExpired`` after ``timeout`` seconds.
+    ``send_signal(SIGTERM)`` asks for a clean stop (the worker records ``cancelled``);
+    ``kill`` stops it at once. ``pid`` is a process id on this machine, or None; ``job`` is
+    what the launcher's ``alive`` recognises later, from another critui process.
+    """
+
+    pid: int | None
+    job: str | None
+    returncode: int | None
+
+    def poll(self) -> int | None: ...
+    def wait(self, timeout: float | None = None) -> int: ...
+    def send_signal(self, sig: int) -> None: ...
+    def terminate(self) -> None: ...
+    def kill(self) -> None: ...
+
+
+class Launcher(Plugin):
+    """Where workers run: ``launchers.local`` starts them on this machine; a launcher plugin
+    hands them to an existing engine (Slurm through submitit, Ray), never a home-made cluster.
+
+    The worker is always ``critui.train.worker`` on a run directory, which must be on a file
+    system the worker's machine shares with this one: the manager follows ``events.jsonl``
+    there, whoever runs the worker. A launcher never changes what a run computes, so its
+    settings are not part of the run spec.
+    """
+
+    kind = "launchers"
+    #: Whether workers run on this machine: then --gpus/--per-gpu place them, and the CPU
+    #: cores are split between them.
+    local: ClassVar[bool] = False
+
+    def __init__(self, params: dict[str, Any], home: Path):
+        self.settings = params
+        self.home = home
+
+    def check(self) -> None:
+        """Raise ``CritUIError`` now if workers cannot be started (a missing package, no
+        scheduler on this machine), before any run is created. Default: nothing to check."""
+
+    def start(self, run_dir: Path, env: dict[str, str]) -> Worker:
+        """Start ``python -m critui.train.worker RUN_DIR`` (or call ``critui.train.worker.main``)
+        with ``env`` added to its environment, and return at once."""
+        raise NotImplementedError
+
+    def alive(self, job: str) -> bool | None:
+        """Whether the worker of ``job`` (a ``Worker.job`` of an earlier start, perhaps by
+        another critui process) is still queued or running; None when it cannot tell."""
+        return None
+
+
 BASES: dict[str, type[Plugin]] = {
     "deficits": Deficit,
     "models": Model,
     "datasets": Dataset,
     "metrics": Metric,
+    "launchers": Launcher,
 }

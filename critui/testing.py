@@ -47,6 +47,7 @@ __all__ = [
     "ScratchEnv",
     "check_dataset",
     "check_deficit",
+    "check_launcher",
     "check_metric",
     "check_model",
     "check_plugin",
@@ -796,6 +797,144 @@ def _check_values(cls: type, values: Any, epoch: int) -> None:
                         "guard against divisions by zero; NaN cannot be plotted or compared across runs.")
 
 
+# --- launchers ---------------------------------------------------------------------------------
+
+
+# A tiny real run: the embedded dataset, a 4-channel CNN, one thread. Seconds per epoch at most.
+LAUNCHER_RUN = ["dataset.n_train=64", "dataset.n_test=32", "model.width=4", "train.threads=1"]
+WORKER_METHODS = ("poll", "wait", "send_signal", "terminate", "kill")
+LAUNCHER_CHECK_DIR = "launcher-check"
+
+
+def check_launcher(
+    cls: type,
+    params: Mapping[str, Any] | None = None,
+    home: str | os.PathLike[str] | None = None,
+    timeout: float = 180.0,
+) -> None:
+    """Start real workers through a launcher, as ``critui run`` and ``critui sweep`` do.
+
+    ``home`` is the critui home to use (a temporary folder by default); for a cluster, give
+    one on the shared file system. Checks:
+
+    - ``check()`` passes (or the launcher cannot work where the test runs: the message says so);
+    - ``start(run_dir, env)`` returns at once with a worker that has ``poll``, ``wait``,
+      ``send_signal``, ``terminate``, ``kill`` and ``pid``, and the worker trains a 2-epoch run
+      to ``finished`` with exit code 0;
+    - ``send_signal(SIGTERM)`` stops a long run cleanly: the worker records ``cancelled`` and
+      exits with 130, within ``timeout`` seconds;
+    - ``alive(job)``, for a worker with a ``job``, is not False while it runs, and not True
+      once it has ended.
+    """
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from critui.kinds import Launcher
+
+    settings = plugin_params(cls, params)
+    if cls.start is Launcher.start:
+        raise _fail(cls, "does not implement start", "it still has Launcher.start, which raises.",
+                    "define start(self, run_dir, env) returning a started worker (subprocess.Popen, or an "
+                    "object with its poll, wait, send_signal, terminate and kill).")
+    started: list[Any] = []
+    # Removed when the check passes; kept when it fails, for the runs' log.txt it points to.
+    root = Path(home if home is not None else tempfile.mkdtemp(prefix="critui-launcher-"))
+    try:
+        _launch_and_cancel(cls, settings, root, timeout, started)
+    finally:  # a failed check leaves no worker behind
+        for worker in started:
+            if worker.poll() is None:
+                worker.kill()
+                try:
+                    worker.wait(timeout=30)
+                except Exception:  # noqa: BLE001 - it was asked to die; nothing more to do
+                    pass
+    shutil.rmtree(root / LAUNCHER_CHECK_DIR, ignore_errors=True)
+    if home is None:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _launch_and_cancel(cls: type, settings: dict[str, Any], root, timeout: float, started: list[Any]) -> None:
+    """The body of :func:`check_launcher`; every worker it starts goes into ``started``."""
+    import json
+    import signal
+    import time
+    from pathlib import Path
+
+    from critui.config import build_spec
+    from critui.events import read_events
+    from critui.plugins import get_registry
+
+    launcher = cls(settings, root)
+    try:
+        launcher.check()
+    except CritUIError as exc:
+        raise _fail(cls, "says it cannot start workers here", f"check() raised: {exc}",
+                    "run this check where the launcher works, or pass params that make it work here.") from None
+
+    def run_dir(name: str, epochs: int) -> Path:
+        spec = build_spec(get_registry(), sets=[*LAUNCHER_RUN, f"train.epochs={epochs}"])
+        path = root / LAUNCHER_CHECK_DIR / f"{name}-{os.getpid()}-{time.monotonic_ns()}"
+        path.mkdir(parents=True)
+        (path / "spec.json").write_text(json.dumps(spec.to_json()))
+        return path
+
+    def ended(worker, where: Path, what: str) -> int:
+        try:
+            return worker.wait(timeout=timeout)
+        except Exception as exc:  # noqa: BLE001 - TimeoutExpired, or the plugin's own
+            worker.kill()
+            tail = [e["event"] for e in read_events(where)][-3:]
+            raise _fail(cls, f"did not see its worker {what} within {timeout:.0f} s",
+                        f"wait() raised {type(exc).__name__}; the last events were {tail}; see {where / 'log.txt'}.",
+                        "start `python -m critui.train.worker RUN_DIR` and return its process.") from None
+
+    finished = run_dir("finish", 2)
+    start = time.monotonic()
+    worker = launcher.start(finished, {})
+    started.append(worker)
+    if time.monotonic() - start > 30:
+        raise _fail(cls, "blocks in start", f"start() took {time.monotonic() - start:.0f} s.",
+                    "return as soon as the worker is launched; critui follows it through its events.")
+    missing = [m for m in (*WORKER_METHODS, "pid") if not hasattr(worker, m)]
+    if missing:
+        raise _fail(cls, "returned an incomplete worker", f"start() returned {worker!r}, without {missing}.",
+                    "return a subprocess.Popen, or an object with poll, wait, send_signal, terminate, kill and pid.")
+    job = getattr(worker, "job", None)
+    if job is not None and worker.poll() is None and launcher.alive(job) is False:
+        raise _fail(cls, "says a running worker is not alive", f"alive({job!r}) returned False while it ran.",
+                    "return True for a queued or running job, None when the scheduler cannot tell.")
+    code = ended(worker, finished, "finish")
+    events = read_events(finished)
+    if code != 0 or not events or events[-1]["event"] != "finished":
+        raise _fail(cls, "did not train a run to the end", f"exit code {code}, last event "
+                    f"{events[-1]['event'] if events else 'none'}; see {finished / 'log.txt'}.",
+                    "run the worker unchanged, with the run directory as its only argument.")
+    if job is not None and launcher.alive(job) is True:
+        raise _fail(cls, "says an ended worker is alive", f"alive({job!r}) returned True after it exited 0.",
+                    "return False (or None) once the job has ended.")
+
+    cancelled = run_dir("cancel", 100_000)
+    worker = launcher.start(cancelled, {})
+    started.append(worker)
+    deadline = time.monotonic() + timeout
+    while not any(e["event"] == "epoch" for e in read_events(cancelled)):
+        if worker.poll() is not None or time.monotonic() > deadline:
+            worker.kill()
+            raise _fail(cls, "did not start a long run", f"no epoch within {timeout:.0f} s (exit code "
+                        f"{worker.poll()}); see {cancelled / 'log.txt'}.",
+                        "start the worker at once; give the check a longer timeout for a queue.")
+        time.sleep(0.1)
+    worker.send_signal(signal.SIGTERM)
+    code = ended(worker, cancelled, "stop after SIGTERM")
+    events = read_events(cancelled)
+    if code != 130 or events[-1]["event"] != "cancelled":
+        raise _fail(cls, "does not stop a worker cleanly", f"after send_signal(SIGTERM): exit code {code}, "
+                    f"last event {events[-1]['event']}.",
+                    "deliver SIGTERM (or SIGINT) to the worker process; it records `cancelled` and exits 130.")
+
+
 # --- registration ------------------------------------------------------------------------------
 
 
@@ -839,12 +978,13 @@ def _allow_list_text() -> str:
     return "unset: everything loads" if raw is None else f"now {raw!r}"
 
 
-CHECKS = {"deficits": check_deficit, "models": check_model, "datasets": check_dataset, "metrics": check_metric}
+CHECKS = {"deficits": check_deficit, "models": check_model, "datasets": check_dataset, "metrics": check_metric,
+          "launchers": check_launcher}
 
 
 def check_plugin(cls: type[Plugin], params: Mapping[str, Any] | None = None, **options: Any) -> Any:
-    """Run the check for ``cls``'s kind: ``check_deficit``, ``check_model``, ``check_dataset``
-    or ``check_metric``, with ``options`` passed on."""
+    """Run the check for ``cls``'s kind: ``check_deficit``, ``check_model``, ``check_dataset``,
+    ``check_metric`` or ``check_launcher``, with ``options`` passed on."""
     _check_declaration(cls)
     return CHECKS[cls.kind](cls, params, **options)
 
@@ -936,8 +1076,11 @@ class Contract:
     def check_metric(self, cls: type, params: Mapping[str, Any] | None = None, **options: Any) -> None:
         check_metric(cls, params, **{"device": self.device, **options})
 
+    def check_launcher(self, cls: type, params: Mapping[str, Any] | None = None, **options: Any) -> None:
+        check_launcher(cls, params, **options)
+
     def check_plugin(self, cls: type[Plugin], params: Mapping[str, Any] | None = None, **options: Any) -> Any:
-        if cls.kind != "datasets":
+        if cls.kind not in ("datasets", "launchers"):
             options = {"device": self.device, **options}
         return check_plugin(cls, params, **options)
 
@@ -963,7 +1106,7 @@ def critui_scratch_env(tmp_path_factory: pytest.TempPathFactory) -> ScratchEnv:
 @pytest.fixture
 def critui_contract(request: pytest.FixtureRequest) -> Contract:
     """critui's contract checks for plugin classes: check_deficit, check_model, check_dataset,
-    check_metric, check_plugin and check_registered (see ``critui.testing``)."""
+    check_metric, check_launcher, check_plugin and check_registered (see ``critui.testing``)."""
     device = request.config.getoption("--critui-device") or os.environ.get("CRITUI_TEST_DEVICE") or "cpu"
     if device.startswith("cuda"):
         import torch

@@ -23,6 +23,7 @@ SMALL = {
     "models.fc": {"width": 16},
     "datasets.synthetic": {"n_train": 60, "n_test": 40},
     "metrics.fisher": {"probe": 16, "chunk": 8},
+    "launchers.slurm": {"cluster": "local"},  # submitit's local backend: no Slurm here
 }
 # (input shape, classes): the embedded dataset's, and CIFAR-10's.
 SHAPES = [((1, 16, 16), 10), ((3, 32, 32), 10)]
@@ -41,13 +42,16 @@ def fake_cifar(root, images_per_batch: int = 20) -> str:
 
 
 def test_every_kind_has_builtins():
-    assert {pid.split(".")[0] for pid in BUILTINS} == {"deficits", "models", "datasets", "metrics"}
+    assert {pid.split(".")[0] for pid in BUILTINS} == {"deficits", "models", "datasets", "metrics", "launchers"}
 
 
 @pytest.mark.parametrize("plugin_id", BUILTINS)
 def test_builtin_meets_the_contract(plugin_id, tmp_path):
     info = REGISTRY.get(plugin_id)
     params = dict(SMALL.get(plugin_id, {}))
+    if info.kind == "launchers":  # real workers, started and cancelled through it
+        check_plugin(info.cls, params)
+        return
     if info.kind == "datasets":
         if plugin_id == "datasets.cifar10":
             params.update(root=fake_cifar(tmp_path), download=False)

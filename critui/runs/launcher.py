@@ -1,9 +1,10 @@
-"""Starting and stopping training workers.
+"""Starting and stopping training workers, here or through a launcher plugin.
 
-A worker is ``python -m critui.train.worker RUN_DIR`` in its own process session, so a
+A local worker is ``python -m critui.train.worker RUN_DIR`` in its own process session, so a
 Ctrl-C in the terminal reaches only the manager, which then stops the worker cleanly with
 SIGTERM. Its output goes to the run's ``log.txt``; the manager follows ``events.jsonl``,
-never a pipe it could deadlock on.
+never a pipe it could deadlock on. Other launchers (``--launcher slurm``) start the same
+worker elsewhere and hand back an object with the same few methods (``critui.kinds.Worker``).
 """
 
 from __future__ import annotations
@@ -13,8 +14,70 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 LOG_FILE = "log.txt"
+DEFAULT_LAUNCHER = "launchers.local"
+SETTING_PREFIX = "launcher."
+
+
+def split_launcher_sets(sets) -> tuple[list[str], dict[str, str]]:
+    """``--set`` values into the run's, and the launcher's settings (``launcher.NAME=VALUE``)."""
+    from critui.errors import CritUIError
+
+    run_sets, settings = [], {}
+    for item in sets:
+        if not item.strip().startswith(SETTING_PREFIX):
+            run_sets.append(item)
+            continue
+        key, sep, value = item.strip()[len(SETTING_PREFIX):].partition("=")
+        if not sep or not key.strip():
+            raise CritUIError(f"--set {item!r} is not launcher.NAME=VALUE: write e.g. --set launcher.partition=gpu.")
+        settings[key.strip()] = value.strip()
+    return run_sets, settings
+
+
+def make_launcher(registry, launcher_id: str | None, settings: dict[str, Any], home: Path):
+    """The launcher plugin ``launcher_id`` (default: local) with its settings checked and its
+    ``check()`` passed: every mistake is a ``CritUIError`` before any run exists."""
+    from critui.errors import CritUIError
+    from critui.params import resolve
+
+    name = (launcher_id or DEFAULT_LAUNCHER).strip()
+    info = registry.get(name if name.startswith("launchers.") else f"launchers.{name}", kind="launchers")
+    if settings and not info.cls.params:
+        raise CritUIError(
+            f"--set launcher.{next(iter(settings))} does not apply: {info.id} takes no settings. Name the "
+            "launcher it is for with --launcher NAME; `critui plugins` lists the launchers and their settings."
+        )
+    launcher = info.cls(resolve(info.cls.params, settings, "launcher"), Path(home))
+    launcher.id = info.id
+    launcher.check()
+    return launcher
+
+
+def local_launcher(home: Path):
+    from critui.builtin.launchers import Local
+
+    launcher = Local({}, Path(home))
+    launcher.id = DEFAULT_LAUNCHER
+    return launcher
+
+
+def job_alive(doc: dict[str, Any], home: Path) -> bool | None:
+    """Whether the launcher that started a run's worker says its job still runs (None: cannot
+    tell, or the run has no launcher job)."""
+    if not doc.get("job") or not doc.get("launcher"):
+        return None
+    try:
+        from critui.plugins import get_registry
+
+        info = get_registry().get(doc["launcher"], kind="launchers")
+        from critui.params import resolve
+
+        return info.cls(resolve(info.cls.params, doc.get("launcher_settings") or {}, "launcher"), Path(home)).alive(doc["job"])
+    except Exception:  # noqa: BLE001 - the plugin is gone or broken: cannot tell
+        return None
 
 
 def start_worker(run_dir: Path, env: dict[str, str] | None = None) -> subprocess.Popen:

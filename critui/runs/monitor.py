@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 from typing import Any
 
 from critui.events import TERMINAL, EventTail, read_events
-from critui.runs.launcher import start_worker, stop_worker
+from critui.runs.launcher import local_launcher, stop_worker
 from critui.train.worker import EXIT_BUSY
 
 
 class RunMonitor:
     """One worker and its events. Call :meth:`poll` often; it never blocks."""
 
-    def __init__(self, store, run_id: str, env: dict[str, str] | None = None):
+    def __init__(self, store, run_id: str, env: dict[str, str] | None = None, launcher=None):
         self.store = store
         self.run_id = run_id
         self.run_dir = store.run_dir(run_id)
@@ -30,9 +29,12 @@ class RunMonitor:
         self.end: dict[str, Any] | None = None
         # What the index said before this start, put back should the worker find the run busy.
         before = store.get(run_id)
-        self._before = {k: before.get(k) for k in ("status", "pid", "manager_pid")}
-        self.process: subprocess.Popen = start_worker(self.run_dir, env)
-        store.update(run_id, status="running", pid=self.process.pid, manager_pid=os.getpid())
+        self._before = {k: before.get(k) for k in ("status", "pid", "manager_pid", "job", "launcher", "launcher_settings")}
+        launcher = launcher or local_launcher(store.home)
+        self.process = launcher.start(self.run_dir, dict(env or {}))
+        job = getattr(self.process, "job", None)
+        store.update(run_id, status="running", pid=self.process.pid, manager_pid=os.getpid(), job=job,
+                     launcher=launcher.id if job else None, launcher_settings=launcher.settings if job else None)
 
     @property
     def done(self) -> bool:
@@ -70,6 +72,8 @@ class RunMonitor:
         """Why a worker that wrote no final event ended, as far as its exit code tells."""
         code = self.process.returncode
         text = f"the worker exited with code {code} without a final event"
+        if job := getattr(self.process, "job", None):
+            text = f"the worker's launcher job {job} ended (code {code}) without a final event"
         if code == -getattr(signal, "SIGKILL", 9):
             # Nothing in critui sends SIGKILL to a worker; the kernel's out-of-memory killer does.
             text += (

@@ -83,7 +83,8 @@ def load_record(store, ref: str) -> dict[str, Any]:
     raise CritUIError(f"{ref!r} matches {len(matches)} sweeps ({', '.join(r['id'] for r in matches)}). Give more of the id.")
 
 
-def create_sweep(store, sweep, planned, nodes, versions: Callable[[Any], dict], config_path: str | None) -> dict[str, Any]:
+def create_sweep(store, sweep, planned, nodes, versions: Callable[[Any], dict], config_path: str | None,
+                 launcher: dict[str, Any] | None = None) -> dict[str, Any]:
     """Create every run of the plan (parents first) and the sweep record; return the record."""
     from critui.runs.planner import topological
 
@@ -104,6 +105,7 @@ def create_sweep(store, sweep, planned, nodes, versions: Callable[[Any], dict], 
     record = {
         "id": sweep_id, "name": sweep.name, "config": config_path, "created": time.time(),
         "primary": sweep.primary, "axes": sweep.axis_names(), "runs": entries,
+        "launcher": launcher,  # where its workers ran, for `critui sweep --resume`
     }
     save_record(store, record)
     return record
@@ -142,8 +144,10 @@ class SweepScheduler:
                  per_gpu: int | None = None,
                  on_event: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
                  on_start: Callable[[dict[str, Any]], None] | None = None,
-                 on_end: Callable[[dict[str, Any], str], None] | None = None):
+                 on_end: Callable[[dict[str, Any], str], None] | None = None,
+                 launcher=None):
         self.store = store
+        self.launcher = launcher
         self.record = record
         self.gpus = list(gpus or [])
         self.per_gpu = per_gpu if self.gpus else None
@@ -253,6 +257,6 @@ class SweepScheduler:
             self.gpu_of[index] = gpu
             env["CUDA_VISIBLE_DEVICES"] = gpu
         self.store.update(self.entries[index]["run_id"], error=None)
-        self.running[index] = RunMonitor(self.store, self.entries[index]["run_id"], env=env)
+        self.running[index] = RunMonitor(self.store, self.entries[index]["run_id"], env=env, launcher=self.launcher)
         self.status[index] = "running"
         self.on_start(self.entries[index])

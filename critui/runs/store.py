@@ -33,7 +33,15 @@ from tinydb.storages import Storage
 
 from critui.config import RunSpec
 from critui.errors import CritUIError
-from critui.events import epoch_table, final_accuracy, outcome, pid_alive, read_events, worker_pid
+from critui.events import (
+    TERMINAL,
+    epoch_table,
+    final_accuracy,
+    outcome,
+    pid_alive,
+    read_events,
+    worker_pid,
+)
 
 INDEX_FILE = "history.json"
 LOCK_FILE = "history.lock"
@@ -279,7 +287,15 @@ class RunStore:
             return {"status": "interrupted", "error": "the run directory was deleted", "ended": time.time()}
         events = read_events(run_dir)
         # The manager records the worker's pid before the worker has written any event.
-        if pid_alive(worker_pid(events), doc["id"]) or pid_alive(doc.get("pid"), doc["id"]):
+        if doc.get("job"):  # a launcher's job, perhaps on another machine: only it can tell
+            from critui.runs.launcher import job_alive
+
+            alive = job_alive(doc, self.home)
+            if alive is None and not any(e["event"] in TERMINAL for e in events):
+                return {}  # cannot tell: leave it as it is rather than call a live run dead
+            if alive:
+                return {} if doc.get("status") == "running" else {"status": "running"}
+        elif pid_alive(worker_pid(events), doc["id"]) or pid_alive(doc.get("pid"), doc["id"]):
             return {} if doc.get("status") == "running" else {"status": "running"}
         if doc.get("status") == "queued" and pid_alive(doc.get("manager_pid")) and not events:
             return {}  # its manager is still about to start it

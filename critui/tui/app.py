@@ -158,20 +158,26 @@ class CritUIApp(App):
         self.start_worker(doc["id"])
         return doc
 
-    def start_worker(self, run_id: str) -> None:
-        """Start the worker of a run already in the store (from a thread worker)."""
+    def start_worker(self, run_id: str, launcher=None) -> None:
+        """Start the worker of a run already in the store (from a thread worker); on this
+        machine unless ``launcher`` says otherwise."""
         from critui.runs.monitor import RunMonitor
 
-        self.feed.add_monitor(RunMonitor(self.store, run_id))
+        self.feed.add_monitor(RunMonitor(self.store, run_id, launcher=launcher))
 
     @work(thread=True, group="actions", exit_on_error=False)
     def resume_run(self, run_id: str) -> None:
         """Continue a stopped run from its last checkpoint, as ``critui resume`` does."""
+        from critui.runs.launcher import make_launcher
         from critui.runs.lineage import reopen_for_resume
 
         try:
+            # Where it ran before (a Slurm job stays a Slurm job), checked before it is claimed.
+            doc = self.store.get(run_id)
+            launcher = make_launcher(self.registry, doc.get("launcher"), doc.get("launcher_settings") or {},
+                                     self.store.home)
             reopen_for_resume(self.store, run_id)
-            self.start_worker(run_id)
+            self.start_worker(run_id, launcher)
         except Exception as exc:  # noqa: BLE001 - e.g. it already finished: say so, go on
             self.call_from_thread(self.notify, f"Could not resume: {exc}", severity="error")
             return

@@ -1,0 +1,189 @@
+"""Built-in launchers: workers on this machine, or Slurm jobs through submitit.
+
+``launchers.local`` is the default everywhere. ``launchers.slurm`` submits each worker as one
+Slurm job with submitit (``pip install 'critui[slurm]'``) and follows it the same way, through
+the run's ``events.jsonl`` on a shared file system; ``cluster=local`` runs the same submitit
+path as local processes, to try a set-up before a cluster sees it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from critui.errors import CritUIError
+from critui.hookspecs import hookimpl
+from critui.kinds import Launcher
+from critui.params import Param
+
+SUBMITIT_DIR = "submitit"  # under the critui home: submitit's job scripts, pickles and logs
+
+
+class Local(Launcher):
+    name = "local"
+    description = "Workers as subprocesses of this machine (the default)."
+    local = True
+
+    def start(self, run_dir: Path, env: dict[str, str]):
+        from critui.runs.launcher import start_worker
+
+        return start_worker(run_dir, env)
+
+
+class Slurm(Launcher):
+    name = "slurm"
+    description = ("Each worker as a Slurm job, through submitit (pip install 'critui[slurm]'); the "
+                   "critui home must be on a file system the nodes share.")
+    params = (
+        Param("partition", "str", "", "Slurm partition (empty: the cluster's default)"),
+        Param("account", "str", "", "Slurm account to charge (empty: your default)"),
+        Param("time", "int", 240, "time limit of each job, minutes", min=1),
+        Param("gpus", "int", 1, "GPUs per job", min=0, max=64),
+        Param("cpus", "int", 8, "CPU cores per job", min=1, max=1024),
+        Param("mem", "int", 32, "memory per job, GiB", min=1),
+        Param("cluster", "choice", "slurm", "submitit's backend: slurm, or local to try the submitit path "
+              "on this machine", choices=("slurm", "local")),
+    )
+
+    def check(self) -> None:
+        _submitit()
+        if self.settings["cluster"] == "slurm" and not _on_path("sbatch"):
+            raise CritUIError(
+                "--launcher slurm needs Slurm's sbatch, and there is none on this machine's PATH. Run "
+                "critui on a Slurm login node, or try the submitit path here with "
+                "`--set launcher.cluster=local`, or leave out --launcher to train on this machine."
+            )
+
+    def executor(self):
+        submitit = _submitit()
+        folder = self.home / SUBMITIT_DIR / "%j"
+        executor = submitit.AutoExecutor(folder=folder, cluster=self.settings["cluster"])
+        options: dict[str, Any] = {"timeout_min": self.settings["time"], "gpus_per_node": self.settings["gpus"],
+                                   "cpus_per_task": self.settings["cpus"], "mem_gb": self.settings["mem"],
+                                   "tasks_per_node": 1, "nodes": 1, "name": "critui"}
+        if self.settings["partition"]:
+            options["slurm_partition"] = self.settings["partition"]
+        if self.settings["account"]:
+            options["slurm_account"] = self.settings["account"]
+        if self.settings["cluster"] != "slurm":  # the other backends reject slurm_* options
+            options = {k: v for k, v in options.items() if not k.startswith("slurm_")}
+        executor.update_parameters(**options)
+        return executor
+
+    def start(self, run_dir: Path, env: dict[str, str]):
+        job = self.executor().submit(run_worker, str(run_dir), dict(env))
+        return SubmititWorker(job, self.settings["cluster"])
+
+    def alive(self, job: str) -> bool | None:
+        cluster, _, job_id = job.partition(":")
+        if cluster == "local":  # submitit's local job id is its controller's pid
+            from critui.events import pid_alive
+
+            if not job_id.isdigit():
+                return None
+            done = (self.home / SUBMITIT_DIR / job_id / f"{job_id}_0_result.pkl").exists()
+            return pid_alive(int(job_id)) and not done
+        try:
+            submitit = _submitit()
+            state = submitit.SlurmJob(self.home / SUBMITIT_DIR / "%j", job_id).state
+        except Exception:  # noqa: BLE001 - sacct missing or failing: cannot tell
+            return None
+        if state.startswith(("PENDING", "RUNNING", "REQUEUE", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING")):
+            return True
+        return None if state in ("UNKNOWN", "") else False
+
+
+def run_worker(run_dir: str, env: dict[str, str]) -> int:
+    """The body of a submitit job: the worker's own ``main``, its output in the run's log.
+
+    Returns the worker's exit code, which becomes the job's result. The worker installs its
+    own SIGTERM and SIGINT handlers over submitit's, so ``scancel`` stops it cleanly.
+    """
+    from critui.runs.launcher import LOG_FILE
+    from critui.train import worker
+
+    os.environ.update(env)
+    os.environ["PYTHONUNBUFFERED"] = "1"
+    with open(Path(run_dir) / LOG_FILE, "ab") as log:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+    return worker.main([run_dir])
+
+
+class SubmititWorker:
+    """A submitit job behind the ``subprocess.Popen`` methods the manager uses."""
+
+    def __init__(self, job, cluster: str):
+        self._job = job
+        self.job = f"{cluster}:{job.job_id}"
+        self.pid = None
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None and self._job.done():
+            try:
+                self.returncode = int(self._job.result())
+            except Exception:  # noqa: BLE001 - cancelled, timed out, node failure: no result
+                state = str(self._job.state)
+                cancelled = state.startswith(("CANCELLED", "INTERRUPTED", "TIMEOUT", "PREEMPTED"))
+                self.returncode = -signal.SIGTERM if cancelled else 1
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(self.job, timeout)
+            time.sleep(0.2)
+        return self.returncode  # type: ignore[return-value]
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is not None:
+            return
+        cluster, _, job_id = self.job.partition(":")
+        if cluster == "local":
+            # submitit's local job id is its controller's pid, which forwards SIGTERM to the
+            # worker. (Its own cancel sends SIGINT, which a shell's background job ignores.)
+            try:
+                os.kill(int(job_id), signal.SIGTERM)
+            except (ProcessLookupError, ValueError):
+                pass
+        else:
+            self._job.cancel(check=False)  # scancel: SIGTERM to the job's processes, SIGKILL later
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+def _submitit():
+    try:
+        import submitit
+    except ImportError:
+        raise CritUIError(
+            "--launcher slurm needs the submitit package, which is not installed. Install it with "
+            "`pip install 'critui[slurm]'` (or `pip install submitit`), or leave out --launcher to "
+            "train on this machine."
+        ) from None
+    return submitit
+
+
+def _on_path(program: str) -> bool:
+    import shutil
+
+    return shutil.which(program) is not None
+
+
+@hookimpl
+def critui_register_launchers(register):
+    register(Local)
+    register(Slurm)

@@ -1,0 +1,159 @@
+"""Launchers: workers on this machine, or Slurm jobs through submitit.
+
+No Slurm here: submitit's own local backend (``--set launcher.cluster=local``) runs the same
+path, from the pickled job to its result, as processes of this machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from critui.builtin.launchers import Local
+from critui.testing import check_launcher
+from tests.conftest import events_of, index_docs
+
+pytest.importorskip("submitit")
+
+SUBMITIT = ["--launcher", "slurm", "--set", "launcher.cluster=local"]
+TINY = ["--set", "dataset.n_train=64", "--set", "dataset.n_test=32", "--set", "model.width=4",
+        "--set", "train.threads=1"]
+
+
+def test_a_launcher_that_does_not_stop_its_worker_fails_the_contract():
+    class Deaf(Local):
+        """Starts the worker, but its SIGTERM never reaches it."""
+
+        name = "deaf"
+        description = "drops signals"
+
+        def start(self, run_dir, env):
+            worker = super().start(run_dir, env)
+            send = worker.send_signal
+            worker.send_signal = lambda sig: None if sig == signal.SIGTERM else send(sig)  # kill still works
+            return worker
+
+    with pytest.raises(AssertionError, match="does not stop a worker cleanly|did not see its worker stop"):
+        check_launcher(Deaf, timeout=8)
+
+
+def test_a_run_through_submitit_is_recorded_with_its_job_and_resumes_there(critui, home):
+    command = [sys.executable, "-m", "critui", "run", "--plugin", "deficits.flip", "--epochs", "150", *TINY, *SUBMITIT]
+    env = {**os.environ, "CRITUI_HOME": str(home), "COLUMNS": "160"}
+    # Its own session, as a terminal would have it: the signal reaches critui alone, which
+    # then stops the job through the launcher.
+    manager = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        for _ in range(1200):
+            docs = index_docs(home) if (home / "history.json").exists() else []
+            if docs and any(e["event"] == "epoch" for e in events_of(home, docs[0]["id"])):
+                break
+            time.sleep(0.05)
+        manager.send_signal(signal.SIGINT)
+        out, err = manager.communicate(timeout=120)
+    finally:
+        manager.kill()
+    assert manager.returncode == 130, err
+    assert "worker submitted by launchers.slurm as job local:" in out
+    (doc,) = index_docs(home)
+    assert doc["status"] == "cancelled" and doc["launcher"] == "launchers.slurm" and doc["job"].startswith("local:")
+    first_job = doc["job"]
+    assert f"launchers.slurm, job {first_job}" in critui("show", doc["id"], check=True).stdout
+    events = events_of(home, doc["id"])
+    assert events[-1]["event"] == "cancelled" and 0 < doc["epochs_done"] < 150
+    assert "Job completed successfully" in (home / "runs" / doc["id"] / "log.txt").read_text()  # its output, in log.txt
+
+    resumed = critui("resume", doc["id"], "--set", "launcher.time=30")  # where it ran before, one setting changed
+    assert resumed.returncode == 0, resumed.stderr
+    (doc,) = index_docs(home)
+    assert doc["status"] == "finished" and doc["launcher"] == "launchers.slurm" and doc["job"] != first_job
+    assert doc["launcher_settings"]["cluster"] == "local" and doc["launcher_settings"]["time"] == 30
+    epochs = [e["epoch"] for e in events_of(home, doc["id"]) if e["event"] == "epoch"]
+    assert epochs == list(range(150))  # every epoch once, across the two jobs
+
+
+def test_a_sweep_through_submitit_runs_its_forks_and_resumes_with_the_same_launcher(critui, home, tmp_path):
+    config = tmp_path / "tiny.toml"
+    config.write_text(
+        'name = "tiny"\n[train]\nthreads = 1\nepochs = 6\n[dataset]\nid = "datasets.synthetic"\nn_train = 64\n'
+        'n_test = 32\n[model]\nid = "models.cnn"\nwidth = 4\n[deficit]\nid = "deficits.blur"\nstart = 0\n'
+        "[sweep]\nremoval = { values = [0, 2, 4], after = 2 }\n"
+    )
+    result = critui("sweep", str(config), "--jobs", "2", "--per-gpu", "2", *SUBMITIT)
+    assert result.returncode == 0, result.stderr
+    assert "--per-gpu are ignored with launchers.slurm" in result.stderr
+    (record_path,) = (home / "sweeps").glob("*/sweep.json")
+    record = json.loads(record_path.read_text())
+    assert record["launcher"]["id"] == "launchers.slurm" and record["launcher"]["settings"]["cluster"] == "local"
+    docs = {d["id"]: d for d in index_docs(home)}
+    assert all(d["status"] == "finished" and d["job"].startswith("local:") for d in docs.values())
+    child = next(e for e in record["runs"] if e["parent"] is not None)
+    epochs = [e["epoch"] for e in events_of(home, child["run_id"]) if e["event"] == "epoch"]
+    assert epochs == list(range(child["fork_epoch"], child["epochs"]))  # it forked from its parent's checkpoint
+    assert (home / "submitit").is_dir()  # submitit's job files stay in the critui home
+    # --resume takes the launcher and its settings from the record (nothing is left to train);
+    # naming the launcher again starts from its defaults, which need sbatch.
+    no_sbatch = {"PATH": str(tmp_path)}
+    assert critui("sweep", "--resume", "last", env=no_sbatch).returncode == 0
+    again = critui("sweep", "--resume", "last", "--launcher", "slurm", env=no_sbatch)
+    assert again.returncode == 2 and "needs Slurm's sbatch" in again.stderr
+
+
+def test_launcher_mistakes_are_one_paragraph_and_create_no_run(critui, home, tmp_path):
+    no_submitit = tmp_path / "shadow"
+    (no_submitit / "submitit").mkdir(parents=True)
+    (no_submitit / "submitit" / "__init__.py").write_text("raise ImportError('no submitit here')\n")
+    cases = [
+        (["--launcher", "slurm"], {"PATH": str(tmp_path)}, "needs Slurm's sbatch"),
+        (["--launcher", "slurm"], {"PYTHONPATH": str(no_submitit)}, "pip install 'critui[slurm]'"),
+        (["--launcher", "ray"], {}, "Unknown launchers plugin 'launchers.ray'"),
+        (["--set", "launcher.partition=gpu"], {}, "launchers.local takes no settings"),
+        (["--launcher", "slurm", "--set", "launcher.cluster=moon"], {}, "launcher.cluster must be one of slurm, local"),
+        (["--launcher", "slurm", "--set", "launcher.time"], {}, "is not launcher.NAME=VALUE"),
+        (["--launcher", "slurm", "--plugin", "launchers.local"], {}, "Name one launcher"),
+    ]
+    for args, env, message in cases:
+        result = critui("run", *args, env=env)
+        assert result.returncode == 2 and message in " ".join(result.stderr.split()), (args, result.stderr)
+        assert "Traceback" not in result.stderr
+    assert not (home / "runs").exists() or not any((home / "runs").iterdir())
+
+
+def test_the_index_asks_the_launcher_whether_a_job_still_runs(home):
+    from critui.config import build_spec
+    from critui.plugins import get_registry
+    from critui.runs.store import RunStore
+
+    store = RunStore(home)
+    spec = build_spec(get_registry(), sets=["dataset.n_train=64"])
+    ended = store.create(spec, {})
+    unknown = store.create(spec, {})
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    settings = {"cluster": "local"}
+    store.update(ended["id"], status="running", job=f"local:{dead.pid}", launcher="launchers.slurm", launcher_settings=settings)
+    # A launcher that is no longer installed cannot tell: the run is left as it was.
+    store.update(unknown["id"], status="running", job="x:1", launcher="launchers.gone", launcher_settings={})
+    store.reconcile()
+    assert store.get(ended["id"])["status"] == "interrupted"
+    assert store.get(unknown["id"])["status"] == "running"
+
+
+def test_a_resumed_run_keeps_its_settings_and_takes_launcher_settings_only(critui, home):
+    result = critui("resume", "last", "--set", "optim.lr=0.1")
+    assert result.returncode == 2 and "only launcher.NAME=VALUE" in " ".join(result.stderr.split())
+
+
+def test_launcher_settings_are_split_from_the_run_settings():
+    from critui.runs.launcher import split_launcher_sets
+
+    assert split_launcher_sets(["optim.lr=0.1", "launcher.time=5", " launcher.partition = gpu"]) == (
+        ["optim.lr=0.1"], {"time": "5", "partition": "gpu"})
+
