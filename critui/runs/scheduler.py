@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from critui.devices import place_on_gpu, worker_slots
+from critui.devices import place_on_gpu, usable_cores, worker_slots
 from critui.errors import CritUIError
 from critui.runs.lineage import summarise_fork
 from critui.train.checkpoint import LATEST, epoch_checkpoint_name
@@ -116,11 +116,7 @@ def create_sweep(store, sweep, planned, nodes, versions: Callable[[Any], dict], 
 
 def cpu_threads_per_worker(jobs: int) -> int:
     """Split the cores between workers: one thread each beats two on a shared small machine."""
-    try:
-        cores = len(os.sched_getaffinity(0))  # the cores this process may use, not the machine's
-    except AttributeError:  # pragma: no cover - macOS, Windows
-        cores = os.cpu_count() or 1
-    return max(1, cores // max(1, jobs))
+    return max(1, usable_cores() // max(1, jobs))
 
 
 def detect_gpus() -> list[str]:

@@ -150,7 +150,7 @@ def run(run_dir: Path, log, state: dict) -> None:
 
     from critui import __version__
     from critui.config import RunSpec
-    from critui.devices import device_name, resolve_device
+    from critui.devices import device_name, resolve_device, usable_cores
     from critui.events import FINAL_WINDOW
     from critui.kinds import MetricContext
     from critui.plugins import get_registry
@@ -167,7 +167,8 @@ def run(run_dir: Path, log, state: dict) -> None:
 
     spec = RunSpec.from_json(json.loads((run_dir / "spec.json").read_text()))
     device = torch.device(resolve_device(spec.train["device"]))
-    torch.set_num_threads(spec.train["threads"] or max(1, (os.cpu_count() or 2) // 2))
+    # Half the cores this process may use (a Slurm job's allocation, not the node's count).
+    torch.set_num_threads(spec.train["threads"] or max(1, usable_cores() // 2))
     registry = get_registry()
     t_start = time.perf_counter()
 
