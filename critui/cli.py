@@ -204,6 +204,8 @@ def _raise_interrupt(signum, frame):
 def _show_progress(progress, task, event: dict[str, Any], compact: bool = False) -> None:
     if event["event"] == "started":
         progress.update(task, description="training", completed=event.get("epoch", 0), status=f"on {event.get('device')}")
+    elif event["event"] == "paused":
+        progress.update(task, description="paused", status="its job is requeued; it resumes from the last checkpoint")
     elif event["event"] == "epoch":
         test, train, lr = f"{event['test_acc']:.3f}", f"{event['train_loss']:.3f}", f"{event['lr']:.3g}"
         if compact:

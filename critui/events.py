@@ -12,7 +12,9 @@ Events, each with ``event`` and ``time``:
 - ``checkpoint``: epoch (the next epoch to train), path
 - ``finished``: epochs, final_acc (mean of the last 5 test accuracies), seconds
 - ``failed``: epoch, error, reason (``nan``, ``user`` or ``exception``), traceback
-- ``cancelled``: epoch
+- ``cancelled``: epoch, signal
+- ``paused``: epoch, signal, reason: not an end; a cluster job stopped to be requeued, and the
+  requeued job resumes the run (its next ``started`` has resumed true)
 
 A resumed run may repeat an epoch that ran but was not checkpointed; the last line wins.
 """

@@ -16,6 +16,7 @@ import time
 import pytest
 
 from critui.builtin.launchers import Local
+from critui.events import epoch_table
 from critui.testing import check_launcher
 from tests.conftest import events_of, index_docs
 
@@ -75,8 +76,8 @@ def test_a_run_through_submitit_is_recorded_with_its_job_and_resumes_there(critu
     (doc,) = index_docs(home)
     assert doc["status"] == "finished" and doc["launcher"] == "launchers.slurm" and doc["job"] != first_job
     assert doc["launcher_settings"]["cluster"] == "local" and doc["launcher_settings"]["time"] == 30
-    epochs = [e["epoch"] for e in events_of(home, doc["id"]) if e["event"] == "epoch"]
-    assert epochs == list(range(150))  # every epoch once, across the two jobs
+    epochs = [r["epoch"] for r in epoch_table(events_of(home, doc["id"]))]
+    assert epochs == list(range(150))  # every epoch, across the two jobs
 
 
 def test_a_sweep_through_submitit_runs_its_forks_and_resumes_with_the_same_launcher(critui, home, tmp_path):
@@ -157,3 +158,38 @@ def test_launcher_settings_are_split_from_the_run_settings():
     assert split_launcher_sets(["optim.lr=0.1", "launcher.time=5", " launcher.partition = gpu"]) == (
         ["optim.lr=0.1"], {"time": "5", "partition": "gpu"})
 
+
+
+def test_a_slurm_warning_signal_pauses_the_worker_and_the_requeued_job_resumes_the_run(home):
+    """SIGUSR2 is Slurm's warning before the time limit or on preemption (submitit asks for it)."""
+    from critui.config import build_spec
+    from critui.plugins import get_registry
+    from critui.runs.launcher import make_launcher
+    from critui.runs.monitor import RunMonitor
+    from critui.runs.store import RunStore
+
+    store = RunStore(home)
+    spec = build_spec(get_registry(), sets=["train.epochs=300", "dataset.n_train=64", "dataset.n_test=32",
+                                            "model.width=4", "train.threads=1"])
+    doc = store.create(spec, {})
+    launcher = make_launcher(get_registry(), "slurm", {"cluster": "local"}, home)
+    monitor = RunMonitor(store, doc["id"], launcher=launcher)
+    warned = False
+    for _ in range(2400):
+        monitor.poll()
+        if not warned and any(e["event"] == "epoch" for e in events_of(home, doc["id"])):
+            started = next(e for e in events_of(home, doc["id"]) if e["event"] == "started")
+            os.kill(started["pid"], signal.SIGUSR2)  # the job's task process: the worker runs in it
+            warned = True
+        if monitor.done:
+            break
+        time.sleep(0.05)
+    assert monitor.done and monitor.end["event"] == "finished", monitor.end
+    kinds = [e["event"] for e in events_of(home, doc["id"])]
+    assert kinds.count("paused") == 1 and kinds.count("started") == 2 and kinds[-1] == "finished"
+    resumed = [e for e in events_of(home, doc["id"]) if e["event"] == "started"][1]
+    assert resumed["resumed"] is True and resumed["pid"] != started["pid"]
+    epochs = [r["epoch"] for r in epoch_table(events_of(home, doc["id"]))]
+    assert epochs == list(range(300))  # the requeued job went on from the checkpoint
+    assert store.get(doc["id"])["status"] == "finished"
+    assert "Requeued job" in (home / "runs" / doc["id"] / "log.txt").read_text()

@@ -76,7 +76,7 @@ class Slurm(Launcher):
         return executor
 
     def start(self, run_dir: Path, env: dict[str, str]):
-        job = self.executor().submit(run_worker, str(run_dir), dict(env))
+        job = self.executor().submit(WorkerJob(), str(run_dir), dict(env))
         return SubmititWorker(job, self.settings["cluster"])
 
     def alive(self, job: str) -> bool | None:
@@ -98,23 +98,38 @@ class Slurm(Launcher):
         return None if state in ("UNKNOWN", "") else False
 
 
-def run_worker(run_dir: str, env: dict[str, str]) -> int:
-    """The body of a submitit job: the worker's own ``main``, its output in the run's log.
+class WorkerJob:
+    """What a submitit job runs: the worker's own ``main``, its output in the run's log.
 
-    Returns the worker's exit code, which becomes the job's result. The worker installs its
-    own SIGTERM and SIGINT handlers over submitit's, so ``scancel`` stops it cleanly.
+    Its result is the worker's exit code. The worker installs its SIGTERM and SIGINT handlers
+    over submitit's, so ``scancel`` stops it cleanly (``cancelled``). Slurm warns a job with
+    SIGUSR2 before its time limit or on preemption: the worker stops at a safe point
+    (``paused``), then submitit's own handler requeues the job (``checkpoint`` is how submitit
+    knows it may), and the requeued job resumes from the run's last checkpoint.
     """
-    from critui.runs.launcher import LOG_FILE
-    from critui.train import worker
 
-    os.environ.update(env)
-    os.environ["PYTHONUNBUFFERED"] = "1"
-    with open(Path(run_dir) / LOG_FILE, "ab") as log:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(log.fileno(), 1)
-        os.dup2(log.fileno(), 2)
-    return worker.main([run_dir])
+    def __call__(self, run_dir: str, env: dict[str, str]) -> int:
+        from critui.runs.launcher import LOG_FILE
+        from critui.train import worker
+
+        os.environ.update(env)
+        os.environ["PYTHONUNBUFFERED"] = "1"
+        with open(Path(run_dir) / LOG_FILE, "ab") as log:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(log.fileno(), 1)
+            os.dup2(log.fileno(), 2)
+        warning = signal.SIGUSR2
+        requeue = signal.getsignal(warning)  # submitit's checkpoint_and_try_requeue
+        code = worker.main([run_dir], requeue_signal=warning)
+        if code == worker.EXIT_REQUEUE and callable(requeue):
+            requeue(warning, None)  # requeues and exits; raises when it will not requeue
+        return code
+
+    def checkpoint(self, run_dir: str, env: dict[str, str]):
+        from submitit.helpers import DelayedSubmission
+
+        return DelayedSubmission(self, run_dir, env)  # the same call again: the run resumes itself
 
 
 class SubmititWorker:

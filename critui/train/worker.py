@@ -7,7 +7,8 @@ never touches the run index: its exit code and last event say how it ended.
 
 Exit codes: 0 finished, 1 crashed (traceback in the events), 2 bad input (a message for the
 user), 3 NaN loss, 4 busy (another worker holds the run directory; nothing was written),
-130 cancelled (SIGTERM or SIGINT).
+75 paused for its cluster job to be requeued (``requeue_signal``; not an end: the requeued job
+resumes the run), 130 cancelled (SIGTERM or SIGINT).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 EXIT_FINISHED, EXIT_CRASHED, EXIT_USER, EXIT_NAN, EXIT_BUSY, EXIT_CANCELLED = 0, 1, 2, 3, 4, 130
+EXIT_REQUEUE = 75  # EX_TEMPFAIL
 LOCK_FILE = ".worker.lock"
 
 
@@ -66,7 +68,13 @@ def _bookkeeping():
         raise Cancelled(name)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, requeue_signal: int | None = None) -> int:
+    """Train the run directory ``argv[0]``; return the exit code.
+
+    ``requeue_signal`` (a cluster launcher's: submitit's SIGUSR2, sent before the job's time
+    limit or on preemption) stops the worker at a safe point like SIGTERM, but records
+    ``paused``, which does not end the run, and returns ``EXIT_REQUEUE``.
+    """
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
         print("usage: python -m critui.train.worker RUN_DIR", file=sys.stderr)
@@ -92,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CRASHED
     # Restored on the way out: a second signal while the process exits (a terminal's Ctrl-C
     # reaches a whole process group) must not raise Cancelled into the interpreter's clean-up.
-    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    stops = [signal.SIGTERM, signal.SIGINT] + ([requeue_signal] if requeue_signal is not None else [])
+    previous = {s: signal.signal(s, _on_signal) for s in stops}
 
     from critui.events import EventLog
 
@@ -102,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
         run(run_dir, log, state)
         return EXIT_FINISHED
     except Cancelled as exc:
+        if requeue_signal is not None and str(exc) == signal.Signals(requeue_signal).name:
+            log.write("paused", epoch=state["epoch"], signal=str(exc),
+                      reason="its job is to be requeued (time limit or preemption); it resumes from its last checkpoint")
+            return EXIT_REQUEUE
         log.write("cancelled", epoch=state["epoch"], signal=str(exc))
         return EXIT_CANCELLED
     except Diverged as exc:
