@@ -592,7 +592,7 @@ def export(run_refs, fmt, output, home) -> None:
 
 @cli.command("new-plugin")
 @click.argument("name")
-@click.option("--kind", "-k", required=True, type=click.Choice(["deficit", "model", "dataset", "metric"]),
+@click.option("--kind", "-k", required=True, type=click.Choice(["deficit", "model", "dataset", "metric", "launcher"]),
               help="The kind of plugin to start from.")
 @click.option("--dir", "parent", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
               show_default=True, help="Folder to create critui-plugin-NAME/ in.")

@@ -25,7 +25,7 @@ from string import Template
 from critui import __version__
 from critui.errors import CritUIError
 
-SCAFFOLD_KINDS = ("deficit", "model", "dataset", "metric")
+SCAFFOLD_KINDS = ("deficit", "model", "dataset", "metric", "launcher")
 DIST_PREFIX = "critui-plugin-"
 _NAME = re.compile(r"^[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*$")
 
@@ -35,7 +35,7 @@ class Names:
     """Every spelling of a plugin's name a distribution needs."""
 
     name: str  # the plugin's name in its id: deficits.NAME
-    kind: str  # deficit | model | dataset | metric
+    kind: str  # deficit | model | dataset | metric | launcher
     dist: str  # the distribution: critui-plugin-NAME
     module: str  # the import package: critui_NAME
     cls: str  # the example class: CamelCase of NAME
@@ -124,6 +124,7 @@ SUMMARIES = {
     "model": "a network architecture",
     "dataset": "a dataset of labelled images",
     "metric": "a measurement taken at the end of training epochs",
+    "launcher": "a place to run training workers",
 }
 
 RUN_ARGS = {
@@ -131,6 +132,7 @@ RUN_ARGS = {
     "model": "--plugin {plugin_id} --epochs 2",
     "dataset": "--plugin {plugin_id} --epochs 2",
     "metric": "--plugin {plugin_id} --epochs 2",
+    "launcher": "--launcher {plugin_id} --epochs 2",
 }
 
 
@@ -519,4 +521,98 @@ def test_measures_the_weights():
     metric = $cls({"every": 1}, seed=0)
     values = metric.compute(SimpleNamespace(model=linear))
     assert values == pytest.approx({"total": 0.5 * 12**0.5, "last": 0.5 * 12**0.5})
+'''
+
+MODULES["launcher"] = '''\
+"""A critui launcher plugin: $plugin_id.
+
+critui imports this module through the entry point in pyproject.toml (group ``critui``)
+and calls ``critui_register_launchers`` once, which registers the class below. Its id is
+``launchers.NAME``; ``critui run --launcher NAME`` and ``critui sweep --launcher NAME`` use it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from critui.hookspecs import hookimpl
+from critui.kinds import Launcher
+from critui.params import Param
+
+
+class $cls(Launcher):
+    """Workers on this machine at a lower CPU priority, so a sweep yields to interactive work.
+
+    ``start(run_dir, env)`` starts ``python -m critui.train.worker RUN_DIR`` with ``env``
+    added to its environment and returns at once, with a ``subprocess.Popen`` (or an object
+    with its ``poll``, ``wait``, ``send_signal``, ``terminate``, ``kill`` and ``pid``).
+    critui follows the run through its ``events.jsonl``, never through a pipe, and stops it
+    with SIGTERM, which the worker takes as "record cancelled and exit". A launcher never
+    changes what a run computes. Its settings are ``--set launcher.PARAM=VALUE``.
+    """
+
+    name = "$name"
+    description = "Workers on this machine, at a lower CPU priority (nice)."
+    local = True  # workers run here: --gpus and --per-gpu place them, the cores are split
+    params = (Param("niceness", "int", 10, "how much lower the workers' priority", min=0, max=19),)
+
+    def start(self, run_dir, env):
+        niceness = self.settings["niceness"]
+        with open(Path(run_dir) / "log.txt", "ab") as log:
+            return subprocess.Popen(
+                [sys.executable, "-m", "critui.train.worker", str(run_dir)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
+                start_new_session=True,  # a Ctrl-C reaches critui, which stops the worker cleanly
+                preexec_fn=lambda: os.nice(niceness),
+            )
+
+
+@hookimpl
+def critui_register_launchers(register):
+    register($cls)
+'''
+
+TESTS["launcher"] = '''\
+"""Tests of the plugin: critui's contract checks first, then its own behaviour."""
+
+import json
+import os
+import signal
+import time
+
+from critui.config import build_spec
+from critui.events import read_events
+from critui.plugins import get_registry
+
+from $module import $cls
+
+PLUGIN_ID = "$plugin_id"
+DISTRIBUTION = "$dist"
+
+
+def test_meets_the_launcher_contract(critui_contract):
+    critui_contract.check_launcher($cls)
+
+
+def test_is_installed_and_discovered(critui_contract):
+    critui_contract.check_registered(PLUGIN_ID, distribution=DISTRIBUTION)
+
+
+def test_the_worker_runs_at_the_lower_priority(tmp_path):
+    sets = ["train.epochs=100000", "dataset.n_train=64", "model.width=4"]
+    spec = build_spec(get_registry(), sets=sets)
+    (tmp_path / "spec.json").write_text(json.dumps(spec.to_json()))
+    worker = $cls({"niceness": 7}, tmp_path).start(tmp_path, {})
+    try:
+        while not read_events(tmp_path) and worker.poll() is None:
+            time.sleep(0.1)
+        expected = min(19, os.getpriority(os.PRIO_PROCESS, 0) + 7)
+        assert os.getpriority(os.PRIO_PROCESS, worker.pid) == expected
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=60)
 '''

@@ -2,7 +2,7 @@
 
 The end-to-end test does what docs/plugins.md tells an author to do: scaffold one plugin of
 every kind, ``pip install -e`` them (into a scratch environment, offline), run their
-generated tests, find them in ``critui plugins``, and train with all four in one
+generated tests, find them in ``critui plugins``, and train with all five in one
 ``critui run``.
 """
 
@@ -87,7 +87,7 @@ def test_scaffolds_install_editable_pass_their_tests_and_run(critui, tmp_path):
     tests = env.run("-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(sources),
                     *(str(root / "tests") for root in roots.values()), check=False, cwd=sources)
     assert tests.returncode == 0, tests.stdout + tests.stderr
-    assert "12 passed" in tests.stdout
+    assert "15 passed" in tests.stdout
 
     # Editable: a change to the source shows without reinstalling.
     deficit_module = roots["deficit"] / "critui_my_deficit" / "__init__.py"
@@ -105,14 +105,17 @@ def test_scaffolds_install_editable_pass_their_tests_and_run(critui, tmp_path):
     run = env.critui(
         "run", "--plugin", "datasets.my-dataset", "--plugin", "models.my-model", "--plugin", "deficits.my-deficit",
         "--plugin", "metrics.my-metric", "--set", "dataset.n_train=200", "--set", "dataset.n_test=100",
-        "--set", "deficit.end=1", "--set", "train.threads=1", "--epochs", "2", env=home, check=False,
+        "--set", "deficit.end=1", "--set", "train.threads=1", "--epochs", "2",
+        "--launcher", "my-launcher", "--set", "launcher.niceness=3", env=home, check=False,
     )
     assert run.returncode == 0, run.stdout + run.stderr
     (doc,) = index_docs(tmp_path / "home")
     assert doc["status"] == "finished"
     assert {pid: v["distribution"] for pid, v in doc["plugins"].items()} == {
-        names_for(name, kind).plugin_id: names_for(name, kind).dist for kind, name in KIND_NAMES.items()
+        names_for(name, kind).plugin_id: names_for(name, kind).dist
+        for kind, name in KIND_NAMES.items() if kind != "launcher"  # where it ran, not what it ran
     }
+    assert doc["launcher"] == "launchers.my-launcher" and doc["launcher_settings"] == {"niceness": 3}
     events = [json.loads(line) for line in (tmp_path / "home" / "runs" / doc["id"] / "events.jsonl").read_text().splitlines()]
     metric = [e for e in events if e["event"] == "metric" and e["metric"] == "metrics.my-metric"]
     assert [e["epoch"] for e in metric] == [0, 1] and set(metric[0]["values"]) == {"total", "last"}

@@ -12,7 +12,7 @@ import signal
 from typing import Any
 
 from critui.events import TERMINAL, EventTail, read_events
-from critui.runs.launcher import local_launcher, stop_worker
+from critui.runs.launcher import DEFAULT_LAUNCHER, local_launcher, stop_worker
 from critui.train.worker import EXIT_BUSY
 
 
@@ -32,9 +32,11 @@ class RunMonitor:
         self._before = {k: before.get(k) for k in ("status", "pid", "manager_pid", "job", "launcher", "launcher_settings")}
         launcher = launcher or local_launcher(store.home)
         self.process = launcher.start(self.run_dir, dict(env or {}))
-        job = getattr(self.process, "job", None)
-        store.update(run_id, status="running", pid=self.process.pid, manager_pid=os.getpid(), job=job,
-                     launcher=launcher.id if job else None, launcher_settings=launcher.settings if job else None)
+        # The launcher is recorded unless it is the default, so that a resume runs where this did.
+        other = launcher.id != DEFAULT_LAUNCHER
+        store.update(run_id, status="running", pid=self.process.pid, manager_pid=os.getpid(),
+                     job=getattr(self.process, "job", None), launcher=launcher.id if other else None,
+                     launcher_settings=launcher.settings if other else None)
 
     @property
     def done(self) -> bool:
