@@ -66,9 +66,16 @@ def pick_launcher(registry, launcher_id: str | None, plugins, sets, home: Path, 
         raise CritUIError("Name one launcher, with --launcher NAME or --plugin launchers.NAME, not several.")
     sets, settings = split_launcher_sets(sets)
     launcher_id = launcher_id or (named[0] if named else None)
-    if launcher_id is None and default[0]:
+    inherited = launcher_id is None and default[0]
+    if inherited:
         launcher_id, settings = default[0], {**default[1], **settings}
-    launcher = make_launcher(registry, launcher_id, settings, Path(home).expanduser() if home else default_home())
+    try:
+        launcher = make_launcher(registry, launcher_id, settings, Path(home).expanduser() if home else default_home())
+    except CritUIError as exc:
+        if not inherited:
+            raise
+        raise CritUIError(f"{exc} (It ran with {launcher_id} before; name another with --launcher NAME, e.g. "
+                          "--launcher local to continue on this machine.)") from None
     return launcher, [p for p in plugins if p not in named], sets
 
 

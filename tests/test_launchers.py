@@ -105,6 +105,13 @@ def test_a_sweep_through_submitit_runs_its_forks_and_resumes_with_the_same_launc
     assert critui("sweep", "--resume", "last", env=no_sbatch).returncode == 0
     again = critui("sweep", "--resume", "last", "--launcher", "slurm", env=no_sbatch)
     assert again.returncode == 2 and "needs Slurm's sbatch" in again.stderr
+    # Without submitit, the launcher it ran with cannot start: the message names the way out.
+    shadow = tmp_path / "shadow"
+    (shadow / "submitit").mkdir(parents=True)
+    (shadow / "submitit" / "__init__.py").write_text("raise ImportError('no submitit here')\n")
+    gone = critui("sweep", "--resume", "last", env={"PYTHONPATH": str(shadow)})
+    assert gone.returncode == 2 and "--launcher local to continue on this machine" in " ".join(gone.stderr.split())
+    assert critui("sweep", "--resume", "last", "--launcher", "local", env={"PYTHONPATH": str(shadow)}).returncode == 0
 
 
 def test_launcher_mistakes_are_one_paragraph_and_create_no_run(critui, home, tmp_path):
