@@ -18,7 +18,7 @@ class FakeMonitor:
 
     started: list[FakeMonitor] = []
 
-    def __init__(self, store, run_id, env=None):
+    def __init__(self, store, run_id, env=None, launcher=None):
         self.run_id, self.env, self.end = run_id, env or {}, None
         FakeMonitor.started.append(self)
 
