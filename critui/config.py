@@ -57,7 +57,7 @@ TRAIN_PARAMS = (
         "threads",
         "int",
         0,
-        "CPU threads for torch in the worker (0: auto, half the cores and at least one; small models "
+        "CPU threads for torch in the worker (0: auto, half the cores the worker may use and at least one; small models "
         "train faster on one thread than on two on a 2-core machine, and far faster when runs share cores)",
         min=0,
         max=1024,

@@ -323,3 +323,33 @@ def test_cancel_asks_first_and_signals_a_worker_started_elsewhere(tmp_path):
     finally:
         worker.kill()
         worker.wait()
+
+
+def test_the_form_starts_the_run_through_the_chosen_launcher(tmp_path, registry):
+    home = tmp_path / "home"
+
+    async def scenario():
+        from textual.widgets import Select, Static
+
+        app = make_app(home, registry=registry, poll_interval=0.2)
+        async with app.run_test(size=(120, 40)) as pilot:
+            screen = await open_form(app, pilot)
+            screen.query_one("#pick-launcher", Select).value = "launchers.slurm"
+            assert await wait_for(pilot, lambda: screen.query("#f-launcher-cluster"))
+            # No Slurm here: its default cluster cannot start, and the form says why.
+            await pilot.press("ctrl+l")
+            await pilot.pause()
+            assert "needs Slurm's sbatch" in str(screen.query_one("#launch-error", Static).render())
+            assert not app.store.all()
+            screen.field("launcher.cluster").set_value("local")  # submitit's local backend
+            await pilot.pause()
+            await pilot.press("ctrl+l")
+            assert await wait_for(pilot, lambda: screen.launched is not None, timeout=30)
+            run_id = screen.launched
+            assert await wait_for(pilot, lambda: app.store.get(run_id)["status"] == "finished", timeout=120), (
+                (home / "runs" / run_id / "log.txt").read_text())
+            doc = app.store.get(run_id)
+            assert doc["launcher"] == "launchers.slurm" and doc["job"].startswith("local:")
+            assert doc["launcher_settings"]["cluster"] == "local"
+
+    asyncio.run(scenario())

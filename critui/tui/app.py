@@ -152,10 +152,10 @@ class CritUIApp(App):
             return
         self.call_from_thread(self.notify, f"Wrote {path}")
 
-    def launch(self, spec, versions: dict[str, dict[str, str]]) -> dict[str, Any]:
+    def launch(self, spec, versions: dict[str, dict[str, str]], launcher=None) -> dict[str, Any]:
         """Create the run and start its worker (from a thread worker: both touch the disk)."""
         doc = self.store.create(spec, versions)
-        self.start_worker(doc["id"])
+        self.start_worker(doc["id"], launcher)
         return doc
 
     def start_worker(self, run_id: str, launcher=None) -> None:
@@ -185,7 +185,7 @@ class CritUIApp(App):
         self.call_from_thread(self.poll_runs)
 
     @work(thread=True, group="sweeps", exit_on_error=False)
-    def run_sweep(self, record: dict[str, Any], gpus: list[str]) -> None:
+    def run_sweep(self, record: dict[str, Any], gpus: list[str], launcher=None) -> None:
         """Train a sweep's runs with the scheduler ``critui sweep`` uses, one worker at a time.
 
         Should the app quit first, the runs not started yet stay queued in the sweep's record,
@@ -194,7 +194,7 @@ class CritUIApp(App):
         from critui.runs.scheduler import SweepScheduler
 
         worker = get_current_worker()
-        scheduler = SweepScheduler(self.store, record, jobs=1, gpus=gpus)
+        scheduler = SweepScheduler(self.store, record, jobs=1, gpus=gpus, launcher=launcher)
         self.sweeps[record["id"]] = scheduler
         try:
             while scheduler.step() and not worker.is_cancelled:

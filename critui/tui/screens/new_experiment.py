@@ -34,6 +34,12 @@ from textual.widgets import (
 from critui.config import DEFAULT_IDS, OPTIM_PARAMS, TRAIN_PARAMS, build_spec, preflight
 from critui.errors import CritUIError, describe_os_error
 from critui.params import Param, ParamError
+from critui.runs.launcher import (
+    DEFAULT_LAUNCHER,
+    SETTING_PREFIX,
+    make_launcher,
+    split_launcher_sets,
+)
 from critui.tui.widgets.param_form import ParamField
 
 NONE = "none"
@@ -67,6 +73,7 @@ class NewExperimentScreen(Screen):
         self.registry = None
         self.launched: str | None = None
         self.launched_sweep: str | None = None
+        self.launcher = None  # set by collect()
         self._rebuilding = asyncio.Lock()
 
     def compose(self) -> ComposeResult:
@@ -109,6 +116,11 @@ class NewExperimentScreen(Screen):
                 Select(options, value=value, allow_blank=False, id=f"pick-{section}", compact=True),
             )
             await pickers.mount(row)
+        launchers = [(p.id, p.id) for p in sorted(registry.of_kind("launchers"), key=lambda p: p.id)]
+        await pickers.mount(Horizontal(
+            Label("launcher", classes="name"),
+            Select(launchers, value=DEFAULT_LAUNCHER, allow_blank=False, id="pick-launcher", compact=True),
+        ))
         await pickers.mount(name_row())
         metrics = Horizontal(id="metrics-picks")
         await pickers.mount(Horizontal(Label("metrics", classes="name"), metrics))
@@ -158,7 +170,7 @@ class NewExperimentScreen(Screen):
         await box.remove_children()
         picks, metrics = self.chosen()
         widgets = []
-        for plugin_id in picks + metrics:
+        for plugin_id in picks + metrics + [self.launcher_id()]:
             info = self.registry.get(plugin_id)
             prefix = (
                 f"metrics.{info.name}"
@@ -175,10 +187,15 @@ class NewExperimentScreen(Screen):
         await box.mount_all(widgets)
         self._offer_axes()
 
+    def launcher_id(self) -> str:
+        value = self.query_one("#pick-launcher", Select).value
+        return DEFAULT_LAUNCHER if value == Select.NULL else str(value)
+
     def _offer_axes(self) -> None:
-        """Every field of the form can be the sweep axis; keep the choice while it still exists."""
+        """Every field of the run can be the sweep axis (not the launcher's: where a run
+        trains does not change it); keep the choice while it still exists."""
         select = self.query_one("#axis-key", Select)
-        keys = [f.key for f in self.query(ParamField).results(ParamField)]
+        keys = [f.key for f in self.query(ParamField).results(ParamField) if not f.key.startswith(SETTING_PREFIX)]
         current = select.value
         select.set_options([(key, key) for key in keys])
         if current in keys:
@@ -203,7 +220,8 @@ class NewExperimentScreen(Screen):
         return self.query_one(f"#{field_id(key)}", ParamField)
 
     def collect(self):
-        """Validate every field; the RunSpec, or None with the problems shown inline."""
+        """Validate every field; the RunSpec, or None with the problems shown inline. The
+        launcher, its settings checked and its ``check()`` passed, is kept in ``self.launcher``."""
         sets, problems = [], []
         for f in self.query(ParamField).results(ParamField):
             if f.key == "name":
@@ -219,9 +237,11 @@ class NewExperimentScreen(Screen):
         picks, metrics = self.chosen()
         name = self.query_one("#run-name", Input).value.strip()
         try:
+            sets, settings = split_launcher_sets(sets)
             spec = build_spec(
                 self.registry, {"name": name} if name else {}, picks + metrics, sets, {}
             )
+            self.launcher = make_launcher(self.registry, self.launcher_id(), settings, self.app.store.home)
         except CritUIError as exc:
             error.update(str(exc))
             return None
@@ -301,28 +321,31 @@ class NewExperimentScreen(Screen):
         from critui.runs import scheduler as sched
         from critui.runs.planner import plan_tree
 
-        threads = sched.cpu_threads_per_worker(1)
-        for run in planned:
-            if not run.spec.train["threads"]:
-                run.spec.train["threads"] = threads
+        launcher = self.launcher
+        if launcher.local:  # elsewhere each worker has its own job's cores
+            threads = sched.cpu_threads_per_worker(1)
+            for run in planned:
+                if not run.spec.train["threads"]:
+                    run.spec.train["threads"] = threads
         try:
             nodes = plan_tree([run.spec for run in planned])
             devices = {run.spec.train["device"] for run in planned}
             preflight(self.registry, [run.spec for run in planned])
             record = sched.create_sweep(
-                self.app.store, sweep, planned, nodes, self._versions, config_path=None
+                self.app.store, sweep, planned, nodes, self._versions, config_path=None,
+                launcher={"id": launcher.id, "settings": launcher.settings},
             )
         except Exception as exc:  # noqa: BLE001
             self.app.call_from_thread(self._launch_failed, explained(exc))
             return
-        gpus = sched.detect_gpus() if devices - {"cpu"} else []
+        gpus = sched.detect_gpus() if devices - {"cpu"} and launcher.local else []
         self.app.call_from_thread(self._sweep_launched, record, gpus)
 
     def _sweep_launched(self, record: dict[str, Any], gpus: list[str]) -> None:
         from critui.tui.screens.sweep import SweepScreen
 
         self.launched_sweep = record["id"]
-        self.app.run_sweep(record, gpus)
+        self.app.run_sweep(record, gpus, self.launcher)
         self.app.notify(f"Started sweep {record['id']}: {len(record['runs'])} runs")
         self.app.poll_runs()
         self.dismiss()
@@ -340,7 +363,7 @@ class NewExperimentScreen(Screen):
     def start_run(self, spec) -> None:
         try:
             preflight(self.registry, [spec])
-            doc = self.app.launch(spec, self._versions(spec))
+            doc = self.app.launch(spec, self._versions(spec), self.launcher)
         except Exception as exc:  # noqa: BLE001
             self.app.call_from_thread(self._launch_failed, explained(exc))
             return
