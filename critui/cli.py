@@ -54,7 +54,8 @@ def launcher_option(func):
     )(func)
 
 
-def pick_launcher(registry, launcher_id: str | None, plugins, sets, home: Path, default: tuple[str | None, dict] = (None, {})):
+def pick_launcher(registry, launcher_id: str | None, plugins, sets, home: Path, default: tuple[str | None, dict] = (None, {}),
+                  check: bool = True):
     """The launcher of a command, from --launcher, a ``--plugin launchers.NAME`` and the
     ``--set launcher.*`` values; returns it with the plugins and sets left for the run.
     ``default`` is the launcher and settings to use when none is named (a resumed run's)."""
@@ -70,7 +71,8 @@ def pick_launcher(registry, launcher_id: str | None, plugins, sets, home: Path, 
     if inherited:
         launcher_id, settings = default[0], {**default[1], **settings}
     try:
-        launcher = make_launcher(registry, launcher_id, settings, Path(home).expanduser() if home else default_home())
+        launcher = make_launcher(registry, launcher_id, settings, Path(home).expanduser() if home else default_home(),
+                                 check=check)
     except CritUIError as exc:
         if not inherited:
             raise
@@ -688,7 +690,9 @@ def sweep(config_path, dry_run, jobs, gpus, per_gpu, sets, seeds, resume_ref, la
     from critui.runs.planner import cost, plan_tree
     from critui.sweeps import expand, load_sweep
 
-    worker_launcher, _, sets = pick_launcher(registry, launcher, (), sets, home)
+    # A dry run plans on a laptop what a cluster will train: the launcher's settings are
+    # checked, not whether it can start here.
+    worker_launcher, _, sets = pick_launcher(registry, launcher, (), sets, home, check=not dry_run)
     spec_sweep = load_sweep(config_path)
     if seeds is not None:
         spec_sweep = dataclasses.replace(spec_sweep, seeds=_parse_seeds(seeds))

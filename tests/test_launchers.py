@@ -99,6 +99,8 @@ def test_a_sweep_through_submitit_runs_its_forks_and_resumes_with_the_same_launc
     epochs = [e["epoch"] for e in events_of(home, child["run_id"]) if e["event"] == "epoch"]
     assert epochs == list(range(child["fork_epoch"], child["epochs"]))  # it forked from its parent's checkpoint
     assert (home / "submitit").is_dir()  # submitit's job files stay in the critui home
+    plan = critui("sweep", str(config), "--dry-run", "--launcher", "slurm", env={"PATH": str(tmp_path)})
+    assert plan.returncode == 0 and "fork" in plan.stdout  # planned here, for a cluster
     # --resume takes the launcher and its settings from the record (nothing is left to train);
     # naming the launcher again starts from its defaults, which need sbatch.
     no_sbatch = {"PATH": str(tmp_path)}

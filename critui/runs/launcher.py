@@ -37,9 +37,9 @@ def split_launcher_sets(sets) -> tuple[list[str], dict[str, str]]:
     return run_sets, settings
 
 
-def make_launcher(registry, launcher_id: str | None, settings: dict[str, Any], home: Path):
-    """The launcher plugin ``launcher_id`` (default: local) with its settings checked and its
-    ``check()`` passed: every mistake is a ``CritUIError`` before any run exists."""
+def make_launcher(registry, launcher_id: str | None, settings: dict[str, Any], home: Path, check: bool = True):
+    """The launcher plugin ``launcher_id`` (default: local) with its settings checked and (with
+    ``check``) its ``check()`` passed: every mistake is a ``CritUIError`` before any run exists."""
     from critui.errors import CritUIError
     from critui.params import resolve
 
@@ -52,7 +52,8 @@ def make_launcher(registry, launcher_id: str | None, settings: dict[str, Any], h
         )
     launcher = info.cls(resolve(info.cls.params, settings, "launcher"), Path(home))
     launcher.id = info.id
-    launcher.check()
+    if check:
+        launcher.check()
     return launcher
 
 
