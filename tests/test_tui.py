@@ -284,6 +284,28 @@ def test_dashboard_lists_filters_and_sorts_runs(tmp_path):
     asyncio.run(scenario())
 
 
+def test_between_90_and_120_columns_ids_lose_their_date_and_the_accuracies_stay_on_screen(tmp_path):
+    home = fake_home(tmp_path)
+
+    async def scenario():
+        from critui.tui.widgets.runs_table import RunsTable
+
+        app = make_app(home, poll_interval=0.2)
+        async with app.run_test(size=(100, 30)) as pilot:
+            table = app.screen.query_one(RunsTable)
+            assert await wait_for(pilot, lambda: len(table.shown) == 4)
+            await pilot.press("space")  # a mark keeps its room in the narrower column
+            await pilot.pause()
+            assert table.compact and table.get_row_at(0)[0] == "● 000000-aaaa"
+            shown_to = sum(c.get_render_width(table) for c in table.ordered_columns[:6])
+            assert shown_to <= table.scrollable_content_region.width  # id to final, all on screen
+            await pilot.resize_terminal(130, 30)
+            assert await wait_for(pilot, lambda: not table.compact)
+            assert table.get_row_at(0)[0] == "● 20260101-000000-aaaa"
+
+    asyncio.run(scenario())
+
+
 def test_an_empty_home_says_how_to_start_and_the_first_run_replaces_the_hint(tmp_path):
     home = tmp_path / "home"
 

@@ -31,6 +31,10 @@ COLUMNS = (
     ("model", "model"),
     ("parent", "fork of"),
 )
+ID_WIDTH = 22  # a full id (20) and room for the mark
+# Below this many columns of the table, ids lose their date (20261129-015523-573e shows as
+# 015523-573e, a suffix every command accepts), so the accuracies stay on screen.
+SHOWN_FIRST = 6  # id, status, deficit, epochs, acc, final
 # What `s` cycles through: (name, key function over a row's cells). "created" is the index order.
 SORTS = ("created", "status", "deficit", "acc", "final", "id")
 
@@ -62,6 +66,12 @@ def row_cells(doc: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]
     }
 
 
+def compact_id(run_id: str) -> str:
+    """``20261129-015523-573e`` -> ``015523-573e``: the time and suffix, still a unique suffix."""
+    date, sep, rest = run_id.partition("-")
+    return rest if sep and len(date) == 8 and date.isdigit() and rest else run_id
+
+
 def matches(cells: dict[str, Any], query: str) -> bool:
     """Every word of the query appears in some cell (case-insensitive)."""
     haystack = " ".join(str(v) for k, v in cells.items() if k != "created").lower()
@@ -90,10 +100,19 @@ class RunsTable(DataTable):
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
         self.marked: set[str] = set()
         self.shown: list[str] = []
+        self.compact = False  # ids without their date: see SHOWN_FIRST
+        self._shown_with: tuple | None = None  # show_runs' arguments, to redraw on a resize
 
     def on_mount(self) -> None:
         for key, label in COLUMNS:
-            self.add_column(label, key=key, width=22 if key == "id" else None)  # room for the mark
+            self.add_column(label, key=key, width=ID_WIDTH if key == "id" else None)  # room for the mark
+
+    def on_resize(self) -> None:
+        if self._shown_with is not None:
+            self.show_runs(*self._shown_with)
+
+    def id_text(self, run_id: str) -> str:
+        return ("● " if run_id in self.marked else "") + (compact_id(run_id) if self.compact else run_id)
 
     @property
     def current_id(self) -> str | None:
@@ -109,6 +128,7 @@ class RunsTable(DataTable):
         sort: str = "created",
     ) -> None:
         """Rebuild the rows, keeping the cursor on the same run."""
+        self._shown_with = (docs, histories, query, sort)
         current = self.current_id
         cells = [row_cells(d, getattr(histories.get(d["id"]), "rows", [])) for d in docs]
         cells = [c for c in cells if matches(c, query)]
@@ -117,7 +137,7 @@ class RunsTable(DataTable):
         self.shown = [c["id"] for c in cells]
         rows = [
             [
-                ("● " if c["id"] in self.marked else "") + c["id"],
+                c["id"],
                 Text(c["status"], style=STATUS_STYLES.get(c["status"], "")),
                 c["deficit"],
                 Text(c["progress"], justify="right"),
@@ -132,11 +152,18 @@ class RunsTable(DataTable):
         # Explicit widths, set before the rows arrive: with automatic ones, a real terminal
         # (not Pilot) painted the first rows at the headers' widths ("finish", "blur [0")
         # and kept that paint until the cursor moved over them (Textual 8.2).
+        widths = [max([cell_len(column.label.plain), *(cell_len(str(row[i])) for row in rows)])
+                  for i, column in enumerate(self.ordered_columns)]
+        widths[0] = ID_WIDTH
+        needed = sum(w + 2 * self.cell_padding for w in widths[:SHOWN_FIRST]) + 2  # and the scrollbar
+        self.compact = 0 < self.size.width < needed
+        if self.compact:
+            widths[0] = ID_WIDTH - (len(cells[0]["id"]) - len(compact_id(cells[0]["id"]))) if cells else ID_WIDTH
         for i, column in enumerate(self.ordered_columns):
-            if column.key.value == "id":
-                continue  # already fixed, with room for the mark
             column.auto_width = False
-            column.width = max([cell_len(column.label.plain), *(cell_len(str(row[i])) for row in rows)])
+            column.width = widths[i]
+        for row in rows:
+            row[0] = self.id_text(row[0])
         for c, row in zip(cells, rows, strict=True):
             self.add_row(*row, key=c["id"])
         if current in self.shown:
@@ -147,4 +174,4 @@ class RunsTable(DataTable):
         if run_id is None:
             return
         self.marked ^= {run_id}
-        self.update_cell(run_id, "id", ("● " if run_id in self.marked else "") + run_id)
+        self.update_cell(run_id, "id", self.id_text(run_id))
