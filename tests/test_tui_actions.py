@@ -214,6 +214,8 @@ def test_resume_continues_an_interrupted_run_from_its_checkpoint(tmp_path, regis
 def test_fork_from_an_epoch_creates_a_child_that_records_its_parent(tmp_path, registry):
     home = tmp_path / "home"
     parent = trained_run(home, registry)
+    # As if the parent had run as a Slurm job: the child is started where its parent ran.
+    RunStore(home).update(parent, launcher="launchers.slurm", launcher_settings={"cluster": "local"})
 
     async def scenario():
         from rich.console import Console
@@ -257,6 +259,8 @@ def test_fork_from_an_epoch_creates_a_child_that_records_its_parent(tmp_path, re
             own = [e["epoch"] for e in events_of(home, child) if e["event"] == "epoch"]
             assert own == [1, 2]
             assert app.feed.docs[child]["epochs_done"] == 3  # counting the inherited epoch
+            child_doc = app.store.get(child)
+            assert child_doc["launcher"] == "launchers.slurm" and child_doc["job"].startswith("local:")
             console = Console(width=160, color_system=None)
             with console.capture() as shown:
                 console.print(app.screen.query_one("#config-text", Static).content)

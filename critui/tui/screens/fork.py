@@ -99,12 +99,17 @@ class ForkModal(ModalScreen[dict[str, Any] | None]):
 
     @work(thread=True, exclusive=True, exit_on_error=False)
     def fork(self, epoch: int, sets: list[str]) -> None:
+        from critui.runs.launcher import make_launcher
         from critui.runs.lineage import fork_run
 
         app = self.app
         try:
+            # Where the parent ran (a Slurm job forks into a Slurm job), checked before the fork exists.
+            parent = app.store.get(self.run_id)
+            launcher = make_launcher(app.registry, parent.get("launcher"), parent.get("launcher_settings") or {},
+                                     app.store.home)
             doc, from_checkpoint = fork_run(app.store, app.registry, self.run_id, epoch, sets)
-            app.start_worker(doc["id"])
+            app.start_worker(doc["id"], launcher)
         except Exception as exc:  # noqa: BLE001 - a bad epoch or change is shown, never fatal
             app.call_from_thread(self._failed, str(exc))
             return
