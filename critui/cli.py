@@ -675,11 +675,16 @@ def sweep(config_path, dry_run, jobs, gpus, per_gpu, sets, seeds, resume_ref, la
                               "can be set with --resume.")
         store = open_store(home)
         record = sched.load_record(store, resume_ref)
-        statuses = {d["id"]: d.get("status") for d in store.all()}
-        busy = [e["run_id"] for e in record["runs"] if statuses.get(e["run_id"]) == "running"]
+        docs = {d["id"]: d for d in store.all()}
+        busy = [docs[e["run_id"]] for e in record["runs"] if docs.get(e["run_id"], {}).get("status") == "running"]
+        job_ids = [d["job"].partition(":")[2] for d in busy if d.get("job")]
+        if job_ids:  # its manager may be gone; the cluster still trains them
+            raise CritUIError(f"Sweep {record['id']} still has {len(job_ids)} job(s) on the cluster (e.g. run "
+                              f"{busy[0]['id']}, job {job_ids[0]}). Wait for them to end (`critui runs --status running`), "
+                              f"or cancel them with `scancel {' '.join(job_ids[:5])}`, then resume it.")
         if busy:
             raise CritUIError(f"Sweep {record['id']} is still running ({len(busy)} run(s) have a live worker, "
-                              f"e.g. {busy[0]}). Stop that `critui sweep` first, or wait for it.")
+                              f"e.g. {busy[0]['id']}). Stop that `critui sweep` first, or wait for it.")
         previous = record.get("launcher") or {}
         worker_launcher, _, _ = pick_launcher(registry, launcher, (), sets, home,
                                               default=(previous.get("id"), previous.get("settings") or {}))

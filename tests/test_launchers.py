@@ -114,6 +114,19 @@ def test_a_sweep_through_submitit_runs_its_forks_and_resumes_with_the_same_launc
     gone = critui("sweep", "--resume", "last", env={"PYTHONPATH": str(shadow)})
     assert gone.returncode == 2 and "--launcher local to continue on this machine" in " ".join(gone.stderr.split())
     assert critui("sweep", "--resume", "last", "--launcher", "local", env={"PYTHONPATH": str(shadow)}).returncode == 0
+    # A job still on the cluster (here: a live process standing in for it) and no manager:
+    # --resume says how to wait for it or cancel it.
+    from critui.runs.store import RunStore
+
+    stand_in = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        RunStore(home).update(child["run_id"], status="running", job=f"local:{stand_in.pid}",
+                              launcher="launchers.slurm", launcher_settings={"cluster": "local"})
+        busy = critui("sweep", "--resume", "last")
+        assert busy.returncode == 2 and f"scancel {stand_in.pid}" in " ".join(busy.stderr.split())
+    finally:
+        stand_in.kill()
+        stand_in.wait()
 
 
 def test_launcher_mistakes_are_one_paragraph_and_create_no_run(critui, home, tmp_path):
