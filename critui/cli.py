@@ -81,6 +81,15 @@ def pick_launcher(registry, launcher_id: str | None, plugins, sets, home: Path, 
     return launcher, [p for p in plugins if p not in named], sets
 
 
+def only_launcher_sets(sets, what: str) -> None:
+    """A resumed run or sweep keeps its settings: ``--set`` may only name the launcher's."""
+    from critui.runs.launcher import SETTING_PREFIX
+
+    if wrong := [s for s in sets if not s.strip().startswith(SETTING_PREFIX)]:
+        raise CritUIError(f"--set {wrong[0]!r}: {what} keeps its settings; only launcher.NAME=VALUE can be set. "
+                          "Start a new run or sweep to change the others.")
+
+
 def open_store(home: Path | None):
     from critui.runs.store import RunStore
 
@@ -138,7 +147,7 @@ def run(plugins, sets, epochs, seed, device, config_path, name, dry_run, launche
     from critui.plugins import get_registry
 
     registry = get_registry()
-    worker_launcher, plugins, sets = pick_launcher(registry, launcher, plugins, sets, home)
+    worker_launcher, plugins, sets = pick_launcher(registry, launcher, plugins, sets, home, check=not dry_run)
     config, source = ({}, None)
     if config_path is not None:
         config, text = load_toml(config_path)
@@ -266,12 +275,9 @@ def resume(run_ref, sets, launcher, home) -> None:
     It runs where it ran before (the same launcher and settings) unless --launcher says otherwise.
     """
     from critui.plugins import get_registry
-    from critui.runs.launcher import SETTING_PREFIX
     from critui.runs.lineage import reopen_for_resume
 
-    if wrong := [s for s in sets if not s.strip().startswith(SETTING_PREFIX)]:
-        raise CritUIError(f"--set {wrong[0]!r}: a resumed run keeps its settings; only launcher.NAME=VALUE "
-                          "can be set. Start a new run (or `critui fork`) to change the others.")
+    only_launcher_sets(sets, "a resumed run")
     store = open_store(home)
     before = store.get(run_ref)
     worker_launcher, _, _ = pick_launcher(get_registry(), launcher, (), sets, home,
@@ -670,9 +676,7 @@ def sweep(config_path, dry_run, jobs, gpus, per_gpu, sets, seeds, resume_ref, la
         raise CritUIError("Give either a sweep config (FILE.toml) to start a sweep or --resume SWEEP to "
                           "continue one, not both.")
     if resume_ref:
-        if wrong := [s for s in sets if not s.strip().startswith("launcher.")]:
-            raise CritUIError(f"--set {wrong[0]!r}: a resumed sweep keeps its runs' settings; only launcher.NAME=VALUE "
-                              "can be set with --resume.")
+        only_launcher_sets(sets, "a resumed sweep")
         store = open_store(home)
         record = sched.load_record(store, resume_ref)
         docs = {d["id"]: d for d in store.all()}
