@@ -26,6 +26,7 @@ from critui.config import (
     build_spec,
     deficit_label,
     device_text,
+    launcher_text,
     load_toml,
     preflight,
     short_id,
@@ -505,8 +506,8 @@ def _print_overview(doc, spec, run_dir) -> None:
     table.add_row("final test acc", _fmt_acc(doc.get("final_acc")) + "  (mean of the last 5 epochs)")
     table.add_row("seed", str(doc.get("seed")))
     table.add_row("device", device_text(doc))
-    if doc.get("job"):
-        table.add_row("launcher", f"{doc.get('launcher')}, job {doc['job']}")
+    if launched := launcher_text(doc):
+        table.add_row("launcher", launched)
     if doc.get("lr_at_removal") is not None:
         table.add_row("lr at removal", f"{doc['lr_at_removal']:.4g}")
     if note := window_note(spec):

@@ -247,6 +247,16 @@ def device_text(doc: dict[str, Any]) -> str:
     return f"{doc.get('device') or '-'} ({doc.get('device_name') or '-'}){count}, torch {doc.get('torch') or '-'}"
 
 
+def launcher_text(doc: dict[str, Any]) -> str | None:
+    """What started a run's worker, when not this machine's default: ``launchers.slurm, job
+    slurm:4242 (partition=gpu, time=600, ...)``; None for a local run."""
+    if not doc.get("launcher"):
+        return None
+    job = f", job {doc['job']}" if doc.get("job") else ""
+    settings = ", ".join(f"{k}={v}" for k, v in (doc.get("launcher_settings") or {}).items() if v != "")
+    return f"{doc['launcher']}{job}" + (f" ({settings})" if settings else "")
+
+
 def load_toml(path: str | Path) -> tuple[dict[str, Any], str]:
     """Read a TOML file, turning every failure into a message that names the file and line."""
     path = Path(path)

@@ -265,6 +265,7 @@ def test_fork_from_an_epoch_creates_a_child_that_records_its_parent(tmp_path, re
             with console.capture() as shown:
                 console.print(app.screen.query_one("#config-text", Static).content)
             assert f"forked from {parent} at epoch 1" in " ".join(shown.get().split())
+            assert f"launchers.slurm, job {child_doc['job']} (cluster=local" in " ".join(shown.get().split())
 
     asyncio.run(scenario())
 

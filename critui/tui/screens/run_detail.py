@@ -18,7 +18,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Log, Static, TabbedContent, TabPane
 
-from critui.config import device_text, window_note
+from critui.config import device_text, launcher_text, window_note
 from critui.runs.launcher import LOG_FILE
 from critui.tui.widgets.charts import Chart, FisherHeatmap, accuracy_draw, curves_draw, fisher_draw
 from critui.tui.widgets.runs_table import STATUS_STYLES, deficit_text, fmt_acc
@@ -79,6 +79,8 @@ def config_table(doc: dict[str, Any], spec: dict[str, Any]) -> Table:
     if note := window_note(spec):
         table.add_row("note", Text(note, style="yellow"))
     table.add_row("device", device_text(doc))
+    if launched := launcher_text(doc):
+        table.add_row("launcher", launched)
     table.add_row("git commit", str(doc.get("git_commit") or "-"))
     plugins = doc.get("plugins") or {}
     for section in ("dataset", "model", "deficit"):
