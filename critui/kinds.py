@@ -210,6 +210,11 @@ class Launcher(Plugin):
         another critui process) is still queued or running; None when it cannot tell."""
         return None
 
+    def cancel(self, job: str) -> bool:
+        """Ask for ``job``'s worker to stop cleanly (it records ``cancelled``), from another
+        critui process than the one that started it; False when this launcher cannot."""
+        return False
+
 
 BASES: dict[str, type[Plugin]] = {
     "deficits": Deficit,

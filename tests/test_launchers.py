@@ -215,3 +215,30 @@ def test_a_slurm_warning_signal_pauses_the_worker_and_the_requeued_job_resumes_t
     assert epochs == list(range(300))  # the requeued job went on from the checkpoint
     assert store.get(doc["id"])["status"] == "finished"
     assert "Requeued job" in (home / "runs" / doc["id"] / "log.txt").read_text()
+
+
+def test_a_job_started_elsewhere_is_cancelled_through_its_launcher(home):
+    """The TUI's cancel of a run another critui started as a cluster job: there is no local
+    worker pid to signal, so the run's launcher stops the job."""
+    from critui.runs.store import RunStore
+    from critui.tui.feed import RunsFeed
+
+    command = [sys.executable, "-m", "critui", "run", "--plugin", "deficits.flip", "--epochs", "5000", *TINY, *SUBMITIT]
+    env = {**os.environ, "CRITUI_HOME": str(home), "COLUMNS": "160"}
+    manager = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        for _ in range(1200):
+            docs = index_docs(home) if (home / "history.json").exists() else []
+            if docs and any(e["event"] == "epoch" for e in events_of(home, docs[0]["id"])):
+                break
+            time.sleep(0.05)
+        feed = RunsFeed(RunStore(home))
+        feed.poll()
+        assert feed.cancel(docs[0]["id"]) == "signalled"
+        out, err = manager.communicate(timeout=120)
+    finally:
+        manager.kill()
+    assert manager.returncode == 130, err  # the manager saw its job end as cancelled
+    (doc,) = index_docs(home)
+    assert doc["status"] == "cancelled" and events_of(home, doc["id"])[-1]["event"] == "cancelled"

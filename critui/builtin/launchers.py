@@ -97,6 +97,27 @@ class Slurm(Launcher):
             return True
         return None if state in ("UNKNOWN", "") else False
 
+    def cancel(self, job: str) -> bool:
+        cluster, _, job_id = job.partition(":")
+        submitted = None if cluster == "local" else _submitit().SlurmJob(self.home / SUBMITIT_DIR / "%j", job_id)
+        return cancel_job(job, submitted)
+
+
+def cancel_job(job: str, submitted) -> bool:
+    """Stop a submitit job cleanly: ``job`` is ``CLUSTER:ID``, ``submitted`` its submitit Job
+    (not needed for the local backend)."""
+    cluster, _, job_id = job.partition(":")
+    if cluster == "local":
+        # submitit's local job id is its controller's pid, which forwards SIGTERM to the
+        # worker. (Its own cancel sends SIGINT, which a shell's background job ignores.)
+        try:
+            os.kill(int(job_id), signal.SIGTERM)
+        except (ProcessLookupError, ValueError):
+            return False
+        return True
+    submitted.cancel(check=False)  # scancel: SIGTERM to the job's processes, SIGKILL later
+    return True
+
 
 class WorkerJob:
     """What a submitit job runs: the worker's own ``main``, its output in the run's log.
@@ -160,18 +181,8 @@ class SubmititWorker:
         return self.returncode  # type: ignore[return-value]
 
     def send_signal(self, sig: int) -> None:
-        if self.poll() is not None:
-            return
-        cluster, _, job_id = self.job.partition(":")
-        if cluster == "local":
-            # submitit's local job id is its controller's pid, which forwards SIGTERM to the
-            # worker. (Its own cancel sends SIGINT, which a shell's background job ignores.)
-            try:
-                os.kill(int(job_id), signal.SIGTERM)
-            except (ProcessLookupError, ValueError):
-                pass
-        else:
-            self._job.cancel(check=False)  # scancel: SIGTERM to the job's processes, SIGKILL later
+        if self.poll() is None:
+            cancel_job(self.job, self._job)
 
     def terminate(self) -> None:
         self.send_signal(signal.SIGTERM)

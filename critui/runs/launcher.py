@@ -68,17 +68,28 @@ def local_launcher(home: Path):
 def job_alive(doc: dict[str, Any], home: Path) -> bool | None:
     """Whether the launcher that started a run's worker says its job still runs (None: cannot
     tell, or the run has no launcher job)."""
-    if not doc.get("job") or not doc.get("launcher"):
-        return None
     try:
-        from critui.plugins import get_registry
-
-        info = get_registry().get(doc["launcher"], kind="launchers")
-        from critui.params import resolve
-
-        return info.cls(resolve(info.cls.params, doc.get("launcher_settings") or {}, "launcher"), Path(home)).alive(doc["job"])
+        launcher = _launcher_of(doc, home)
+        return launcher.alive(doc["job"]) if launcher else None
     except Exception:  # noqa: BLE001 - the plugin is gone or broken: cannot tell
         return None
+
+
+def job_cancel(doc: dict[str, Any], home: Path) -> bool:
+    """Ask the launcher that started a run's worker to stop its job; False if it cannot."""
+    launcher = _launcher_of(doc, home)
+    return bool(launcher and launcher.cancel(doc["job"]))
+
+
+def _launcher_of(doc: dict[str, Any], home: Path):
+    """The launcher plugin that started a run's job, with its settings; None without a job."""
+    if not doc.get("job") or not doc.get("launcher"):
+        return None
+    from critui.params import resolve
+    from critui.plugins import get_registry
+
+    info = get_registry().get(doc["launcher"], kind="launchers")
+    return info.cls(resolve(info.cls.params, doc.get("launcher_settings") or {}, "launcher"), Path(home))
 
 
 def start_worker(run_dir: Path, env: dict[str, str] | None = None) -> subprocess.Popen:

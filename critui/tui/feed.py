@@ -116,12 +116,18 @@ class RunsFeed:
         self.monitors[monitor.run_id] = monitor
 
     def cancel(self, run_id: str) -> str:
-        """Stop a run: through its monitor if this app launched it, else SIGTERM its worker."""
+        """Stop a run: through its monitor if this app launched it, through its launcher if it is
+        a cluster job, else SIGTERM its worker."""
         monitor = self.monitors.get(run_id)
         if monitor is not None and not monitor.done:
             with self._lock:  # never while a poll reads the same monitor's events
                 monitor.cancel()
             return "cancelled"
+        doc = self.docs.get(run_id) or {}
+        if doc.get("job") and doc.get("status") == "running":  # a cluster job: its launcher stops it
+            from critui.runs.launcher import job_cancel
+
+            return "signalled" if job_cancel(doc, self.store.home) else "not running"
         history = self.histories.get(run_id)
         pid = history.worker_pid if history else None
         if not pid_alive(pid, run_id):
