@@ -44,19 +44,27 @@ def test_a_launcher_that_does_not_stop_its_worker_fails_the_contract():
         check_launcher(Deaf, timeout=15)  # enough to finish a 2-epoch run on a loaded machine
 
 
-def test_a_run_through_submitit_is_recorded_with_its_job_and_resumes_there(critui, home):
-    command = [sys.executable, "-m", "critui", "run", "--plugin", "deficits.flip", "--epochs", "150", *TINY, *SUBMITIT]
+def start_training(home, epochs: int) -> tuple[subprocess.Popen, str]:
+    """`critui run` of a tiny flip run through submitit, in the background; returns it and its
+    run id once the run has trained an epoch. In its own session, as a terminal would have it:
+    a signal reaches critui alone, which then stops the job through the launcher."""
+    command = [sys.executable, "-m", "critui", "run", "--plugin", "deficits.flip", "--epochs", str(epochs),
+               *TINY, *SUBMITIT]
     env = {**os.environ, "CRITUI_HOME": str(home), "COLUMNS": "160"}
-    # Its own session, as a terminal would have it: the signal reaches critui alone, which
-    # then stops the job through the launcher.
     manager = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)
+    for _ in range(1200):
+        docs = index_docs(home) if (home / "history.json").exists() else []
+        if docs and any(e["event"] == "epoch" for e in events_of(home, docs[0]["id"])):
+            return manager, docs[0]["id"]
+        time.sleep(0.05)
+    manager.kill()
+    raise AssertionError(f"no epoch within 60 s: {manager.communicate()}")
+
+
+def test_a_run_through_submitit_is_recorded_with_its_job_and_resumes_there(critui, home):
+    manager, _ = start_training(home, 150)
     try:
-        for _ in range(1200):
-            docs = index_docs(home) if (home / "history.json").exists() else []
-            if docs and any(e["event"] == "epoch" for e in events_of(home, docs[0]["id"])):
-                break
-            time.sleep(0.05)
         manager.send_signal(signal.SIGINT)
         out, err = manager.communicate(timeout=120)
     finally:
@@ -223,19 +231,11 @@ def test_a_job_started_elsewhere_is_cancelled_through_its_launcher(home):
     from critui.runs.store import RunStore
     from critui.tui.feed import RunsFeed
 
-    command = [sys.executable, "-m", "critui", "run", "--plugin", "deficits.flip", "--epochs", "5000", *TINY, *SUBMITIT]
-    env = {**os.environ, "CRITUI_HOME": str(home), "COLUMNS": "160"}
-    manager = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
+    manager, run_id = start_training(home, 5000)
     try:
-        for _ in range(1200):
-            docs = index_docs(home) if (home / "history.json").exists() else []
-            if docs and any(e["event"] == "epoch" for e in events_of(home, docs[0]["id"])):
-                break
-            time.sleep(0.05)
         feed = RunsFeed(RunStore(home))
         feed.poll()
-        assert feed.cancel(docs[0]["id"]) == "signalled"
+        assert feed.cancel(run_id) == "signalled"
         out, err = manager.communicate(timeout=120)
     finally:
         manager.kill()
