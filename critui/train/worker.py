@@ -57,7 +57,8 @@ def _on_signal(signum, frame):
 
 @contextmanager
 def _bookkeeping():
-    """Defer SIGTERM and SIGINT to the end of the block, where they raise Cancelled."""
+    """Defer the stop signals (SIGTERM, SIGINT, a launcher's requeue signal) to the end of the
+    block, where they raise Cancelled."""
     _signals["shield"] += 1
     try:
         yield
