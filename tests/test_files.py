@@ -71,3 +71,17 @@ def test_atomic_copy_and_stale_temporaries_are_cleared(tmp_path):
     fresh = tmp_path / f".x{TEMP_SUFFIX}"
     fresh.write_text("being written")
     assert remove_stale_temps(tmp_path, older_than_s=3600) == []
+
+
+def test_ids_accept_only_crituis_own_forms():
+    from critui.runs.ids import is_run_id, is_sweep_id, new_run_id, new_sweep_id
+
+    assert is_run_id(new_run_id()) and is_run_id("20261130-142452-89f4")
+    for bad in ("", "..", "../../victim", "/etc", "20261130-142452-89f4/..", "20261130-142452-89F4\n", 5, None):
+        assert not is_run_id(bad), bad
+    sid = new_sweep_id("Demo removal!")
+    assert is_sweep_id(sid) and sid.startswith("demo-removal-")
+    assert is_sweep_id("demo-removal-20261129-101010"), "sweeps made before the random suffix"
+    assert new_sweep_id("x") != new_sweep_id("x")
+    for bad in ("", "..", "a/b-20261129-101010", "/abs-20261129-101010", "-x-20261129-101010"):
+        assert not is_sweep_id(bad), bad
