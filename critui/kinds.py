@@ -183,8 +183,11 @@ class Launcher(Plugin):
 
     The worker is always ``critui.train.worker`` on a run directory, which must be on a file
     system the worker's machine shares with this one: the manager follows ``events.jsonl``
-    there, whoever runs the worker. A launcher never changes what a run computes, so its
-    settings are not part of the run spec.
+    there, whoever runs the worker. :mod:`critui.launching` has what every launcher needs to
+    start it: its command line, log file, environment and exit codes, ``start_worker`` (on
+    this machine) and ``run_worker`` (in the calling process, a cluster job's), so that a
+    launcher never imports the worker, which loads the plugins. A launcher never changes what
+    a run computes, so its settings are not part of the run spec.
     """
 
     kind = "launchers"
@@ -201,8 +204,9 @@ class Launcher(Plugin):
         scheduler on this machine), before any run is created. Default: nothing to check."""
 
     def start(self, run_dir: Path, env: dict[str, str]) -> Worker:
-        """Start ``python -m critui.train.worker RUN_DIR`` (or call ``critui.train.worker.main``)
-        with ``env`` added to its environment, and return at once."""
+        """Start ``python -m critui.train.worker RUN_DIR`` (``critui.launching.worker_command``),
+        or call ``critui.launching.run_worker`` in a job's own process, with ``env`` added to
+        its environment, and return at once."""
         raise NotImplementedError
 
     def alive(self, job: str) -> bool | None:

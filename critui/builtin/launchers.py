@@ -19,6 +19,7 @@ from typing import Any
 from critui.errors import CritUIError
 from critui.hookspecs import hookimpl
 from critui.kinds import Launcher
+from critui.launching import EXIT_REQUEUE, LOG_FILE, run_worker, start_worker
 from critui.params import Param
 
 SUBMITIT_DIR = "submitit"  # under the critui home: submitit's job scripts, pickles and logs
@@ -30,8 +31,6 @@ class Local(Launcher):
     local = True
 
     def start(self, run_dir: Path, env: dict[str, str]):
-        from critui.runs.launcher import start_worker
-
         return start_worker(run_dir, env)
 
 
@@ -130,9 +129,6 @@ class WorkerJob:
     """
 
     def __call__(self, run_dir: str, env: dict[str, str]) -> int:
-        from critui.runs.launcher import LOG_FILE
-        from critui.train import worker
-
         os.environ.update(env)
         os.environ["PYTHONUNBUFFERED"] = "1"
         with open(Path(run_dir) / LOG_FILE, "ab") as log:
@@ -142,8 +138,8 @@ class WorkerJob:
             os.dup2(log.fileno(), 2)
         warning = signal.SIGUSR2
         requeue = signal.getsignal(warning)  # submitit's checkpoint_and_try_requeue
-        code = worker.main([run_dir], requeue_signal=warning)
-        if code == worker.EXIT_REQUEUE and callable(requeue):
+        code = run_worker(run_dir, requeue_signal=warning)
+        if code == EXIT_REQUEUE and callable(requeue):
             requeue(warning, None)  # requeues and exits; raises when it will not requeue
         return code
 

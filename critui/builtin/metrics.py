@@ -14,7 +14,7 @@ from critui.hookspecs import hookimpl
 from critui.kinds import Metric, MetricContext
 from critui.params import Param, defaults
 from critui.train.fisher import ESTIMATORS, eval_mode, fisher_trace, probe_indices
-from critui.train.loop import derive_seed
+from critui.train.seeds import derive_seed
 
 # The default cadence: the trace moves fastest early (PAPER.md: a sharp rise in the first
 # epochs, then a decline), so every epoch at first and every 5th after.

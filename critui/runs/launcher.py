@@ -2,21 +2,21 @@
 
 A local worker is ``python -m critui.train.worker RUN_DIR`` in its own process session, so a
 Ctrl-C in the terminal reaches only the manager, which then stops the worker cleanly with
-SIGTERM. Its output goes to the run's ``log.txt``; the manager follows ``events.jsonl``,
-never a pipe it could deadlock on. Other launchers (``--launcher slurm``) start the same
-worker elsewhere and hand back an object with the same few methods (``critui.kinds.Worker``).
+SIGTERM. How a worker is started (its command line, log and environment) is the part of the
+launcher contract in :mod:`critui.launching`, which every launcher plugin shares. Other
+launchers (``--launcher slurm``) start the same worker elsewhere and hand back an object with
+the same few methods (``critui.kinds.Worker``).
 """
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-LOG_FILE = "log.txt"
+from critui.launching import LOG_FILE, start_worker  # noqa: F401 - still importable from here
+
 DEFAULT_LAUNCHER = "launchers.local"
 SETTING_PREFIX = "launcher."
 
@@ -90,20 +90,6 @@ def _launcher_of(doc: dict[str, Any], home: Path):
 
     info = get_registry().get(doc["launcher"], kind="launchers")
     return info.cls(resolve(info.cls.params, doc.get("launcher_settings") or {}, "launcher"), Path(home))
-
-
-def start_worker(run_dir: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
-    """Launch the worker for ``run_dir`` and return at once."""
-    environment = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
-    with open(Path(run_dir) / LOG_FILE, "ab") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "critui.train.worker", str(run_dir)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=environment,
-            start_new_session=True,
-        )
 
 
 def stop_worker(process: subprocess.Popen, grace_s: float = 15.0) -> int:

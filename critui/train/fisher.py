@@ -42,7 +42,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from critui.errors import CritUIError
-from critui.train.loop import derive_seed
+from critui.train.seeds import derive_seed
 
 ESTIMATORS = ("exact", "batch")
 

@@ -17,7 +17,6 @@ epoch boundary therefore continues exactly as if it had never stopped.
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -28,16 +27,7 @@ import torch.nn.functional as F
 
 from critui.config import RunSpec
 from critui.kinds import DatasetTensors, Deficit
-
-
-def derive_seed(seed: int, epoch: int, purpose: str) -> int:
-    """A 63-bit seed that depends on (run seed, epoch, purpose) and nothing else."""
-    digest = hashlib.sha256(f"{seed}/{epoch}/{purpose}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
-
-
-def generator(device: torch.device, seed: int, epoch: int, purpose: str) -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(derive_seed(seed, epoch, purpose))
+from critui.train.seeds import derive_seed, generator
 
 
 @dataclass

@@ -23,8 +23,17 @@ import traceback
 from contextlib import contextmanager
 from pathlib import Path
 
-EXIT_FINISHED, EXIT_CRASHED, EXIT_USER, EXIT_NAN, EXIT_BUSY, EXIT_CANCELLED = 0, 1, 2, 3, 4, 130
-EXIT_REQUEUE = 75  # EX_TEMPFAIL
+# The exit codes are the launcher contract's: whoever started the worker reads them.
+from critui.launching import (
+    EXIT_BUSY,
+    EXIT_CANCELLED,
+    EXIT_CRASHED,
+    EXIT_FINISHED,
+    EXIT_NAN,
+    EXIT_REQUEUE,
+    EXIT_USER,
+)
+
 LOCK_FILE = ".worker.lock"
 
 

@@ -19,7 +19,8 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Log, Static, TabbedContent, TabPane
 
 from critui.config import device_text, launcher_text, window_note
-from critui.runs.launcher import LOG_FILE
+from critui.launching import LOG_FILE
+from critui.tui.run_actions import ask_cancel, ask_delete
 from critui.tui.widgets.charts import Chart, FisherHeatmap, accuracy_draw, curves_draw, fisher_draw
 from critui.tui.widgets.runs_table import STATUS_STYLES, deficit_text, fmt_acc
 
@@ -253,8 +254,6 @@ class RunDetailScreen(Screen):
         self.query_one(TabbedContent).active = tab
 
     def action_cancel_run(self) -> None:
-        from critui.tui.screens.dashboard import ask_cancel
-
         ask_cancel(self.app, self.run_id)
 
     def action_resume_run(self) -> None:
@@ -287,8 +286,6 @@ class RunDetailScreen(Screen):
             self.app.push_screen(RunDetailScreen(doc["id"]))
 
     def action_delete_run(self) -> None:
-        from critui.tui.screens.dashboard import ask_delete
-
         ask_delete(self.app, self.run_id, then=self.dismiss)
 
     def action_export(self) -> None:
