@@ -10,6 +10,7 @@ the CLI and the TUI both go through them.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -108,6 +109,92 @@ def fork_source(store, parent: dict[str, Any], epoch: int) -> Path | None:
     return None
 
 
+# What a fork may change freely: bookkeeping, what is measured after an epoch (metrics run in
+# eval mode, and every epoch reseeds the global RNG before it trains), the run's length and
+# the evaluation batch size. Anything else alters training from some epoch on.
+NOT_TRAINING = ("name", "keep_checkpoints", "metrics", "train.epochs", "train.eval_batch_size")
+
+
+def first_training_change(parent: RunSpec, child: RunSpec) -> tuple[int, list[str]]:
+    """From which epoch ``child`` trains differently from ``parent``, and the settings that make it.
+
+    The epoch is the number of leading epochs the two train identically (as
+    :func:`critui.runs.planner.shared_prefix` counts them, the settings in ``NOT_TRAINING``
+    aside); the settings are the dotted names (``deficit.start``, ``optim.lr``, ``deficit``
+    for a different or no deficit) whose change alone alters that epoch, empty when the two
+    train alike over all their common epochs.
+    """
+    from critui.runs.planner import shared_prefix
+
+    old, new = parent.to_json(), child.to_json()
+    comparable = copy.deepcopy(new)
+    for key in ("name", "keep_checkpoints", "metrics"):
+        comparable[key] = copy.deepcopy(old[key])
+    comparable["train"]["eval_batch_size"] = old["train"].get("eval_batch_size")
+    epoch = shared_prefix(parent, RunSpec.from_json(comparable))
+    if epoch >= min(parent.epochs, child.epochs):
+        return epoch, []
+    changed = _changed_settings(old, new)
+    alone = [key for key in changed if shared_prefix(parent, RunSpec.from_json(_with_setting(old, new, key))) == epoch]
+    return epoch, alone or changed
+
+
+def _settings(data: dict[str, Any]) -> dict[str, Any]:
+    """A spec's JSON as dotted settings that alter training: ``deficit`` (its id), ``deficit.end``..."""
+    flat: dict[str, Any] = {}
+    for section in ("dataset", "model", "deficit"):
+        part = data.get(section) or {"id": None, "params": {}}
+        flat[section] = part["id"]
+        flat.update({f"{section}.{k}": v for k, v in part["params"].items()})
+    for table in ("train", "optim"):
+        flat.update({f"{table}.{k}": v for k, v in data[table].items()})
+    return {k: v for k, v in flat.items() if k not in NOT_TRAINING}
+
+
+def _changed_settings(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """The settings that differ; a changed plugin counts once, not with each of its parameters."""
+    a, b = _settings(old), _settings(new)
+    changed = [k for k in sorted(a.keys() | b.keys()) if a.get(k, None) != b.get(k, None)]
+    swapped = {k for k in changed if k in ("dataset", "model", "deficit")}
+    return [k for k in changed if k.split(".")[0] not in swapped or k in swapped]
+
+
+def _with_setting(old: dict[str, Any], new: dict[str, Any], key: str) -> dict[str, Any]:
+    """``old`` with the one setting ``key`` taken from ``new``."""
+    data = copy.deepcopy(old)
+    section, _, name = key.partition(".")
+    if not name:
+        data[section] = copy.deepcopy(new[section])
+        return data
+    table = data[section] if section in ("train", "optim") else data[section]["params"]
+    source = new[section] if section in ("train", "optim") else new[section]["params"]
+    if name in source:
+        table[name] = source[name]
+    else:
+        table.pop(name, None)
+    return data
+
+
+def _setting_text(data: dict[str, Any], key: str) -> str:
+    """``key=value`` as a spec's JSON has it (``deficit=none`` without a deficit)."""
+    value = _settings(data).get(key)
+    return f"{key}={'none' if value is None else value}"
+
+
+def _fork_refusal(parent_id: str, parent: RunSpec, child: RunSpec, epoch: int, same: int,
+                  settings: list[str]) -> str:
+    """Why a fork at ``epoch`` cannot have these changes: the settings, the epoch they act from, the fix."""
+    old, new = parent.to_json(), child.to_json()
+    changes = ", ".join(_setting_text(new, key) for key in settings)
+    before = ", ".join(_setting_text(old, key) for key in settings)
+    names = ", ".join(settings)
+    earlier = f"Fork from epoch {same} or earlier, or leave" if same else "Leave"
+    return (f"{changes} (run {parent_id} has {before}) would alter training from epoch {same} on, before "
+            f"the fork at epoch {epoch}, so the fork would not continue run {parent_id}. {earlier} {names} "
+            f"as the run has it, or change only what acts from epoch {epoch} on: the metrics, more "
+            f"train.epochs, the deficit window's start or end at epoch {epoch} or later.")
+
+
 def fork_run(store, registry, parent_ref: str, epoch: int, sets: list[str] | tuple[str, ...] = ()) -> tuple[dict[str, Any], bool]:
     """Create a run that continues ``parent_ref`` from ``epoch``, with ``sets`` changed after it.
 
@@ -120,7 +207,6 @@ def fork_run(store, registry, parent_ref: str, epoch: int, sets: list[str] | tup
     entry and whether it starts from a checkpoint.
     """
     from critui.config import build_spec
-    from critui.runs.planner import shared_prefix
 
     parent = store.get(parent_ref)
     spec = RunSpec.from_json(json.loads((store.run_dir(parent["id"]) / "spec.json").read_text()))
@@ -135,11 +221,9 @@ def fork_run(store, registry, parent_ref: str, epoch: int, sets: list[str] | tup
     if child.epochs <= epoch:
         raise CritUIError(f"The fork would train nothing: it starts after epoch {epoch} and has train.epochs="
                           f"{child.epochs}. Give it more epochs, e.g. train.epochs={epoch + spec.epochs}.")
-    same = shared_prefix(spec, child)
+    same, settings = first_training_change(spec, child)
     if same < epoch:
-        raise CritUIError(f"These changes alter training from epoch {same} on (the deficit window, the learning "
-                          f"rate or a setting of the whole run), before the fork at epoch {epoch}. Fork from "
-                          f"epoch {same} or earlier, or change only what happens after epoch {epoch}.")
+        raise CritUIError(_fork_refusal(parent["id"], spec, child, epoch, same, settings))
     used = [child.dataset, child.model] + ([child.deficit] if child.deficit else []) + child.metrics
     versions = {p.id: {"distribution": registry.get(p.id).distribution, "version": registry.get(p.id).version}
                 for p in used}

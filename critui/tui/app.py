@@ -228,12 +228,13 @@ class CritUIApp(App):
             f"{len(active)} run(s) started here are still training. They keep running after you "
             "quit; the next critui command records how they end."
         )
+        # One line each (the dialog wraps them): the resume command must be read whole.
         for sweep_id, count in waiting.items():
             question += (
-                f" Sweep {sweep_id} has {count} run(s) not started yet; "
+                f"\nSweep {sweep_id} has {count} run(s) not started yet; "
                 f"`critui sweep --resume {sweep_id}` continues it."
             )
-        question += " Quit?"
+        question += "\nQuit?"
         self.push_screen(
             ConfirmModal(question, yes="Quit"), lambda yes: self.exit() if yes else None
         )

@@ -2,7 +2,10 @@
 
 The fork itself is :func:`critui.runs.lineage.fork_run`, run in a thread worker (it may load
 the plugins and copies a checkpoint); its errors are shown here, and the modal stays open
-so that the epoch or the changes can be fixed.
+so that the epoch or the changes can be fixed. Before the fork, the modal says whether the
+epochs it shares with its parent come from a checkpoint the parent kept or are trained again.
+Its text wraps to its width, which shrinks with the terminal down to 60 columns; what does
+not fit in its height scrolls, the buttons staying in view.
 """
 
 from __future__ import annotations
@@ -12,9 +15,9 @@ from typing import Any
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, Static
+from textual.widgets import Button, Input, Static
 
 
 class ForkModal(ModalScreen[dict[str, Any] | None]):
@@ -26,20 +29,31 @@ class ForkModal(ModalScreen[dict[str, Any] | None]):
     }
     ForkModal > Vertical {
         width: 76;
-        max-width: 95%;
+        max-width: 100%;
         height: auto;
+        max-height: 100%;
         border: thick $accent;
         background: $surface;
-        padding: 1 2;
+        padding: 0 1;
     }
-    ForkModal Input {
-        margin-top: 1;
+    ForkModal #fork-body {
+        height: auto;
+        max-height: 100%;
+    }
+    ForkModal Static {
+        width: 100%;
+        height: auto;
+    }
+    ForkModal #fork-source {
+        color: $text-muted;
     }
     ForkModal #fork-error {
         color: $error;
-        height: auto;
+        display: none;  /* shown with its first message: at 60x20 every line counts */
     }
+    /* Docked: text taller than the screen scrolls above the buttons, never over them. */
     ForkModal Horizontal {
+        dock: bottom;
         height: auto;
         align-horizontal: right;
         margin-top: 1;
@@ -55,29 +69,61 @@ class ForkModal(ModalScreen[dict[str, Any] | None]):
         super().__init__()
         self.run_id = run_id
         self.epochs_done = epochs_done
+        self.kept: list[int] | None = None  # epochs the parent kept a checkpoint after; None: not read yet
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(
-                f"Fork run {self.run_id}: a new run that starts from its state after epoch K "
-                f"(1 to {self.epochs_done}) and records it as its parent."
-            )
-            yield Input(
-                placeholder=f"fork epoch K, 1 to {self.epochs_done}",
-                type="integer",
-                id="fork-epoch",
-            )
-            yield Input(
-                placeholder="changes after the fork (optional), e.g. train.epochs=20 deficit.end=4",
-                id="fork-sets",
-            )
-            yield Static("", id="fork-error", markup=False)
+            with VerticalScroll(id="fork-body"):
+                yield Static(
+                    f"Fork run {self.run_id} into a new run that starts from its state after epoch K "
+                    f"(1 to {self.epochs_done}) and records it as its parent. Changes may act only "
+                    "from epoch K on: metrics, more train.epochs, the deficit window at K or later.",
+                    id="fork-intro",
+                    markup=False,
+                )
+                yield Input(
+                    placeholder=f"fork epoch K, 1 to {self.epochs_done}",
+                    type="integer",
+                    id="fork-epoch",
+                )
+                yield Input(
+                    placeholder="changes (optional), e.g. train.epochs=20",
+                    id="fork-sets",
+                )
+                yield Static("Looking for the checkpoints the run kept...", id="fork-source", markup=False)
+                yield Static("", id="fork-error", markup=False)
             with Horizontal():
                 yield Button("Cancel (esc)", id="no")
                 yield Button("Fork (enter)", id="yes", variant="primary")
 
     def on_mount(self) -> None:
         self.query_one("#fork-epoch", Input).focus()
+        self.find_kept()
+
+    @work(thread=True, exclusive=True, group="kept", exit_on_error=False)
+    def find_kept(self) -> None:
+        """The epochs a fork can start from a checkpoint at (reading them may import torch)."""
+        from critui.runs.lineage import fork_source
+
+        try:
+            parent = self.app.store.get(self.run_id)
+            kept = [k for k in range(1, self.epochs_done + 1) if fork_source(self.app.store, parent, k)]
+        except Exception:  # noqa: BLE001 - without the list the fork itself still says how it started
+            kept = []
+        self.app.call_from_thread(self._found_kept, kept)
+
+    def _found_kept(self, kept: list[int]) -> None:
+        self.kept = kept
+        self.show_source()
+
+    @on(Input.Changed, "#fork-epoch")
+    def show_source(self) -> None:
+        """Say whether a fork at the typed epoch reuses a kept checkpoint or trains the shared epochs again."""
+        if self.kept is None:
+            return
+        self.query_one("#fork-source", Static).update(
+            source_text(self.run_id, self.query_one("#fork-epoch", Input).value, self.epochs_done, self.kept)
+        )
 
     @on(Input.Submitted)
     @on(Button.Pressed, "#yes")
@@ -87,9 +133,10 @@ class ForkModal(ModalScreen[dict[str, Any] | None]):
         try:
             epoch = int(raw)
         except ValueError:
-            error.update(f"The fork epoch must be a whole number from 1 to {self.epochs_done}.")
+            self._failed(f"The fork epoch must be a whole number from 1 to {self.epochs_done}.")
             return
         error.update("Forking...")
+        error.display = True
         self.query_one("#yes", Button).disabled = True
         self.fork(epoch, self.query_one("#fork-sets", Input).value.split())
 
@@ -116,8 +163,12 @@ class ForkModal(ModalScreen[dict[str, Any] | None]):
         app.call_from_thread(self._forked, doc, from_checkpoint)
 
     def _failed(self, message: str) -> None:
-        self.query_one("#fork-error", Static).update(message)
+        error = self.query_one("#fork-error", Static)
+        error.update(message)
+        error.display = True
         self.query_one("#yes", Button).disabled = False
+        # On a short terminal the message may be below the fold: bring it into view.
+        self.call_after_refresh(error.scroll_visible, animate=False)
 
     def _forked(self, doc: dict[str, Any], from_checkpoint: bool) -> None:
         how = (
@@ -128,3 +179,25 @@ class ForkModal(ModalScreen[dict[str, Any] | None]):
         self.app.notify(f"Forked {self.run_id} into {doc['id']}, {how}.")
         self.app.poll_runs()
         self.dismiss(doc)
+
+
+def source_text(run_id: str, typed: str, epochs_done: int, kept: list[int]) -> str:
+    """Where a fork after epoch ``typed`` gets its shared epochs: ``kept`` checkpoint or training again."""
+    listed = ", ".join(map(str, kept))
+    try:
+        epoch = int(typed)
+    except ValueError:
+        epoch = None
+    if epoch is None or not 1 <= epoch <= epochs_done:
+        if not kept:
+            return (f"Run {run_id} kept no checkpoint to fork from: a fork trains the shared epochs "
+                    "again first (the same result, only slower).")
+        return (f"Run {run_id} kept checkpoints after epoch {listed}: a fork there reuses them; "
+                "from any other epoch it trains the shared epochs again first.")
+    epochs = f"{epoch} epoch{'s' if epoch != 1 else ''}"
+    if epoch in kept:
+        return (f"The first {epochs} will be reused from the checkpoint run {run_id} kept after "
+                f"epoch {epoch}; the fork trains only the epochs after them.")
+    also = f" (checkpoints kept after epoch {listed})" if kept else ""
+    return (f"Run {run_id} kept no checkpoint after epoch {epoch}{also}: the fork will retrain "
+            f"its first {epochs} before the new ones, the same result, only slower.")
