@@ -103,11 +103,8 @@ class ForkModal(ModalScreen[dict[str, Any] | None]):
     @work(thread=True, exclusive=True, group="kept", exit_on_error=False)
     def find_kept(self) -> None:
         """The epochs a fork can start from a checkpoint at (reading them may import torch)."""
-        from critui.runs.lineage import fork_source
-
         try:
-            parent = self.app.store.get(self.run_id)
-            kept = [k for k in range(1, self.epochs_done + 1) if fork_source(self.app.store, parent, k)]
+            kept = kept_epochs(self.app.store, self.run_id, self.epochs_done)
         except Exception:  # noqa: BLE001 - without the list the fork itself still says how it started
             kept = []
         self.app.call_from_thread(self._found_kept, kept)
@@ -179,6 +176,25 @@ class ForkModal(ModalScreen[dict[str, Any] | None]):
         self.app.notify(f"Forked {self.run_id} into {doc['id']}, {how}.")
         self.app.poll_runs()
         self.dismiss(doc)
+
+
+def kept_epochs(store, run_id: str, epochs_done: int) -> list[int]:
+    """The epochs (1 to ``epochs_done``) after which run ``run_id`` kept a checkpoint a fork can use.
+
+    Only the candidates are checked (the kept ``epoch-KKKK.pt`` files and the epoch of the last
+    checkpoint event, which ``latest.pt`` may hold): asking about every epoch would read a long
+    run's events once per epoch.
+    """
+    from critui.events import read_events
+    from critui.runs.lineage import fork_source
+
+    parent = store.get(run_id)
+    run_dir = store.run_dir(parent["id"])
+    candidates = {int(digits) for p in (run_dir / "ckpt").glob("epoch-*.pt")
+                  if (digits := p.stem.removeprefix("epoch-")).isdigit()}
+    marks = [e.get("epoch") for e in read_events(run_dir) if e["event"] == "checkpoint"]
+    candidates.update(m for m in marks[-1:] if isinstance(m, int))
+    return sorted(k for k in candidates if 1 <= k <= epochs_done and fork_source(store, parent, k))
 
 
 def source_text(run_id: str, typed: str, epochs_done: int, kept: list[int]) -> str:
