@@ -228,7 +228,7 @@ class CritUIApp(App):
             f"{len(active)} run(s) started here are still training. They keep running after you "
             "quit; the next critui command records how they end."
         )
-        # One line each (the dialog wraps them): the resume command must be read whole.
+        # Each sweep on a line of its own (the dialog wraps long ones): its resume command is read whole.
         for sweep_id, count in waiting.items():
             question += (
                 f"\nSweep {sweep_id} has {count} run(s) not started yet; "
