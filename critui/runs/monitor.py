@@ -13,6 +13,7 @@ from typing import Any
 
 from critui.events import TERMINAL, EventTail, read_events
 from critui.runs.launcher import DEFAULT_LAUNCHER, local_launcher, stop_worker
+from critui.runs.lineage import fork_point, history_summary
 from critui.train.worker import EXIT_BUSY
 
 
@@ -107,6 +108,9 @@ class RunMonitor:
             self.store.update(self.run_id, **self._before)
             return
         fields = self.store.summary_fields(read_events(self.run_dir), ended_default=None if kind == "finished" else kind)
+        doc = self.store.get(self.run_id)
+        if fork_point(doc):  # a fork counts its inherited epochs too, like the run trained from scratch
+            fields.update(history_summary(self.store, doc))
         if kind == "failed" and not fields.get("error"):
             fields.update(status="failed", error=self.end.get("error"))
         self.store.update(self.run_id, **fields)
