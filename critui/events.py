@@ -113,14 +113,23 @@ def _maybe(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
     return lambda value: value is None or check(value)
 
 
+def _number_or_null(value: Any) -> bool:
+    return value is None or (type(value) is float and math.isfinite(value)) or type(value) is int
+
+
 def _values(value: Any) -> bool:
-    return isinstance(value, dict) and all(_maybe(_number)(v) for v in value.values())
+    if type(value) is not dict:
+        return False
+    for v in value.values():  # a loop, not all(map(...)): a metric line holds many values
+        if not (v is None or type(v) is int or (type(v) is float and math.isfinite(v))):
+            return False
+    return True
 
 
 _TEXT = (lambda v: isinstance(v, str), "a string")
 _FLAG = (lambda v: isinstance(v, bool), "true or false")
 _COUNT = (_count, "a whole number ≥ 0")
-_NUMBER = (_maybe(_number), "a finite number or null")
+_NUMBER = (_number_or_null, "a finite number or null")
 _EPOCH_OR_NULL = (_maybe(_count), "a whole number ≥ 0 or null")
 
 # event -> {field: (check, what it should be, required)}; fields not named are not read as
@@ -144,21 +153,29 @@ FIELDS: dict[str, dict[str, tuple[Callable[[Any], bool], str, bool]]] = {
 
 def check_event(record: Any) -> str | None:
     """What is wrong with one parsed line, or None when every field it relies on is usable."""
-    if not isinstance(record, dict):
+    if type(record) is not dict:
         return f"a JSON {type(record).__name__ if record is not None else 'null'}, not an event object"
     kind = record.get("event")
-    if not isinstance(kind, str):
+    if type(kind) is not str:
         return "no `event` name" if kind is None else f"`event` should be a string, not {_shown(kind)}"
     if "time" in record and not _number(record["time"]):
         return f"`time` should be a number, not {_shown(record['time'])}"
-    named = f"{'an' if kind[:1] in 'aeiou' else 'a'} `{kind}` event"
-    for field, (check, expected, required) in FIELDS.get(kind, {}).items():
-        if field not in record:
+    for field, (check, expected, required) in FIELDS.get(kind, _NO_FIELDS).items():
+        value = record.get(field, _MISSING)
+        if value is _MISSING:
             if required:
-                return f"{named} without `{field}`"
-        elif not check(record[field]):
-            return f"`{field}` of {named} should be {expected}, not {_shown(record[field])}"
+                return f"{_event_name(kind)} without `{field}`"
+        elif not check(value):
+            return f"`{field}` of {_event_name(kind)} should be {expected}, not {_shown(value)}"
     return None
+
+
+_MISSING = object()
+_NO_FIELDS: dict[str, tuple[Callable[[Any], bool], str, bool]] = {}
+
+
+def _event_name(kind: str) -> str:
+    return f"{'an' if kind[:1] in 'aeiou' else 'a'} `{kind}` event"
 
 
 def _shown(value: Any) -> str:

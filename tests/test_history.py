@@ -331,16 +331,23 @@ def test_the_tui_opens_a_damaged_run_and_its_spec_warning(tmp_path):
         async with app.run_test(size=(120, 40)) as pilot:
             table = app.screen.query_one(RunsTable)
             assert await wait_for(pilot, lambda: len(table.shown) == 9)
-            for run_id in (damaged, cut_spec, "20260103-000000-0f0f"):
+            runs = home / "runs"
+            warnings = {  # each warning is checked as it comes: notifications expire
+                damaged: (f"{runs / damaged / 'events.jsonl'}, line", "more such line"),
+                cut_spec: (f"{runs / cut_spec / 'spec.json'}: is not valid JSON",),
+                "20260103-000000-0f0f": (f"{runs / '20260103-000000-0f0f' / 'events.jsonl'}, line",),
+            }
+            for run_id, words in warnings.items():
                 table.move_cursor(row=table.shown.index(run_id))
                 await pilot.press("enter")
                 assert await wait_for(pilot, lambda: isinstance(app.screen, RunDetailScreen))
+                assert await wait_for(pilot, lambda words=words: any(all(w in n.message for w in words)
+                                                                     for n in app._notifications)), run_id
                 for key in ("1", "2", "3", "4"):
                     await pilot.press(key)
                 await pilot.press("escape")
                 assert await wait_for(pilot, lambda: not isinstance(app.screen, RunDetailScreen))
                 table = app.screen.query_one(RunsTable)
-            assert any("spec.json: is not valid JSON" in n.message for n in app._notifications)
             assert app.is_running and app.return_code is None
 
     asyncio.run(scenario())

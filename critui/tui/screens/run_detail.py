@@ -147,6 +147,7 @@ class RunDetailScreen(Screen):
         self.run_id = run_id
         self.spec: dict[str, Any] = {}
         self._events_shown = 0
+        self._problems_shown = 0
         self._log_text: list[str] = []
 
     def compose(self) -> ComposeResult:
@@ -233,6 +234,15 @@ class RunDetailScreen(Screen):
         self.query_one(FisherHeatmap).show(key, rows, layers, window)
         history = self.app.feed.histories.get(self.run_id)
         self.tail_log(history.events if history else [])
+        self.warn_skipped(getattr(getattr(history, "tail", None), "problems", []))
+
+    def warn_skipped(self, problems: list) -> None:
+        """Say once which lines of the run's events were unusable (and skipped)."""
+        new = problems[self._problems_shown :]
+        self._problems_shown = len(problems)
+        if new:
+            more = f" (and {len(new) - 1} more such line(s))" if len(new) > 1 else ""
+            self.app.notify(f"Skipped {new[0]}{more}", severity="warning", timeout=10)
 
     def tail_log(self, events: list[dict[str, Any]]) -> None:
         log = self.query_one("#events", Log)
