@@ -64,6 +64,19 @@ def settled_unwatched(home: Path, run_id: str) -> None:
     store.update(run_id, **RunStore.summary_fields(read_events(store.run_dir(run_id))))
 
 
+def inherited_epoch_stands_out(home: Path, run_id: str) -> None:
+    """Give the parent's epoch 0 (which the fork inherits) a test accuracy of 0.9: the tiny
+    runs stay at chance, and a final accuracy over the fork's own epochs alone would then
+    differ from one over its whole history."""
+    store = RunStore(home)
+    events = store.run_dir(store.get(run_id)["parent"]) / "events.jsonl"
+    lines = [json.loads(line) for line in events.read_text().splitlines()]
+    for line in lines:
+        if line["event"] == "epoch" and line["epoch"] == 0:
+            line["test_acc"] = 0.9
+    events.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
 def expected(home: Path, run_id: str) -> tuple[int, float]:
     """Epochs and final accuracy of the run trained from scratch: its joined history."""
     store = RunStore(home)
@@ -114,6 +127,7 @@ def assert_tui_agrees(home: Path, run_id: str, done: int, epochs: int, final: fl
             table.move_cursor(row=table.shown.index(run_id))
             await pilot.pause()
             assert str(table.get_row(run_id)[3]) == f"{done}/{epochs}"
+            assert str(table.get_row(run_id)[5]) == f"{final:.3f}"  # the TUI shows 3 digits
             acc = app.screen.query_one("#acc-chart", Chart)
             assert await wait_for(pilot, lambda: acc.points == done and not acc.busy, timeout=30)
 
@@ -121,7 +135,7 @@ def assert_tui_agrees(home: Path, run_id: str, done: int, epochs: int, final: fl
             assert await wait_for(pilot, lambda: isinstance(app.screen, RunDetailScreen))
             header = app.screen.query_one("#detail-status")
             assert await wait_for(pilot, lambda: f"{done}/{epochs} epochs" in plain_text(header.content))
-            assert f"final {final:.3f}" in plain_text(header.content)  # the TUI shows 3 digits
+            assert f"final {final:.3f}" in plain_text(header.content)
             config = " ".join(plain_text(app.screen.query_one("#config-text").content).split())
             assert f"progress {done}/{epochs} epochs (1 inherited)" in config and f"final acc {final:.3f}" in config
             curve = app.screen.query_one("#acc", Chart)
@@ -163,8 +177,10 @@ def test_a_fork_that_finished_unwatched_has_the_same_history_in_every_view(forke
     sweep_home, run_id, epochs = forked
     home = tmp_path / "copy"
     shutil.copytree(sweep_home, home)
+    inherited_epoch_stands_out(home, run_id)
     settled_unwatched(home, run_id)
-    assert RunStore(home).get(run_id)["epochs_done"] == epochs - 1  # the old, own-epochs summary
+    stale = RunStore(home).get(run_id)  # the old summary, from the fork's own epochs
+    assert stale["epochs_done"] == epochs - 1 and stale["final_acc"] != pytest.approx(expected(home, run_id)[1])
     assert_views_agree(lambda *a, **k: critui(*a, env={"CRITUI_HOME": str(home)}, **k), home, run_id, epochs)
 
 
