@@ -402,3 +402,39 @@ def test_a_writer_after_a_half_written_last_line_starts_a_fresh_line(tmp_path):
     log.write("started", epoch=0)
     log.close()
     assert re.fullmatch(r'\{"event": "started".*\}\n', (fresh / "events.jsonl").read_text())
+
+
+# -- the join itself ------------------------------------------------------------------------------
+
+
+def test_join_rows_takes_each_ancestor_up_to_the_earliest_fork_below_it():
+    from critui.runs.lineage import join_rows
+
+    def rows(first: int, last: int, tag: str) -> list[dict]:
+        return [{"epoch": e, "test_acc": 0.0, "run": tag} for e in range(first, last)]
+
+    own = {"root": rows(0, 10, "root"), "mid": rows(0, 8, "mid"), "leaf": rows(3, 6, "leaf")}
+    docs = {
+        "root": {"id": "root"},
+        "mid": {"id": "mid", "parent": "root", "fork_epoch": 5},  # trained 5..7 itself
+        "leaf": {"id": "leaf", "parent": "mid", "fork_epoch": 3},  # forked before mid's own fork
+    }
+    joined, chain = join_rows(docs["leaf"], docs, own.__getitem__)
+    assert [(r["epoch"], r["run"], bool(r.get("inherited"))) for r in joined] == [
+        (0, "root", True), (1, "root", True), (2, "root", True),
+        (3, "leaf", False), (4, "leaf", False), (5, "leaf", False)]
+    assert chain == ("leaf", "mid", "root")
+    mid, _ = join_rows(docs["mid"], docs, own.__getitem__, limit=7)
+    assert [(r["epoch"], r["run"]) for r in mid] == [(e, "root") for e in range(5)] + [(5, "mid"), (6, "mid")]
+
+    # A damaged index: a loop of parents, a missing parent, a fork epoch of the wrong type.
+    looped = {"a": {"id": "a", "parent": "b", "fork_epoch": 2}, "b": {"id": "b", "parent": "a", "fork_epoch": 2}}
+    got, _ = join_rows(looped["a"], looped, lambda run_id: rows(0, 4, run_id))
+    assert [(r["epoch"], r["run"]) for r in got] == [(0, "b"), (1, "b"), (2, "a"), (3, "a")]
+    problems: list[Problem] = []
+    orphan = {"id": "o", "parent": "gone", "fork_epoch": 2}
+    got, _ = join_rows(orphan, {}, lambda run_id: rows(2, 4, run_id), problems=problems)
+    assert [r["epoch"] for r in got] == [2, 3] and "gone is not in the index" in str(problems[0])
+    for epoch in ("2", True, 0, None, 2.0):
+        got, _ = join_rows({"id": "w", "parent": "root", "fork_epoch": epoch}, docs, lambda run_id: rows(0, 4, run_id))
+        assert [(r["epoch"], r["run"]) for r in got] == [(e, "w") for e in range(4)], epoch  # its own rows only
