@@ -462,26 +462,25 @@ def _status_markup(status: str) -> str:
 def show(run_ref, fisher, normalised, chart, home) -> None:
     """Print a run's config, status, plugin versions and per-epoch metrics.
 
-    RUN is a run id, a unique prefix or suffix of one, or `last`.
+    RUN is a run id, a unique prefix or suffix of one, or `last`. A forked run's epochs
+    before its fork, trained by its parent, are shown first and marked with *.
     """
-    from critui.events import epoch_table, read_events
+    from critui.events import read_events
+    from critui.runs.lineage import read_spec_json, run_history
 
     store = open_store(home)
     doc = store.get(run_ref)
     run_dir = store.run_dir(doc["id"])
-    spec = json.loads((run_dir / "spec.json").read_text()) if (run_dir / "spec.json").exists() else {}
-    events = read_events(run_dir)
-    _print_overview(doc, spec, run_dir)
-    rows = epoch_table(events)
-    if doc.get("parent"):
-        from critui.runs.lineage import full_rows
-
-        rows = full_rows(store, doc)  # a forked run: its parent's epochs before the fork, then its own
+    history = run_history(store, doc)  # a fork: its parent's epochs before the fork, then its own
+    problems = list(history.problems)
+    spec = read_spec_json(run_dir, problems) or {}
+    _print_overview(doc, spec, run_dir, history)
+    rows = history.rows
     if rows:
         console.print(_epoch_table(rows))
     else:
         console.print("No epoch has finished yet.")
-    layers = _fisher_layers(rows)
+    layers = history.layers
     if fisher and layers:
         console.print(_fisher_table(rows, layers, normalised))
     if chart and rows:
@@ -492,55 +491,75 @@ def show(run_ref, fisher, normalised, chart, home) -> None:
         from rich.text import Text
 
         console.print(Text.from_ansi(run_chart(rows, bounds, width=min(console.width, 100))))
-    failure = next((e for e in reversed(events) if e["event"] == "failed"), None)
+    failure = next((e for e in reversed(read_events(run_dir)) if e["event"] == "failed"), None)
     if doc["status"] == "failed" and failure and failure.get("traceback"):
         console.print("[red]traceback[/]")
-        console.print(failure["traceback"], markup=False)
+        console.print(str(failure["traceback"]), markup=False)
+    warn_problems(problems)
 
 
-def _print_overview(doc, spec, run_dir) -> None:
+def warn_problems(problems, per_file: int = 2) -> None:
+    """A short warning on stderr for what was skipped: the first lines of each file, then how
+    many more, so that every damaged file is named without flooding the terminal."""
+    by_file: dict[str, list] = {}
+    for problem in problems:
+        by_file.setdefault(str(problem.path), []).append(problem)
+    for path, found in by_file.items():
+        for problem in found[:per_file]:
+            err_console.print(f"[yellow]Warning:[/] {escape(str(problem))}", soft_wrap=True)
+        if len(found) > per_file:
+            err_console.print(f"[yellow]Warning:[/] {len(found) - per_file} more unusable line(s) in "
+                              f"{escape(path)} skipped.", soft_wrap=True)
+
+
+def _print_overview(doc, spec, run_dir, history) -> None:
     table = Table(show_header=False, box=None, title=f"run {doc['id']}", title_justify="left")
-    table.add_row("status", _status_markup(doc["status"]) + (f"  {doc.get('error')}" if doc.get("error") else ""))
-    table.add_row("name", str(doc.get("name", "")))
-    table.add_row("progress", f"{doc.get('epochs_done', 0)}/{doc['epochs']} epochs")
-    table.add_row("final test acc", _fmt_acc(doc.get("final_acc")) + "  (mean of the last 5 epochs)")
+    table.add_row("status", _status_markup(doc["status"]) + (f"  {escape(str(doc.get('error')))}" if doc.get("error") else ""))
+    table.add_row("name", escape(str(doc.get("name", ""))))
+    inherited = f" ({history.inherited} inherited)" if history.inherited else ""
+    table.add_row("progress", f"{history.epochs_done}/{doc['epochs']} epochs{inherited}")
+    table.add_row("final test acc", _fmt_acc(history.final_acc) + "  (mean of the last 5 epochs)")
     table.add_row("seed", str(doc.get("seed")))
     table.add_row("device", device_text(doc))
     if launched := launcher_text(doc):
         table.add_row("launcher", launched)
-    if doc.get("lr_at_removal") is not None:
+    if isinstance(doc.get("lr_at_removal"), (int, float)):
         table.add_row("lr at removal", f"{doc['lr_at_removal']:.4g}")
     if note := window_note(spec):
         table.add_row("note", f"[yellow]{escape(note)}[/]")
     table.add_row("git commit", str(doc.get("git_commit") or "-"))
     if doc.get("parent"):
         table.add_row("forked from", f"{doc['parent']} at epoch {doc['fork_epoch']}")
-    table.add_row("directory", str(run_dir))
+    table.add_row("directory", escape(str(run_dir)))
     for section in ("dataset", "model", "deficit"):
         part = spec.get(section)
         if part:
             version = (doc.get("plugins") or {}).get(part["id"], {})
-            params = ", ".join(f"{k}={v}" for k, v in part["params"].items())
-            table.add_row(section, f"{part['id']} ({version.get('distribution', '?')} {version.get('version', '?')})  {params}")
+            params = ", ".join(f"{k}={v}" for k, v in part.get("params", {}).items())
+            table.add_row(section, escape(f"{part['id']} ({version.get('distribution', '?')} "
+                                          f"{version.get('version', '?')})  {params}"))
     for metric in spec.get("metrics", []):
-        params = ", ".join(f"{k}={v}" for k, v in metric["params"].items())
-        table.add_row("metric", f"{metric['id']}  {params}")
+        params = ", ".join(f"{k}={v}" for k, v in metric.get("params", {}).items())
+        table.add_row("metric", escape(f"{metric['id']}  {params}"))
     if spec:
-        table.add_row("optim", ", ".join(f"{k}={v}" for k, v in spec["optim"].items()))
-        table.add_row("train", ", ".join(f"{k}={v}" for k, v in spec["train"].items()))
+        table.add_row("optim", escape(", ".join(f"{k}={v}" for k, v in spec["optim"].items())))
+        table.add_row("train", escape(", ".join(f"{k}={v}" for k, v in spec["train"].items())))
     console.print(table)
 
 
 def _epoch_table(rows) -> Table:
+    from critui.runs.lineage import metric_keys
+
     table = Table(title="per-epoch metrics (test data is always clean)", box=box.SIMPLE_HEAD)
     columns = ["epoch", "lr", "deficit", "train loss", "train acc", "test loss", "test acc"]
     has_fisher = any("fisher.total" in r for r in rows)
-    extra = sorted({k for r in rows for k in r if "." in k and not k.startswith("fisher.")})
+    extra = metric_keys(rows)
     for column in columns + (["fisher total"] if has_fisher else []) + extra:
         table.add_column(column, justify="right")
     for r in rows:
-        cells = [f"{r['epoch']}*" if r.get("inherited") else str(r["epoch"]), f"{r['lr']:.3g}", "on" if r.get("deficit_active") else "",
-                 f"{r['train_loss']:.4f}", f"{r['train_acc']:.4f}", f"{r['test_loss']:.4f}", f"{r['test_acc']:.4f}"]
+        cells = [f"{r['epoch']}*" if r.get("inherited") else str(r["epoch"]), _fmt_num(r.get("lr"), ".3g"),
+                 "on" if r.get("deficit_active") else "", *(_fmt_num(r.get(key), ".4f") for key in
+                                                           ("train_loss", "train_acc", "test_loss", "test_acc"))]
         if has_fisher:
             cells.append(_fmt_num(r.get("fisher.total")))
         cells += [_fmt_num(r.get(k)) for k in extra]
@@ -551,12 +570,9 @@ def _epoch_table(rows) -> Table:
 
 
 def _fisher_layers(rows) -> list[str]:
-    layers: list[str] = []
-    for r in rows:
-        for key in r:
-            if key.startswith("fisher.") and key != "fisher.total" and key[7:] not in layers:
-                layers.append(key[7:])
-    return layers
+    from critui.runs.lineage import fisher_layers
+
+    return fisher_layers(rows)
 
 
 def _fisher_table(rows, layers, normalised) -> Table:
@@ -564,21 +580,21 @@ def _fisher_table(rows, layers, normalised) -> Table:
     table = Table(title=title, box=box.SIMPLE_HEAD)
     table.add_column("epoch", justify="right")
     for layer in layers:
-        table.add_column(layer, justify="right")
+        table.add_column(escape(layer), justify="right")
     for r in rows:
         if "fisher.total" not in r:
             continue
-        total = sum(r.get(f"fisher.{layer}", 0.0) for layer in layers) or 1.0
+        total = sum(r.get(f"fisher.{layer}") or 0.0 for layer in layers) or 1.0
         values = [r.get(f"fisher.{layer}") for layer in layers]
         cells = [f"{v / total:.3f}" if normalised and v is not None else _fmt_num(v) for v in values]
-        table.add_row(str(r["epoch"]), *cells)
+        table.add_row(f"{r['epoch']}*" if r.get("inherited") else str(r["epoch"]), *cells)
     return table
 
 
-def _fmt_num(value) -> str:
+def _fmt_num(value, spec: str = ".4g") -> str:
     if value is None:
         return ""
-    return f"{value:.4g}"
+    return f"{value:{spec}}"
 
 
 @cli.command()
@@ -593,7 +609,9 @@ def export(run_refs, fmt, output, home) -> None:
 
     store = open_store(home)
     docs = [store.get(ref) for ref in run_refs]
-    text = export_csv(store, docs) if fmt == "csv" else export_json(store, docs)
+    problems: list = []
+    text = export_csv(store, docs, problems) if fmt == "csv" else export_json(store, docs, problems)
+    warn_problems(problems)
     if output is None:
         click.echo(text, nl=False)
         return
@@ -912,7 +930,9 @@ def report(sweep_ref, as_csv, as_json, output, png, chart, per_seed, home) -> No
                               "extra with pip install 'critui[plot]' (or pip install matplotlib), or export "
                               "the table with --csv / --json and plot it elsewhere.") from None
     store = open_store(home)
-    data = reports.build_report(store, sched.load_record(store, sweep_ref))
+    problems: list = []
+    data = reports.build_report(store, sched.load_record(store, sweep_ref), problems)
+    warn_problems(problems)
     if as_csv or as_json:
         if as_csv:
             text = reports.per_seed_csv(data) if per_seed else reports.to_csv(data)

@@ -1,4 +1,9 @@
-"""Exporting runs: per-epoch rows as CSV, or specs and rows as JSON."""
+"""Exporting runs: per-epoch rows as CSV, or specs and rows as JSON.
+
+Both carry each run's joined history (:func:`critui.runs.lineage.run_history`): a fork's
+epochs before its fork, trained by its parent, come first and are marked ``inherited``, so
+an export has the same epochs and final accuracy as ``critui show`` and the TUI.
+"""
 
 from __future__ import annotations
 
@@ -10,17 +15,33 @@ from pathlib import Path
 from typing import Any
 
 from critui.errors import CritUIError
-from critui.events import epoch_table, read_events
+from critui.events import Problem
+from critui.runs.lineage import JoinedHistory, read_spec_json, run_history
+
+
+def histories(store, docs: list[dict[str, Any]], problems: list[Problem] | None = None) -> list[JoinedHistory]:
+    """Each run's joined history; what was skipped reading them goes to ``problems``."""
+    by_id = {d["id"]: d for d in store.all()} if any(d.get("parent") for d in docs) else {}
+    joined = [run_history(store, d, {**by_id, d["id"]: d}) for d in docs]
+    if problems is not None:
+        problems += [p for h in joined for p in h.problems]
+    return joined
 
 
 def run_rows(store, doc: dict[str, Any]) -> list[dict[str, Any]]:
-    return epoch_table(read_events(store.run_dir(doc["id"])))
+    """A run's per-epoch rows over its whole history, each with ``inherited`` true or false."""
+    return _marked(run_history(store, doc).rows)
 
 
-def export_csv(store, docs: list[dict[str, Any]]) -> str:
+def _marked(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"epoch": r["epoch"], "inherited": bool(r.get("inherited")),
+             **{k: v for k, v in r.items() if k not in ("epoch", "inherited")}} for r in rows]
+
+
+def export_csv(store, docs: list[dict[str, Any]], problems: list[Problem] | None = None) -> str:
     """One row per (run, epoch); columns are the union of every run's metrics."""
-    rows = [{"run": d["id"], **r} for d in docs for r in run_rows(store, d)]
-    columns = ["run", "epoch"]
+    rows = [{"run": h.run_id, **r} for h in histories(store, docs, problems) for r in _marked(h.rows)]
+    columns = ["run", "epoch", "inherited"]
     for r in rows:
         columns += [k for k in r if k not in columns]
     out = io.StringIO()
@@ -30,12 +51,13 @@ def export_csv(store, docs: list[dict[str, Any]]) -> str:
     return out.getvalue()
 
 
-def export_json(store, docs: list[dict[str, Any]]) -> str:
+def export_json(store, docs: list[dict[str, Any]], problems: list[Problem] | None = None) -> str:
+    """Each run's index entry (its summary counted over the joined history), spec and rows."""
     runs = []
-    for d in docs:
-        spec_path = store.run_dir(d["id"]) / "spec.json"
-        spec = json.loads(spec_path.read_text()) if spec_path.exists() else None
-        runs.append({"run": d, "spec": spec, "epochs": run_rows(store, d)})
+    for d, history in zip(docs, histories(store, docs, problems), strict=True):
+        spec = read_spec_json(store.run_dir(d["id"]), problems)
+        runs.append({"run": {**d, **history.summary(), "inherited_epochs": history.inherited},
+                     "spec": spec, "epochs": _marked(history.rows)})
     return json.dumps({"runs": runs}, indent=2) + "\n"
 
 

@@ -1,11 +1,18 @@
-"""A run's history across workers: resuming it, forking it, and stitching a fork's epochs.
+"""A run's history across workers: its joined history, resuming it, and forking it.
 
 A forked run's ``events.jsonl`` starts at its fork epoch; the epochs before it were trained
-once, by its parent (or the parent's parent). :func:`full_rows` stitches them back together,
-marking the inherited rows, so that reports and ``critui show`` see the same per-epoch curve
-the run would have written had it been trained from scratch. :func:`fork_run` makes such a
-fork from any run's epoch, and :func:`reopen_for_resume` readies a stopped run to continue;
-the CLI and the TUI both go through them.
+once, by its parent (or the parent's parent). :func:`run_history` joins them back together,
+marking the inherited rows, so that every view (``critui show``, ``runs``, ``export``,
+``report``, the TUI's screens) sees the same per-epoch curve, epoch count and final accuracy
+the run would have had trained from scratch. It is the one place a run's history is
+assembled: :func:`join_rows` does the joining for any source of per-run rows (the event
+files here, the TUI's live tails there), and :func:`history_summary` turns a joined history
+into the index's summary fields, wherever a run is settled. :func:`fork_run` makes a fork
+from any run's epoch, and :func:`reopen_for_resume` readies a stopped run to continue; the
+CLI and the TUI both go through them.
+
+Nothing read here is trusted: a damaged events line or ``spec.json`` is skipped with a
+:class:`~critui.events.Problem` naming the file, and the other runs read as before.
 """
 
 from __future__ import annotations
@@ -14,30 +21,149 @@ import copy
 import json
 import os
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from critui.config import RunSpec
 from critui.errors import CritUIError
-from critui.events import epoch_table, final_accuracy, read_events
+from critui.events import Problem, epoch_table, final_accuracy, read_events
+
+SPEC_FILE = "spec.json"
+
+Rows = list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class JoinedHistory:
+    """One run's per-epoch rows from epoch 0: inherited ones (``inherited: True``) first.
+
+    ``chain`` names the runs whose events it draws from, the run itself first; ``problems``
+    what was skipped while reading them.
+    """
+
+    run_id: str
+    rows: Rows
+    chain: tuple[str, ...] = ()
+    problems: list[Problem] = field(default_factory=list)
+    version: Any = None  # changes whenever the rows do (a live view keys its charts on it)
+
+    @property
+    def inherited(self) -> int:
+        """How many of the rows the run inherited from the runs it was forked from."""
+        return sum(1 for r in self.rows if r.get("inherited"))
+
+    @property
+    def epochs_done(self) -> int:
+        return len(self.rows)
+
+    @property
+    def final_acc(self) -> float | None:
+        return final_accuracy(self.rows)
+
+    @property
+    def last_acc(self) -> float | None:
+        return self.rows[-1].get("test_acc") if self.rows else None
+
+    @property
+    def layers(self) -> list[str]:
+        return fisher_layers(self.rows)
+
+    @property
+    def metric_keys(self) -> list[str]:
+        return metric_keys(self.rows)
+
+    def summary(self) -> dict[str, Any]:
+        """The index's summary fields, counted over the whole history."""
+        return {"epochs_done": self.epochs_done, "final_acc": self.final_acc, "last_acc": self.last_acc}
+
+
+def fisher_layers(rows: Rows) -> list[str]:
+    """Fisher layer names in forward order, as the metric wrote them."""
+    layers: dict[str, None] = {}
+    for row in rows:
+        for key in row:
+            if key.startswith("fisher.") and key != "fisher.total":
+                layers.setdefault(key[7:])
+    return list(layers)
+
+
+def metric_keys(rows: Rows) -> list[str]:
+    """Every plugin metric's ``name.key`` but Fisher's, sorted."""
+    return sorted({k for r in rows for k in r if "." in k and not k.startswith("fisher.")})
+
+
+def fork_point(doc: dict[str, Any]) -> int | None:
+    """The epoch a run was forked at, when it names a parent and a usable fork epoch."""
+    epoch = doc.get("fork_epoch")
+    if not isinstance(doc.get("parent"), str) or isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
+        return None
+    return epoch
+
+
+def join_rows(doc: dict[str, Any], docs_by_id: dict[str, dict[str, Any]], own_rows: Callable[[str], Rows],
+              limit: int | None = None, problems: list[Problem] | None = None) -> tuple[Rows, tuple[str, ...]]:
+    """``doc``'s rows below ``limit`` joined with every ancestor's before its fork; the chain.
+
+    ``own_rows(run_id)`` gives a run's own rows (from its events file, or a live tail). Each
+    ancestor contributes the epochs from its own fork epoch up to the earliest fork below it;
+    a loop in the parents (a damaged index) or a missing parent ends the chain there.
+    """
+    segments: list[tuple[str, int, int | None]] = []  # (run id, first epoch, end epoch)
+    cut, node, seen = limit, doc, set()
+    while True:
+        seen.add(node["id"])
+        fork = fork_point(node)
+        parent = docs_by_id.get(node["parent"]) if fork else None
+        if fork and parent is None and problems is not None:
+            problems.append(Problem(f"run {node['id']}", f"its parent run {node['parent']} is not in the index; "
+                                    f"its epochs before {fork} are missing from its history"))
+        if parent is None or parent.get("id") in seen:
+            segments.append((node["id"], 0, cut))
+            break
+        segments.append((node["id"], fork, cut))
+        cut = fork if cut is None else min(fork, cut)
+        node = parent
+    rows: Rows = []
+    for depth, (run_id, first, end) in reversed(list(enumerate(segments))):
+        part = [r for r in own_rows(run_id) if r["epoch"] >= first and (end is None or r["epoch"] < end)]
+        rows += [{**r, "inherited": True} for r in part] if depth else part
+    return rows, tuple(run_id for run_id, _, _ in segments)
+
+
+def _events_rows(store, problems: list[Problem] | None) -> Callable[[str], Rows]:
+    def own_rows(run_id: str) -> Rows:
+        return epoch_table(read_events(store.run_dir(run_id), problems))
+
+    return own_rows
+
+
+def run_history(store, doc: dict[str, Any], docs_by_id: dict[str, dict[str, Any]] | None = None) -> JoinedHistory:
+    """``doc``'s joined history from the event files, and what was skipped reading them."""
+    problems: list[Problem] = []
+    if docs_by_id is None:
+        docs_by_id = {d["id"]: d for d in store.all()} if fork_point(doc) else {}
+    rows, chain = join_rows(doc, docs_by_id, _events_rows(store, problems), problems=problems)
+    return JoinedHistory(doc["id"], rows, chain, problems)
 
 
 def full_rows(store, doc: dict[str, Any], docs_by_id: dict[str, dict[str, Any]] | None = None,
-              limit: int | None = None) -> list[dict[str, Any]]:
+              limit: int | None = None) -> Rows:
     """Per-epoch rows of ``doc`` including inherited ones (``inherited: True``), up to ``limit``."""
-    own = [r for r in epoch_table(read_events(store.run_dir(doc["id"])))
-           if limit is None or r["epoch"] < limit]
-    parent_id, fork = doc.get("parent"), doc.get("fork_epoch")
-    if not parent_id or not fork:
-        return own
     if docs_by_id is None:
-        docs_by_id = {d["id"]: d for d in store.all()}
-    parent = docs_by_id.get(parent_id)
-    if parent is None:
-        return own
-    cut = fork if limit is None else min(fork, limit)
-    inherited = [{**r, "inherited": True} for r in full_rows(store, parent, docs_by_id, cut)]
-    return inherited + [r for r in own if r["epoch"] >= fork]
+        docs_by_id = {d["id"]: d for d in store.all()} if fork_point(doc) else {}
+    return join_rows(doc, docs_by_id, _events_rows(store, None), limit)[0]
+
+
+def history_summary(store, doc: dict[str, Any], docs_by_id: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """``epochs_done``, ``final_acc`` and ``last_acc`` of a run over its joined history.
+
+    Wherever a run is settled (its monitor, a sweep's scheduler, the TUI, the store's
+    reconcile of a run that ended unwatched), a fork's summary comes from here, so that it
+    counts its inherited epochs like the run trained from scratch.
+    """
+    return run_history(store, doc, docs_by_id).summary()
 
 
 def ancestry(doc: dict[str, Any], docs_by_id: dict[str, dict[str, Any]]) -> list[tuple[str, int]]:
@@ -53,6 +179,64 @@ def ancestry(doc: dict[str, Any], docs_by_id: dict[str, dict[str, Any]]) -> list
     return chain
 
 
+# -- a run's spec.json, checked before any view relies on its shape ---------------------------
+
+
+def read_spec_json(run_dir: Path, problems: list[Problem] | None = None) -> dict[str, Any] | None:
+    """A run's ``spec.json`` as stored, or None (with a problem) when it is missing, cut short
+    or of the wrong shape: a view then shows the run without its config."""
+    path = Path(run_dir) / SPEC_FILE
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        what = "is missing"
+    except UnicodeDecodeError:
+        what = "is not UTF-8 text"
+    except ValueError:
+        what = "is not valid JSON (cut short, or edited by hand)"
+    except OSError as exc:
+        what = f"cannot be read ({exc.strerror or exc})"
+    else:
+        what = spec_shape_problem(data)
+        if what is None:
+            return data
+    if problems is not None:
+        problems.append(Problem(path, f"{what}; the run's config is left out"))
+    return None
+
+
+def read_spec(run_dir: Path, problems: list[Problem] | None = None) -> RunSpec | None:
+    """A run's :class:`RunSpec`, or None with a problem (see :func:`read_spec_json`)."""
+    data = read_spec_json(run_dir, problems)
+    return RunSpec.from_json(data) if data is not None else None
+
+
+def spec_shape_problem(data: Any) -> str | None:
+    """What makes a parsed ``spec.json`` unusable, or None."""
+    if not isinstance(data, dict):
+        return f"holds a JSON {type(data).__name__}, not a run spec object"
+
+    def plugin(value: Any) -> bool:
+        return isinstance(value, dict) and isinstance(value.get("id"), str) and isinstance(value.get("params", {}), dict)
+
+    for section in ("dataset", "model"):
+        if not plugin(data.get(section)):
+            return f"has no usable `{section}` (an object with an `id` and `params`)"
+    if data.get("deficit") is not None and not plugin(data["deficit"]):
+        return "has a `deficit` that is not an object with an `id` and `params`"
+    if not isinstance(data.get("metrics", []), list) or not all(plugin(m) for m in data.get("metrics", [])):
+        return "has `metrics` that are not a list of objects with an `id` and `params`"
+    for section in ("optim", "train"):
+        if not isinstance(data.get(section), dict):
+            return f"has no `{section}` object"
+    try:
+        spec = RunSpec.from_json(data)
+        spec.epochs, spec.seed, spec.window()  # noqa: B018 - each raises on a wrong type
+    except (KeyError, TypeError, ValueError) as exc:
+        return f"has a wrong value ({type(exc).__name__}: {exc})"
+    return None
+
+
 # -- continuing a run: resume it, or fork a new run from one of its epochs -------------------
 
 
@@ -63,7 +247,7 @@ def reopen_for_resume(store, ref: str) -> tuple[dict[str, Any], RunSpec]:
     run's ``ckpt/latest.pt`` (or from epoch 0 when it stopped before its first checkpoint).
     """
     doc = store.get(ref)
-    spec = RunSpec.from_json(json.loads((store.run_dir(doc["id"]) / "spec.json").read_text()))
+    spec = _spec_or_error(store, doc)
 
     def resumable(current: dict[str, Any]) -> None:
         if current["status"] in ("running", "queued"):
@@ -76,6 +260,15 @@ def reopen_for_resume(store, ref: str) -> tuple[dict[str, Any], RunSpec]:
     # same moment sees "queued" and stops, instead of training the run a second time.
     doc = store.claim(doc["id"], resumable, status="queued", error=None)
     return doc, spec
+
+
+def _spec_or_error(store, doc: dict[str, Any]) -> RunSpec:
+    problems: list[Problem] = []
+    spec = read_spec(store.run_dir(doc["id"]), problems)
+    if spec is None:
+        raise CritUIError(f"Run {doc['id']} cannot be continued: its {problems[0]}. It keeps its history; "
+                          "start a new run with the same settings instead.")
+    return spec
 
 
 def spec_config(spec: RunSpec, registry) -> dict[str, Any]:
@@ -209,7 +402,7 @@ def fork_run(store, registry, parent_ref: str, epoch: int, sets: list[str] | tup
     from critui.config import build_spec
 
     parent = store.get(parent_ref)
-    spec = RunSpec.from_json(json.loads((store.run_dir(parent["id"]) / "spec.json").read_text()))
+    spec = _spec_or_error(store, parent)
     done = len(full_rows(store, parent))
     if not 1 <= epoch <= done:
         raise CritUIError(f"Run {parent['id']} has {done} finished epoch(s); fork it from an epoch between 1 and "
@@ -243,6 +436,5 @@ def fork_run(store, registry, parent_ref: str, epoch: int, sets: list[str] | tup
 def summarise_fork(store, run_id: str) -> None:
     """A fork's index entry counts its inherited epochs too, like the run trained from scratch."""
     docs = {d["id"]: d for d in store.all()}
-    rows = full_rows(store, docs[run_id], docs)
-    store.update(run_id, epochs_done=len(rows), final_acc=final_accuracy(rows),
-                 last_acc=rows[-1]["test_acc"] if rows else None)
+    if run_id in docs:
+        store.update(run_id, **history_summary(store, docs[run_id], docs))

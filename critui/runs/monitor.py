@@ -13,6 +13,7 @@ from typing import Any
 
 from critui.events import TERMINAL, EventTail, read_events
 from critui.runs.launcher import DEFAULT_LAUNCHER, local_launcher, stop_worker
+from critui.runs.lineage import fork_point, history_summary
 from critui.train.worker import EXIT_BUSY
 
 
@@ -30,6 +31,7 @@ class RunMonitor:
         # What the index said before this start, put back should the worker find the run busy.
         before = store.get(run_id)
         self._before = {k: before.get(k) for k in ("status", "pid", "manager_pid", "job", "launcher", "launcher_settings")}
+        self._lineage = {k: before.get(k) for k in ("id", "parent", "fork_epoch")}
         launcher = launcher or local_launcher(store.home)
         self.process = launcher.start(self.run_dir, dict(env or {}))
         # The launcher is recorded unless it is the default, so that a resume runs where this did.
@@ -107,6 +109,8 @@ class RunMonitor:
             self.store.update(self.run_id, **self._before)
             return
         fields = self.store.summary_fields(read_events(self.run_dir), ended_default=None if kind == "finished" else kind)
+        if fork_point(self._lineage):  # a fork counts its inherited epochs too, like the run trained from scratch
+            fields.update(history_summary(self.store, self._lineage))
         if kind == "failed" and not fields.get("error"):
             fields.update(status="failed", error=self.end.get("error"))
         self.store.update(self.run_id, **fields)

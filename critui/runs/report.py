@@ -17,16 +17,19 @@ import math
 import statistics
 from typing import Any
 
-from critui.config import RunSpec
-from critui.events import FINAL_WINDOW, final_accuracy
-from critui.runs.lineage import full_rows
+from critui.events import FINAL_WINDOW, Problem
+from critui.runs.lineage import read_spec, run_history
 from critui.sweeps import axis_text
 
 COLUMNS = ("series", "value", "runs", "finished", "final_acc_mean", "final_acc_std", "drop", "lr_at_removal")
 
 
-def build_report(store, record: dict[str, Any]) -> dict[str, Any]:
-    """The figure's data: one row per (series, primary value), with per-seed accuracies."""
+def build_report(store, record: dict[str, Any], problems: list[Problem] | None = None) -> dict[str, Any]:
+    """The figure's data: one row per (series, primary value), with per-seed accuracies.
+
+    A run whose events or spec.json cannot be read counts as unfinished; what was skipped
+    goes to ``problems``.
+    """
     from critui.train.loop import lr_at
 
     docs = {d["id"]: d for d in store.all()}
@@ -45,12 +48,14 @@ def build_report(store, record: dict[str, Any]) -> dict[str, Any]:
         group["by_seed"].setdefault(axis.get("seed"), None)
         if doc is None:
             continue
-        rows = full_rows(store, doc, docs)
-        spec = _spec(store, doc)
-        done = doc.get("status") == "finished" and spec is not None and len(rows) >= spec.epochs
+        history = run_history(store, doc, docs)
+        if problems is not None:
+            problems += history.problems
+        spec = read_spec(store.run_dir(doc["id"]), problems)
+        done = doc.get("status") == "finished" and spec is not None and history.epochs_done >= spec.epochs
         if done:
             group["finished"] += 1
-            group["accs"].append(final_accuracy(rows))
+            group["accs"].append(history.final_acc)
             group["by_seed"][axis.get("seed")] = group["accs"][-1]
         window = spec.window() if spec else None
         removal = spec.removal_epoch() if spec else None  # None: the run ends inside its window
@@ -85,13 +90,6 @@ def build_report(store, record: dict[str, Any]) -> dict[str, Any]:
         "sweep": record["id"], "name": record.get("name"), "primary": primary, "final_window": FINAL_WINDOW,
         "rows": rows_out,
     }
-
-
-def _spec(store, doc) -> RunSpec | None:
-    try:
-        return RunSpec.from_json(json.loads((store.run_dir(doc["id"]) / "spec.json").read_text()))
-    except (OSError, ValueError, KeyError):
-        return None
 
 
 def _key(value: Any) -> tuple[int, Any]:

@@ -7,6 +7,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header
 
+from critui.tui.histories import joined_history
 from critui.tui.widgets.charts import SERIES_COLOURS, Chart, accuracy_draw, rich_colour
 from critui.tui.widgets.runs_table import deficit_text, fmt_acc
 
@@ -35,20 +36,17 @@ class CompareScreen(Screen):
     def refresh_view(self) -> None:
         feed = self.app.feed
         ids = [r for r in self.run_ids if r in feed.docs]
-        histories = [feed.histories.get(r) for r in ids]
-        runs = [
-            (r[-4:], getattr(h, "rows", []), feed.docs[r].get("window"))
-            for r, h in zip(ids, histories, strict=True)
-        ]
+        histories = [joined_history(feed, r) for r in ids]  # a fork's inherited epochs too
+        runs = [(r[-4:], h.rows, feed.docs[r].get("window")) for r, h in zip(ids, histories, strict=True)]
         chart = self.query_one(Chart)
         chart.show(
-            tuple((r, getattr(h, "version", 0)) for r, h in zip(ids, histories, strict=True)),
+            tuple((r, h.version) for r, h in zip(ids, histories, strict=True)),
             accuracy_draw(runs, legend=False),  # the table below is the legend
         )
         table = self.query_one(DataTable)
         table.clear()
-        for i, (run_id, (_, rows, _)) in enumerate(zip(ids, runs, strict=True)):
-            doc = feed.docs[run_id]
+        for i, (run_id, history) in enumerate(zip(ids, histories, strict=True)):
+            doc, rows = feed.docs[run_id], history.rows
             best = max(
                 (r["test_acc"] for r in rows if isinstance(r.get("test_acc"), (int, float))),
                 default=None,
@@ -57,8 +55,8 @@ class CompareScreen(Screen):
                 f"[{rich_colour(SERIES_COLOURS[i % len(SERIES_COLOURS)])}]━━ {run_id[-4:]}[/]",
                 run_id,
                 deficit_text(doc),
-                f"{len(rows)}/{doc.get('epochs')}",
+                f"{history.epochs_done}/{doc.get('epochs')}",
                 fmt_acc(best),
-                fmt_acc(doc.get("final_acc")),
+                fmt_acc(history.final_acc),
                 key=run_id,
             )

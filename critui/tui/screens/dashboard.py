@@ -9,6 +9,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Header, Input, Static
 
+from critui.tui.histories import JoinedHistories, joined_history
 from critui.tui.run_actions import ask_cancel, ask_delete
 from critui.tui.widgets.charts import Chart, accuracy_draw, fisher_draw, fisher_totals_draw
 from critui.tui.widgets.footer import FittingFooter
@@ -94,7 +95,8 @@ class DashboardScreen(Screen):
     def refresh_table(self) -> None:
         feed = self.app.feed
         self.table.marked &= set(feed.docs)
-        self.table.show_runs(list(feed.docs.values()), feed.histories, self.query_text, self.sort)
+        # Progress and accuracy over each run's whole history, a fork's inherited epochs too.
+        self.table.show_runs(list(feed.docs.values()), JoinedHistories(feed), self.query_text, self.sort)
         self.refresh_charts()
 
     def selected_ids(self) -> list[str]:
@@ -106,17 +108,14 @@ class DashboardScreen(Screen):
     def refresh_charts(self) -> None:
         feed = self.app.feed
         ids = [r for r in self.selected_ids() if r in feed.docs]
-        histories = {r: feed.histories.get(r) for r in ids}
-        key = tuple((r, getattr(histories[r], "version", 0)) for r in ids)
-        runs = [
-            (r[-4:], getattr(histories[r], "rows", []), feed.docs[r].get("window")) for r in ids
-        ]
+        histories = {r: joined_history(feed, r) for r in ids}  # a fork's inherited epochs too
+        key = tuple((r, histories[r].version) for r in ids)
+        runs = [(r[-4:], histories[r].rows, feed.docs[r].get("window")) for r in ids]
         acc = self.query_one("#acc-chart", Chart)
         acc.show(key, accuracy_draw(runs))
         fisher = self.query_one("#fisher-chart", Chart)
         if len(ids) == 1:
-            history = histories[ids[0]]
-            layers = history.layers() if history else []
+            layers = histories[ids[0]].layers
             fisher.title = f"Fisher trace per layer, {ids[0][-4:]}"
             fisher.show(key, fisher_draw(runs[0][1], layers, runs[0][2]))
         elif ids:

@@ -5,7 +5,6 @@ fork from an epoch, delete (asks first) and export."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,8 @@ from textual.widgets import Footer, Header, Log, Static, TabbedContent, TabPane
 
 from critui.config import device_text, launcher_text, window_note
 from critui.launching import LOG_FILE
+from critui.runs.lineage import JoinedHistory, read_spec_json
+from critui.tui.histories import joined_history
 from critui.tui.run_actions import ask_cancel, ask_delete
 from critui.tui.widgets.charts import Chart, FisherHeatmap, accuracy_draw, curves_draw, fisher_draw
 from critui.tui.widgets.runs_table import STATUS_STYLES, deficit_text, fmt_acc
@@ -61,7 +62,9 @@ def event_line(event: dict[str, Any]) -> str:
     return f"{kind}: {fields}"
 
 
-def config_table(doc: dict[str, Any], spec: dict[str, Any]) -> Table:
+def config_table(doc: dict[str, Any], spec: dict[str, Any], joined: JoinedHistory | None = None) -> Table:
+    """The run's settings; its progress and final accuracy from ``joined`` (its whole
+    history, inherited epochs included) when given, else from the index."""
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")
@@ -71,7 +74,11 @@ def config_table(doc: dict[str, Any], spec: dict[str, Any]) -> Table:
     table.add_row("status", status)
     table.add_row("name", str(doc.get("name") or ""))
     table.add_row("experiment", f"{doc.get('dataset')} / {doc.get('model')} / {deficit_text(doc)}")
-    table.add_row("final acc", fmt_acc(doc.get("final_acc")) + " (mean of the last 5 epochs)")
+    final = joined.final_acc if joined is not None else doc.get("final_acc")
+    if joined is not None:
+        inherited = f" ({joined.inherited} inherited)" if joined.inherited else ""
+        table.add_row("progress", f"{joined.epochs_done}/{doc.get('epochs')} epochs{inherited}")
+    table.add_row("final acc", fmt_acc(final) + " (mean of the last 5 epochs)")
     table.add_row("seed", str(doc.get("seed")))
     if doc.get("parent"):
         table.add_row("forked from", f"{doc['parent']} at epoch {doc.get('fork_epoch')}")
@@ -141,6 +148,7 @@ class RunDetailScreen(Screen):
         self.run_id = run_id
         self.spec: dict[str, Any] = {}
         self._events_shown = 0
+        self._problems_shown = 0
         self._log_text: list[str] = []
 
     def compose(self) -> ComposeResult:
@@ -179,11 +187,11 @@ class RunDetailScreen(Screen):
 
     @work(thread=True, exit_on_error=False)
     def load_spec(self) -> None:
-        try:
-            spec = json.loads((self.app.store.run_dir(self.run_id) / "spec.json").read_text())
-        except (OSError, ValueError):
-            spec = {}
+        problems: list = []
+        spec = read_spec_json(self.app.store.run_dir(self.run_id), problems) or {}
         self.app.call_from_thread(self._spec_loaded, spec)
+        for problem in problems:
+            self.app.call_from_thread(self.app.notify, str(problem), severity="warning", timeout=10)
 
     def _spec_loaded(self, spec: dict[str, Any]) -> None:
         self.spec = spec
@@ -201,32 +209,41 @@ class RunDetailScreen(Screen):
                 Text(f"run {self.run_id} is no longer in the index (deleted?)", style="yellow")
             )
             return
-        history = self.app.feed.histories.get(self.run_id)
-        rows = history.rows if history else []
-        version = history.version if history else 0
+        joined = joined_history(self.app.feed, self.run_id)
+        rows = joined.rows
         window = doc.get("window")
         current = rows[-1].get("test_acc") if rows else None
         status.update(
             Text.assemble(
                 (f"run {self.run_id}  ", "bold"),
                 (doc.get("status", "?"), STATUS_STYLES.get(doc.get("status"), "")),
-                f"  {len(rows)}/{doc.get('epochs')} epochs  acc {fmt_acc(current)}  final {fmt_acc(doc.get('final_acc'))}"
-                f"  {deficit_text(doc)}",
+                f"  {joined.epochs_done}/{doc.get('epochs')} epochs  acc {fmt_acc(current)}"
+                f"  final {fmt_acc(joined.final_acc)}  {deficit_text(doc)}",
             )
         )
-        self.query_one("#config-text", Static).update(config_table(doc, self.spec))
-        key = (self.run_id, version)
+        self.query_one("#config-text", Static).update(config_table(doc, self.spec, joined))
+        key = (self.run_id, joined.version)
         acc = self.query_one("#acc", Chart)
         acc.show(key, accuracy_draw([("test", rows, window)]))
         loss = self.query_one("#loss", Chart)
         loss.show(key, curves_draw(rows, ("train_loss", "test_loss"), window, "loss"))
-        layers = history.layers() if history else []
+        layers = joined.layers
         raw = self.query_one("#fisher-raw", Chart)
         raw.show(key, fisher_draw(rows, layers, window))
         norm = self.query_one("#fisher-norm", Chart)
         norm.show(key, fisher_draw(rows, layers, window, normalised=True))
         self.query_one(FisherHeatmap).show(key, rows, layers, window)
+        history = self.app.feed.histories.get(self.run_id)
         self.tail_log(history.events if history else [])
+        self.warn_skipped(getattr(getattr(history, "tail", None), "problems", []))
+
+    def warn_skipped(self, problems: list) -> None:
+        """Say once which lines of the run's events were unusable (and skipped)."""
+        new = problems[self._problems_shown :]
+        self._problems_shown = len(problems)
+        if new:
+            more = f" (and {len(new) - 1} more such line(s))" if len(new) > 1 else ""
+            self.app.notify(f"Skipped {new[0]}{more}", severity="warning", timeout=10)
 
     def tail_log(self, events: list[dict[str, Any]]) -> None:
         log = self.query_one("#events", Log)
@@ -270,15 +287,12 @@ class RunDetailScreen(Screen):
     def action_fork_run(self) -> None:
         from critui.tui.screens.fork import ForkModal
 
-        history = self.app.feed.histories.get(self.run_id)
-        done = len(history.rows) if history else 0
+        done = joined_history(self.app.feed, self.run_id).epochs_done
         if self.doc is None or not done:
             self.app.notify(
                 f"Run {self.run_id} has no finished epoch to fork from yet.", severity="warning"
             )
             return
-        # A fork of a fork counts its inherited epochs too: they are what it started from.
-        done = max(done, self.doc.get("epochs_done") or 0)
         self.app.push_screen(ForkModal(self.run_id, done), self._forked)
 
     def _forked(self, doc: dict[str, Any] | None) -> None:

@@ -10,6 +10,7 @@ from textual.binding import Binding
 from textual.widgets import DataTable
 
 from critui.config import deficit_label, short_id
+from critui.events import final_accuracy
 
 STATUS_STYLES = {
     "finished": "green",
@@ -51,6 +52,9 @@ def row_cells(doc: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]
     """The table's cells for one run; progress and current accuracy come from its events."""
     done = max(len(rows), doc.get("epochs_done") or 0)
     current = rows[-1].get("test_acc") if rows else doc.get("last_acc")
+    # A settled run's final accuracy over the rows shown: with the dashboard's joined rows, a
+    # fork's inherited epochs count even where its index entry was settled unwatched.
+    final = final_accuracy(rows) if rows and doc.get("final_acc") is not None else doc.get("final_acc")
     parent = f"{doc['parent']}@{doc.get('fork_epoch')}" if doc.get("parent") else ""
     return {
         "id": doc["id"],
@@ -60,7 +64,7 @@ def row_cells(doc: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]
         "deficit": deficit_text(doc),
         "progress": f"{done}/{doc.get('epochs', '?')}",
         "acc": current,
-        "final": doc.get("final_acc"),
+        "final": final,
         "parent": parent,
         "created": doc.get("created") or 0,
     }
