@@ -169,7 +169,9 @@ def test_a_sweep_forks_its_children_once_the_parent_checkpoint_exists(critui, ho
         'n_test = 32\n[model]\nid = "models.cnn"\nwidth = 4\n[deficit]\nid = "deficits.blur"\nstart = 0\n'
         "[sweep]\nremoval = { values = [0, 2, 4], after = 2 }\n"
     )
-    result = critui("sweep", str(config), "--jobs", "2", *on(head), timeout=900)
+    # A RAY_ADDRESS elsewhere does not win over the head the launcher is given (Ray's client lets it).
+    result = critui("sweep", str(config), "--jobs", "2", *on(head), env={"RAY_ADDRESS": "http://127.0.0.1:9"},
+                    timeout=900)
     assert result.returncode == 0, result.stderr
     (record_path,) = (home / "sweeps").glob("*/sweep.json")
     record = json.loads(record_path.read_text())
@@ -211,6 +213,17 @@ def test_ray_refuses_a_second_job_for_the_same_attempt(home, head):
         assert launcher.alive(first.job) is False
     finally:
         first.kill()
+
+
+def test_address_auto_is_ray_address(home, head, monkeypatch):
+    from critui.plugins import get_registry
+    from critui.runs.launcher import make_launcher
+
+    monkeypatch.setenv("RAY_ADDRESS", head)
+    monkeypatch.delitem(ray_launcher._clients, None, raising=False)
+    launcher = make_launcher(get_registry(), "ray", {}, home, check=False)
+    assert launcher.settings["address"] == "auto" and launcher.client()[1] == head
+    ray_launcher._clients.pop(None, None)
 
 
 def test_a_head_that_does_not_answer_is_one_paragraph_and_creates_no_run(critui, home):

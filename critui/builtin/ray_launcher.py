@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -221,6 +222,10 @@ class RayWorker:
         try:
             info = self._client.get_job_info(self.submission_id)
         except Exception as exc:  # noqa: BLE001 - the head stopped answering
+            if "does not exist" in str(exc):  # someone ran `ray job delete` on it
+                self._note(f"the Ray head at {self._url} no longer knows job {self.submission_id}")
+                self.returncode = 1
+                return self.returncode
             self._unanswered_since = self._unanswered_since or time.monotonic()
             if time.monotonic() - self._unanswered_since > HEAD_LOST_S:
                 self._note(f"the Ray head at {self._url} has not answered for {HEAD_LOST_S:.0f} s "
@@ -374,7 +379,8 @@ def connect(address: str | None, local: bool = False):
         return _clients[address]
     job_submission = _ray_jobs()
     try:
-        client = job_submission.JobSubmissionClient(address, headers=auth_headers())
+        with _address_as_given(address):
+            client = job_submission.JobSubmissionClient(address, headers=auth_headers())
     except Exception as exc:  # noqa: BLE001 - ConnectionError, or Ray's own lookup failing
         if type(exc).__name__ == "AuthenticationError":
             raise CritUIError(_auth_fix(address or "auto")) from None
@@ -388,6 +394,23 @@ def connect(address: str | None, local: bool = False):
     url = getattr(client, "_address", None) or str(address)
     _clients[address] = (client, url)
     return client, url
+
+
+_ADDRESS_VARIABLES = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
+
+
+@contextmanager
+def _address_as_given(address: str | None):
+    """Ray's client takes RAY_ADDRESS over the address it is given; a run's job names its head,
+    which must win (``address=auto`` is where RAY_ADDRESS counts)."""
+    if address is None:
+        yield
+        return
+    saved = {name: os.environ.pop(name) for name in _ADDRESS_VARIABLES if name in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
 
 
 def _authenticated(client, url: str) -> None:
