@@ -146,13 +146,13 @@ def _strict() -> bool:
 
 def build_registry() -> Registry:
     """Load the built-ins and every allowed entry point, isolating each one's failures."""
-    from critui.builtin import datasets, deficits, launchers, metrics, models
+    from critui.builtin import datasets, deficits, launchers, metrics, models, ray_launcher
 
     registry = Registry()
     manager = pluggy.PluginManager("critui")
     manager.add_hookspecs(hookspecs)
     sources: dict[str, tuple[str, str]] = {}
-    for module in (deficits, models, datasets, metrics, launchers):
+    for module in (deficits, models, datasets, metrics, launchers, ray_launcher):
         manager.register(module, name=f"critui.builtin.{module.__name__.rsplit('.', 1)[1]}")
         sources[manager.get_name(module)] = ("critui", __version__)
 

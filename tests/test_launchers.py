@@ -144,7 +144,7 @@ def test_launcher_mistakes_are_one_paragraph_and_create_no_run(critui, home, tmp
     cases = [
         (["--launcher", "slurm"], {"PATH": str(tmp_path)}, "needs Slurm's sbatch"),
         (["--launcher", "slurm"], {"PYTHONPATH": str(no_submitit)}, "pip install 'critui[slurm]'"),
-        (["--launcher", "ray"], {}, "Unknown launchers plugin 'launchers.ray'"),
+        (["--launcher", "moon"], {}, "Unknown launchers plugin 'launchers.moon'"),
         (["--set", "launcher.partition=gpu"], {}, "launchers.local takes no settings"),
         (["--launcher", "slurm", "--set", "launcher.cluster=moon"], {}, "launcher.cluster must be one of slurm, local"),
         (["--launcher", "slurm", "--set", "launcher.time"], {}, "is not launcher.NAME=VALUE"),
