@@ -19,10 +19,10 @@ import bisect
 import functools
 import itertools
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
-from critui.config import RunSpec
+from critui.config import PluginSpec, RunSpec
 
 # Spec fields that do not change epochs before the window or LR policy acts: compared per epoch.
 PER_EPOCH = {"name", "keep_checkpoints", "deficit"}
@@ -43,18 +43,25 @@ class Node:
         return self.spec.epochs - self.fork_epoch
 
 
-def _static_part(spec: RunSpec) -> dict[str, Any]:
-    data = spec.to_json()  # asdict: already a deep copy
-    for key in PER_EPOCH:
-        data.pop(key, None)
+def _static_key(spec: RunSpec) -> str:
+    """Everything but what :data:`PER_EPOCH`, the epochs and the LR policy say, as text: runs
+    with different keys share no epoch. (Built by hand: ``asdict`` was most of a plan's time.)"""
+    data: dict[str, Any] = {}
+    for item in fields(spec):
+        if item.name not in PER_EPOCH:
+            data[item.name] = _plain(getattr(spec, item.name))
     data["train"].pop("epochs", None)
     data["optim"].pop("after_removal", None)
-    return data
+    return json.dumps(data, sort_keys=True, default=str)
 
 
-def _static_key(spec: RunSpec) -> str:
-    """:func:`_static_part` as text: runs with different keys share no epoch."""
-    return json.dumps(_static_part(spec), sort_keys=True, default=str)
+def _plain(value: Any) -> Any:
+    """A spec field as JSON-able data (plugin specs as id and parameters), copied."""
+    if isinstance(value, PluginSpec):
+        return {"id": value.id, "params": value.params}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return dict(value) if isinstance(value, dict) else value
 
 
 def _deficit_identity(spec: RunSpec) -> Any:
@@ -70,6 +77,9 @@ class _Signature:
     stretch at a time rather than an epoch at a time."""
 
     def __init__(self, spec: RunSpec):
+        from critui.train.loop import lr_at  # torch: only once a plan is made
+
+        self.lr_at = lr_at
         self.spec = spec
         self.epochs = spec.epochs
         self.deficit = json.dumps(_deficit_identity(spec), default=str)
@@ -89,10 +99,8 @@ class _Signature:
 
     def symbol(self, epoch: int) -> tuple[bool, str, float]:
         """Epoch ``epoch`` as the worker trains it: deficit or none, and the learning rate."""
-        from critui.train.loop import lr_at
-
         active = self.spec.deficit_active(epoch)
-        return active, self.deficit if active else "", lr_at(self.spec, epoch)
+        return active, self.deficit if active else "", self.lr_at(self.spec, epoch)
 
     def common(self, other: _Signature) -> int:
         """How many leading epochs the two train identically (the same static part assumed)."""
@@ -134,7 +142,8 @@ def shared_prefix(a: RunSpec, b: RunSpec) -> int:
 
 
 def plan_tree(specs: list[RunSpec]) -> list[Node]:
-    """Parents and fork epochs for ``specs``; also sets each parent's ``keep_checkpoints``.
+    """Parents and fork epochs for ``specs``; also adds each fork epoch to its parent's
+    ``keep_checkpoints``.
 
     Each run's parent is the run before it in plan order that it shares the longest prefix
     with (the earliest among equals). Runs that differ in more than their window, length and
@@ -153,6 +162,10 @@ def plan_tree(specs: list[RunSpec]) -> list[Node]:
         groups.setdefault(_static_key(specs[i]), []).append(i)
     for members in groups.values():
         _plan_group(nodes, members)
+    for node in nodes:
+        if node.children:
+            forks = {nodes[child].fork_epoch for child in node.children}
+            node.spec.keep_checkpoints = sorted(set(node.spec.keep_checkpoints) | forks)
     return nodes
 
 
@@ -179,7 +192,6 @@ def _plan_group(nodes: list[Node], members: list[int]) -> None:
             parent = earliest.first(*shared.stretch(p, k))
             nodes[i].parent, nodes[i].fork_epoch = parent, k
             nodes[parent].children.append(i)
-            nodes[parent].spec.keep_checkpoints = sorted(set(nodes[parent].spec.keep_checkpoints) | {k})
         earliest.place(p, turn, i)
         bisect.insort(placed, p)
 
