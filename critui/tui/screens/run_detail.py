@@ -68,7 +68,7 @@ def config_table(doc: dict[str, Any], spec: dict[str, Any]) -> Table:
     if doc.get("error"):
         status.append(f"  {doc['error']}", style="red")
     table.add_row("status", status)
-    table.add_row("name", str(doc.get("name") or ""))
+    table.add_row("name", Text(str(doc.get("name") or "")))  # text, never markup
     table.add_row("experiment", f"{doc.get('dataset')} / {doc.get('model')} / {deficit_text(doc)}")
     table.add_row("final acc", fmt_acc(doc.get("final_acc")) + " (mean of the last 5 epochs)")
     table.add_row("seed", str(doc.get("seed")))

@@ -111,8 +111,8 @@ class RunsTable(DataTable):
         if self._shown_with is not None:
             self.show_runs(*self._shown_with)
 
-    def id_text(self, run_id: str) -> str:
-        return ("● " if run_id in self.marked else "") + (compact_id(run_id) if self.compact else run_id)
+    def id_text(self, run_id: str) -> Text:
+        return Text(("● " if run_id in self.marked else "") + (compact_id(run_id) if self.compact else run_id))
 
     @property
     def current_id(self) -> str | None:
@@ -135,17 +135,19 @@ class RunsTable(DataTable):
         cells.sort(key=lambda c: (sort_value(c, sort), c["created"]))
         self.clear()
         self.shown = [c["id"] for c in cells]
+        # Every cell is Text: a plain str cell is read as markup by the DataTable, and what an
+        # index holds ("[link=...]" in a plugin id) is shown as written, never obeyed.
         rows = [
             [
                 c["id"],
                 Text(c["status"], style=STATUS_STYLES.get(c["status"], "")),
-                c["deficit"],
+                Text(c["deficit"]),
                 Text(c["progress"], justify="right"),
                 Text(fmt_acc(c["acc"]), justify="right"),
                 Text(fmt_acc(c["final"]), justify="right"),
-                c["dataset"],
-                c["model"],
-                c["parent"],
+                Text(c["dataset"]),
+                Text(c["model"]),
+                Text(c["parent"]),
             ]
             for c in cells
         ]
