@@ -41,10 +41,27 @@ err_console = Console(stderr=True, highlight=False)
 def home_option(func):
     return click.option(
         "--home",
-        type=click.Path(file_okay=False, path_type=Path),
+        type=click.Path(file_okay=False),
         envvar="CRITUI_HOME",
+        callback=_home_path,
         help="Folder holding the run index and run directories (default: CRITUI_HOME, else a per-user data dir).",
     )(func)
+
+
+def _home_path(ctx, param, value: str | None) -> Path | None:
+    """``--home ''`` is refused: Path('') is the current folder, which is not a home anyone meant."""
+    if value is None:
+        return None
+    if not value.strip():
+        raise CritUIError("--home '' names no folder. Give the critui home's folder, e.g. --home ~/critui, "
+                          "or leave --home out to use CRITUI_HOME or the per-user data folder.")
+    return Path(value)
+
+
+def plain(text: Any) -> str:
+    """A name or other text from a record, safe for a terminal outside rich: control
+    characters (escape sequences, carriage returns) are shown as ``\\xNN``, not obeyed."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in str(text))
 
 
 def launcher_option(func):
@@ -101,7 +118,7 @@ def open_store(home: Path | None):
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="critui")
-@click.option("--home", "tui_home", type=click.Path(file_okay=False, path_type=Path), envvar="CRITUI_HOME",
+@click.option("--home", "tui_home", type=click.Path(file_okay=False), envvar="CRITUI_HOME", callback=_home_path,
               help="With no command: the critui home the interactive session opens (default: CRITUI_HOME).")
 @click.pass_context
 def cli(ctx: click.Context, tui_home: Path | None) -> None:
@@ -168,6 +185,16 @@ def run(plugins, sets, epochs, seed, device, config_path, name, dry_run, launche
     versions = {p.id: _plugin_source(registry.get(p.id)) for p in used}
     doc = store.create(spec, versions)
     sys.exit(watch_run(store, doc["id"], spec, worker_launcher))
+
+
+def _output_path(value: str | None) -> Path | None:
+    """``-o ''`` is refused: Path('') is the current folder, not a file to write."""
+    if value is None:
+        return None
+    if not value.strip():
+        raise CritUIError("-o '' names no file. Give the file to write, e.g. -o runs.csv, or leave -o out "
+                          "to print to standard output.")
+    return Path(value)
 
 
 def _plugin_source(info) -> dict[str, str]:
@@ -382,7 +409,7 @@ def _runs_table(docs: list[dict[str, Any]], home: Path, wide: bool) -> Table:
 
 
 @cli.command()
-@click.argument("run_refs", metavar="RUN...", nargs=-1, required=True)
+@click.argument("run_refs", metavar="RUN...", nargs=-1, required=True, callback=lambda ctx, param, refs: _named(refs))
 @click.option("--yes", "-y", is_flag=True, help="Delete without asking first.")
 @home_option
 def delete(run_refs, yes, home) -> None:
@@ -405,7 +432,7 @@ def delete(run_refs, yes, home) -> None:
 
             raise CritUIError(forked_from_message(d["id"], forks))
     if not yes:
-        names = "\n".join(f"  {d['id']}  {d.get('name', '')}" for d in docs)
+        names = "\n".join(f"  {d['id']}  {plain(d.get('name', ''))}" for d in docs)
         click.confirm(f"Delete {len(docs)} run(s), with their checkpoints and history entries?\n{names}\n",
                       abort=True, err=True)
     # Forks before the runs they came from, so each deletion leaves the rest consistent.
@@ -413,6 +440,14 @@ def delete(run_refs, yes, home) -> None:
     for d in sorted(docs, key=lambda d: -depth[d["id"]]):
         store.delete(d["id"])
     err_console.print(f"Deleted {len(docs)} run(s) from {store.home}.")
+
+
+def _named(refs: tuple[str, ...]) -> tuple[str, ...]:
+    """Run references as given, none of them blank: `delete ''` must never match every run."""
+    if any(not ref.strip() for ref in refs):
+        raise CritUIError("An empty run reference names no run. Give a run id, a unique part of one, or "
+                          "`last` (`critui runs` lists them).")
+    return refs
 
 
 def _fork_depth(doc, docs: dict[str, dict[str, Any]]) -> int:
@@ -600,7 +635,7 @@ def _fmt_num(value, spec: str = ".4g") -> str:
 @cli.command()
 @click.argument("run_refs", metavar="RUN...", nargs=-1, required=True)
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
-@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--output", "-o", type=click.Path(dir_okay=False), callback=lambda ctx, param, value: _output_path(value),
               help="Write to this file (atomically) instead of standard output.")
 @home_option
 def export(run_refs, fmt, output, home) -> None:
@@ -665,11 +700,14 @@ def new_plugin(name, kind, parent) -> None:
 @click.option("--set", "-s", "sets", multiple=True, metavar="KEY=VALUE",
               help="Set a parameter in every run of the sweep, like `critui run --set`. Repeatable.")
 @click.option("--seeds", metavar="0,1,2", help="Replace the config's sweep.seeds with these seeds.")
+@click.option("--max-runs", "max_runs", type=click.IntRange(min=1), metavar="N",
+              help="Refuse a grid of more than N runs (default: the config's sweep.max_runs, else 5000). "
+              "The size is counted from the axes before any run is made.")
 @click.option("--resume", "resume_ref", metavar="SWEEP",
               help="Continue an interrupted sweep (id, unique prefix, or `last`) from its runs' last checkpoints.")
 @launcher_option
 @home_option
-def sweep(config_path, dry_run, jobs, gpus, per_gpu, sets, seeds, resume_ref, launcher, home) -> None:
+def sweep(config_path, dry_run, jobs, gpus, per_gpu, sets, seeds, max_runs, resume_ref, launcher, home) -> None:
     """Run a sweep that reproduces one of the paper's figures, sharing training prefixes.
 
     \b
@@ -677,6 +715,7 @@ def sweep(config_path, dry_run, jobs, gpus, per_gpu, sets, seeds, resume_ref, la
     critui sweep configs/demo-removal.toml --jobs 2     train it, two workers at once
     critui sweep configs/demo-removal.toml --seeds 0,1,2  the same over three seeds
     critui sweep configs/fig1-removal.toml --per-gpu 4  on GPUs: four workers share each one
+    critui sweep FILE --max-runs 20000                  allow a grid above 5000 runs
     critui sweep --resume last                          continue after Ctrl-C or a crash
     critui report last                                  the figure's table and chart
     critui sweep FILE --launcher slurm --jobs 40 --set launcher.partition=gpu
@@ -686,6 +725,9 @@ def sweep(config_path, dry_run, jobs, gpus, per_gpu, sets, seeds, resume_ref, la
     learning rate for every epoch before k) share that prefix: it is trained once,
     checkpointed exactly at k, and the other runs fork from the checkpoint. A forked run is
     bit-identical (on the CPU) to the same run trained from scratch.
+
+    A grid of more than 5000 runs is refused before it is expanded; raise the limit with
+    --max-runs N or max_runs = N in the config's [sweep] table.
     """
     from critui.plugins import get_registry
     from critui.runs import scheduler as sched
@@ -721,7 +763,7 @@ def sweep(config_path, dry_run, jobs, gpus, per_gpu, sets, seeds, resume_ref, la
     # A dry run plans on a laptop what a cluster will train: the launcher's settings are
     # checked, not whether it can start here.
     worker_launcher, _, sets = pick_launcher(registry, launcher, (), sets, home, check=not dry_run)
-    spec_sweep = load_sweep(config_path)
+    spec_sweep = load_sweep(config_path, max_runs=max_runs)
     if seeds is not None:
         spec_sweep = dataclasses.replace(spec_sweep, seeds=_parse_seeds(seeds))
     planned = expand(spec_sweep, registry, sets)
@@ -752,7 +794,8 @@ def sweep(config_path, dry_run, jobs, gpus, per_gpu, sets, seeds, resume_ref, la
 
 def _parse_seeds(text: str) -> list[int]:
     items = [item.strip() for item in text.split(",")]
-    if not all(item.isdigit() for item in items):
+    # ASCII digits only: int() also reads "١" or "߁" as digits, which nobody types as a seed.
+    if not all(item.isascii() and item.isdigit() for item in items):
         raise CritUIError(f"--seeds {text!r} is not a list of seeds: give integers >= 0 separated by "
                           "commas, e.g. --seeds 0,1,2.")
     numbers = [int(item) for item in items]
@@ -776,7 +819,7 @@ def _print_plan(spec_sweep, planned, nodes, scratch: int, forked: int) -> None:
 
     from critui.runs.planner import roots
 
-    table = Table(title=f"sweep {spec_sweep.name}: {len(planned)} runs", box=box.SIMPLE_HEAD,
+    table = Table(title=f"sweep {escape(spec_sweep.name)}: {len(planned)} runs", box=box.SIMPLE_HEAD,
                   pad_edge=False, show_edge=False, padding=(0, 1, 0, 0))
     # "fork of" reads #PARENT@EPOCH, as in `critui runs`; the run label is the one column that wraps.
     for column in ("#", "run", "deficit", "epochs", "fork of", "trains"):
@@ -785,7 +828,7 @@ def _print_plan(spec_sweep, planned, nodes, scratch: int, forked: int) -> None:
     for node, run in zip(nodes, planned, strict=True):
         window = node.spec.window()
         table.add_row(
-            str(node.index), run.label(),
+            str(node.index), escape(run.label()),
             deficit_label(node.spec.deficit.id if node.spec.deficit else None, window),
             str(node.spec.epochs), "-" if node.parent is None else f"#{node.parent}@{node.fork_epoch}",
             str(node.epochs_to_train),
@@ -793,15 +836,13 @@ def _print_plan(spec_sweep, planned, nodes, scratch: int, forked: int) -> None:
     console.print(table)
     tree = Tree("fork tree (a child starts from its parent's checkpoint at the fork epoch)")
 
-    def add(branch, i: int) -> None:
+    stack = [(tree, r) for r in reversed(roots(nodes))]
+    while stack:  # depth first without recursion: a chain of forks may be thousands deep
+        branch, i = stack.pop()
         node = nodes[i]
         where = f"fork at {node.fork_epoch}, " if node.parent is not None else ""
-        sub = branch.add(f"#{i} {planned[i].label()}  ({where}trains {node.epochs_to_train} of {node.spec.epochs})")
-        for child in sorted(node.children, key=lambda c: nodes[c].fork_epoch):
-            add(sub, child)
-
-    for r in roots(nodes):
-        add(tree, r)
+        sub = branch.add(f"#{i} {escape(planned[i].label())}  ({where}trains {node.epochs_to_train} of {node.spec.epochs})")
+        stack.extend((sub, child) for child in reversed(sorted(node.children, key=lambda c: nodes[c].fork_epoch)))
     console.print(tree)
     console.print(f"Epochs: {scratch} from scratch, {forked} with shared-prefix forking ({_saved(scratch, forked)}).")
 
@@ -817,6 +858,16 @@ def _hint_idle_cores(planned, jobs: int) -> None:
         better = min(len(planned), max(1, cores // each))
         err_console.print(f"[dim]Each run takes {each} thread{'s' if each > 1 else ''}, so --jobs {jobs} keeps "
                           f"{jobs * each} of the {cores} cores busy; --jobs {better} would use them all.[/]")
+
+
+def _device_of(store, run_id: str) -> str:
+    """The device a run's spec asks for; "cpu" when its spec.json cannot be read (the worker
+    then fails that run with the reason, and the others still run)."""
+    try:
+        device = json.loads((store.run_dir(run_id) / "spec.json").read_text(encoding="utf-8"))["train"]["device"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "cpu"
+    return device if isinstance(device, str) else "cpu"
 
 
 def _run_sweep(store, record: dict[str, Any], jobs: int, gpus_option: str | None, per_gpu: int | None = None,
@@ -837,8 +888,7 @@ def _run_sweep(store, record: dict[str, Any], jobs: int, gpus_option: str | None
         err_console.print(f"Note: {len(deleted)} run(s) of sweep {record['id']} were deleted (e.g. {deleted[0]}) "
                           "and are skipped; `critui report` shows them as not finished.")
     if gpus is None:
-        devices = {json.loads((store.run_dir(e["run_id"]) / "spec.json").read_text())["train"]["device"]
-                   for e in record["runs"] if e["run_id"] in present}
+        devices = {_device_of(store, e["run_id"]) for e in record["runs"] if e["run_id"] in present}
         gpus = sched.detect_gpus() if devices - {"cpu"} else []
     if per_gpu is not None and not gpus:
         err_console.print(f"Note: --per-gpu {per_gpu} is ignored: these runs train on the CPU, where --jobs "
@@ -854,7 +904,7 @@ def _run_sweep(store, record: dict[str, Any], jobs: int, gpus_option: str | None
     tasks: dict[int, Any] = {}
 
     def on_start(entry) -> None:
-        tasks[entry["index"]] = progress.add_task(f"  #{entry['index']} {entry['label']}", total=entry["epochs"],
+        tasks[entry["index"]] = progress.add_task(f"  #{entry['index']} {escape(entry['label'])}", total=entry["epochs"],
                                                   completed=entry.get("fork_epoch") or 0, status="starting")
 
     def on_event(entry, event) -> None:
@@ -868,7 +918,7 @@ def _run_sweep(store, record: dict[str, Any], jobs: int, gpus_option: str | None
         if task is not None:
             progress.remove_task(task)
         doc = store.get(entry["run_id"])
-        progress.console.print(f"#{entry['index']} {entry['label']}: {_status_markup(status)}"
+        progress.console.print(f"#{entry['index']} {escape(entry['label'])}: {_status_markup(status)}"
                                + (f"  final acc {doc['final_acc']:.4f}" if doc.get("final_acc") is not None else ""))
 
     scheduler = sched.SweepScheduler(store, record, jobs, gpus, per_gpu, on_event=on_event, on_start=on_start,
@@ -900,7 +950,7 @@ def _run_sweep(store, record: dict[str, Any], jobs: int, gpus_option: str | None
 @click.argument("sweep_ref", metavar="SWEEP")
 @click.option("--csv", "as_csv", is_flag=True, help="Print the table as CSV.")
 @click.option("--json", "as_json", is_flag=True, help="Print the table as JSON (with each seed's accuracy).")
-@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--output", "-o", type=click.Path(dir_okay=False), callback=lambda ctx, param, value: _output_path(value),
               help="Write the CSV or JSON to this file (atomically) instead of standard output.")
 @click.option("--png", type=click.Path(dir_okay=False, path_type=Path),
               help="Also draw the figure to this PNG file (needs matplotlib: pip install 'critui[plot]').")

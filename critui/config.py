@@ -29,12 +29,13 @@ import hashlib
 import json
 import re
 import sys
+import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from critui.errors import CritUIError
-from critui.params import Param, ParamError, resolve, unknown_name_message
+from critui.params import Param, ParamError, resolve, short_repr, unknown_name_message
 from critui.plugins import Registry
 
 if sys.version_info >= (3, 11):
@@ -44,7 +45,8 @@ else:  # pragma: no cover
 
 TRAIN_PARAMS = (
     Param("epochs", "int", 24, "number of training epochs", min=1, max=100_000),
-    Param("seed", "int", 0, "run seed: model init, batch order, augmentation and deficit state", min=0),
+    Param("seed", "int", 0, "run seed: model init, batch order, augmentation and deficit state", min=0,
+          max=2**32 - 1),
     Param("device", "str", "auto", "auto (CUDA when present, else CPU), cpu, cuda or cuda:N"),
     Param(
         "augment",
@@ -257,22 +259,103 @@ def launcher_text(doc: dict[str, Any]) -> str | None:
     return f"{doc['launcher']}{job}" + (f" ({settings})" if settings else "")
 
 
+# A config is a few kilobytes; a sweep listing 5,000 seeds is about 35 KB. Past these, a file
+# is refused before it is parsed, so that parsing and checking it stay fast.
+MAX_CONFIG_BYTES = 256 * 1024
+MAX_DEPTH = 12  # [metrics.fisher] with a list of values is 4 deep
+
+
 def load_toml(path: str | Path) -> tuple[dict[str, Any], str]:
-    """Read a TOML file, turning every failure into a message that names the file and line."""
+    """Read a TOML file, turning every failure into a message that names the file and line.
+
+    A file above :data:`MAX_CONFIG_BYTES`, or nested deeper than :data:`MAX_DEPTH`, is refused
+    in bounded time (it is read only that far: ``/dev/zero`` is no config either).
+    """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise CritUIError(f"Config file {path} does not exist. Check the path.") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CritUIError(f"Cannot read config file {path}: {exc}.") from None
+    except OSError as exc:
+        raise CritUIError(f"Cannot read config file {path}: {exc.strerror or exc}.") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise CritUIError(f"Config file {path} is larger than {MAX_CONFIG_BYTES // 1024} KiB, far more than a run "
+                          "or sweep config needs; it is not read. Check that this is the config you meant.")
     try:
-        return tomllib.loads(text), text
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CritUIError(f"Cannot read config file {path}: it is not UTF-8 text ({exc.reason} at byte "
+                          f"{exc.start}).") from None
+    try:
+        parsed = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise CritUIError(
             f"{path} is not valid TOML: {exc}. Fix that line; strings need quotes and each "
             "table header looks like [deficit]."
         ) from None
+    except (RecursionError, ValueError) as exc:  # nesting past Python's stack, an integer of 5,000 digits
+        raise CritUIError(f"{path} cannot be read as a config: {_too_deep_or_long(exc)}.") from None
+    if (depth := nesting(parsed)) > MAX_DEPTH:
+        raise CritUIError(f"{path} nests tables or arrays {depth} deep; a config needs at most 4 "
+                          f"(and {MAX_DEPTH} are allowed). Check that this is the config you meant.")
+    return parsed, text
+
+
+def _too_deep_or_long(exc: Exception) -> str:
+    if isinstance(exc, RecursionError):
+        return f"its tables or arrays nest far deeper than a config needs (at most {MAX_DEPTH})"
+    return f"{str(exc).split(';')[0]}"
+
+
+def nesting(value: Any) -> int:
+    """How deeply tables and arrays nest in ``value`` (a scalar: 0), without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        if depth <= MAX_DEPTH:  # one past the limit is enough to refuse it
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+# Characters a run name may not hold: control characters (escape sequences, carriage
+# returns, NUL), line and paragraph separators, and the bidirectional overrides that make
+# text display other than it reads.
+BIDI_CONTROLS = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f")
+
+
+def check_name(name: Any, where: str = "name") -> str:
+    """A run or sweep name, refused if it is not a string or holds a control character."""
+    if not isinstance(name, str):
+        raise SpecError(f"{where} = {short_repr(name)} must be a string, e.g. name = \"blur to epoch 8\".", key="name")
+    bad = next((c for c in name if unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp") or c in BIDI_CONTROLS), None)
+    if bad is not None:
+        raise SpecError(f"{where} {short_repr(name)} holds the control character U+{ord(bad):04X}; names are "
+                        "shown in tables and terminals, so they may hold only printable text. Remove it.", key="name")
+    return name
+
+
+def check_shape(raw: dict[str, Any]) -> None:
+    """Each section of a config is a table (``train = [1]`` is not), ``metrics`` a table of
+    tables, and ``name`` a string: checked before any value is read from them."""
+    for section in SECTIONS:
+        table = raw.get(section)
+        if table is not None and not isinstance(table, dict):
+            raise SpecError(f"{section} = {short_repr(table)} must be a table: write a [{section}] header with its "
+                            f"settings under it (e.g. [{section}] then {SECTION_EXAMPLES[section]}).", key=section)
+    for name, table in (raw.get("metrics") or {}).items():
+        if not isinstance(table, dict):
+            raise SpecError(f"metrics.{name} must be a table like [metrics.{name}].", key=f"metrics.{name}")
+    if "name" in raw:
+        check_name(raw["name"])
+
+
+SECTION_EXAMPLES = {"train": "epochs = 20", "optim": "lr = 0.05", "dataset": 'id = "datasets.synthetic"',
+                    "model": 'id = "models.cnn"', "deficit": 'id = "deficits.blur"', "metrics": "[metrics.fisher]"}
 
 
 def line_of(text: str, dotted: str) -> int | None:
@@ -350,6 +433,7 @@ class SpecError(ParamError):
 
 
 def _build(registry, raw, plugins, sets, overrides) -> RunSpec:
+    check_shape(raw)
     for section in raw:
         if section not in SECTIONS and section != "name":
             home = next((table for table, params in (("train", TRAIN_PARAMS), ("optim", OPTIM_PARAMS))
@@ -359,11 +443,7 @@ def _build(registry, raw, plugins, sets, overrides) -> RunSpec:
                                 f"[{home}] table (or use --set {home}.{section}=...).", key=section)
             raise SpecError(unknown_name_message(section, section, list(SECTIONS), "the config").replace(
                 "the config.", ""), key=section)
-    metrics_raw: dict[str, dict[str, Any]] = {}
-    for name, table in (raw.get("metrics") or {}).items():
-        if not isinstance(table, dict):
-            raise SpecError(f"metrics.{name} must be a table like [metrics.{name}].", key=f"metrics.{name}")
-        metrics_raw[name] = dict(table)
+    metrics_raw = {name: dict(table) for name, table in (raw.get("metrics") or {}).items()}
 
     picked: dict[str, str] = {}  # section -> the id --plugin chose for it
     for plugin_id in plugins:
@@ -449,7 +529,7 @@ def _build(registry, raw, plugins, sets, overrides) -> RunSpec:
         metrics=sorted(metrics, key=lambda m: m.id),
         optim=optim,
         train=train,
-        name=str(raw.get("name", "")),
+        name=check_name(raw.get("name", "")),
     )
 
 

@@ -8,12 +8,16 @@ TOML value and a TUI form field give the same validation and the same messages.
 from __future__ import annotations
 
 import math
+import reprlib
 from dataclasses import dataclass, field
 from typing import Any
 
 from critui.errors import CritUIError
 
 PARAM_TYPES = ("int", "float", "str", "bool", "choice")
+
+# The largest int any parameter takes, declared maximum or not: what torch and numpy hold.
+INT64_MAX = 2**63 - 1
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -121,25 +125,31 @@ class Param:
             return str(raw)
         except (TypeError, ValueError):
             raise ParamError(
-                f"{label} must be {self.accepted()}, got {raw!r}. {_about(self.help)}"
+                f"{label} must be {self.accepted()}, got {short_repr(raw)}. {_about(self.help)}"
             ) from None
 
     def _check(self, value: Any, label: str) -> None:
         if self.type == "choice" and value not in self.choices:
             raise ParamError(
-                f"{label} must be one of {', '.join(self.choices)}; got {value!r}. {self.help}"
+                f"{label} must be one of {', '.join(self.choices)}; got {short_repr(value)}. {self.help}"
             )
         if self.type in ("int", "float"):
             if self.min is not None and value < self.min:
                 raise ParamError(
-                    f"{label}={value} is below its minimum of {_fmt(self.min)}: use {self.accepted()}. "
+                    f"{label}={short_repr(value)} is below its minimum of {_fmt(self.min)}: use {self.accepted()}. "
                     f"{_about(self.help)}"
                 )
             if self.max is not None and value > self.max:
                 raise ParamError(
-                    f"{label}={value} is above its maximum of {_fmt(self.max)}: use {self.accepted()}. "
-                    f"{_about(self.help)}"
+                    f"{label}={short_repr(value)} is above its maximum of {_fmt(self.max)}: use "
+                    f"{self.accepted()}. {_about(self.help)}"
                 )
+        if self.type == "int" and not -INT64_MAX - 1 <= value <= INT64_MAX:
+            # Past 64 bits torch and numpy overflow, deep inside a worker: refuse it here.
+            raise ParamError(
+                f"{label}={short_repr(value)} does not fit in 64 bits: use {self.accepted()}, "
+                f"and at most {INT64_MAX} in any case. {_about(self.help)}"
+            )
 
 
 def defaults(params: tuple[Param, ...]) -> dict[str, Any]:
@@ -185,3 +195,14 @@ def _about(help_text: str) -> str:
 
 def _article(type_name: str) -> str:
     return "an" if type_name[0] in "aeiou" else "a"
+
+
+def short_repr(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters: a message quotes a value, not a million of them."""
+    if isinstance(value, int) and value.bit_length() > 200:
+        return f"<an integer of {value.bit_length()} bits>"  # str() of it may even be refused
+    short = reprlib.Repr()
+    short.maxlist = short.maxdict = short.maxtuple = 8
+    short.maxstring = short.maxother = limit
+    text = short.repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."

@@ -4,8 +4,9 @@ A sweep file is an ordinary run config (``[train]``, ``[dataset]``, ``[model]``,
 ``[deficit]``, ``[optim]``, ``[metrics.*]``) plus a ``[sweep]`` table::
 
     [sweep]
-    seeds = [0, 1, 2]          # default: the base's train.seed
+    seeds = [0, 1, 2]          # default: the base's train.seed; or a count: seeds = 3
     baseline = true            # also train the no-deficit run (the reference of the report)
+    max_runs = 5000            # refuse a bigger grid (the default; --max-runs N overrides)
 
     [sweep.removal]            # the deficit is removed at t0: window [start, t0)
     values = [0, 20, 40]
@@ -21,23 +22,38 @@ A sweep file is an ordinary run config (``[train]``, ``[dataset]``, ``[model]``,
     "optim.after_removal" = ["continue", "reset"]
 
 Every axis is crossed with every other one and with the seeds (a grid). Each expanded run
-is validated like ``critui run --config``; an error names the key and its line.
+is validated like ``critui run --config``; an error names the key and its line. The size
+of the grid is computed from the lengths of its axes before anything is expanded, so a grid
+above ``max_runs`` is refused at once, however large.
 """
 
 from __future__ import annotations
 
 import copy
 import itertools
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from critui.config import SINGLE_KINDS, RunSpec, build_spec, line_of, load_toml
+from critui.config import (
+    SINGLE_KINDS,
+    RunSpec,
+    SpecError,
+    build_spec,
+    check_name,
+    check_shape,
+    line_of,
+    load_toml,
+)
 from critui.errors import CritUIError
+from critui.params import short_repr
 from critui.plugins import Registry
 
-SWEEP_KEYS = ("seeds", "baseline", "removal", "onset", "set", "name")
+SWEEP_KEYS = ("seeds", "baseline", "removal", "onset", "set", "name", "max_runs")
 PRIMARY = ("removal", "onset")
+# A grid bigger than this is refused before it is expanded (sweep.max_runs, --max-runs).
+MAX_RUNS = 5000
 
 
 @dataclass
@@ -75,6 +91,7 @@ class SweepSpec:
     sets: dict[str, list[Any]] = field(default_factory=dict)
     baseline: bool = False
     source: tuple[str, str] | None = None
+    max_runs: int = MAX_RUNS
 
     @property
     def primary(self) -> str | None:
@@ -88,6 +105,34 @@ class SweepSpec:
     def axis_names(self) -> list[str]:
         names = [a for a in PRIMARY if getattr(self, a)]
         return names + list(self.sets) + ["seed"]
+
+    def size(self) -> int:
+        """The number of runs :func:`expand` makes, from the axes' lengths alone."""
+        return grid_size(self.removal or self.onset, self.sets, len(self.seeds), self.baseline)
+
+
+def grid_size(window_axis: dict[str, Any] | None, sets: dict[str, list[Any]], seeds: int, baseline: bool) -> int:
+    """Runs in a grid: every sweep.set combination, each window value and seed (plus one
+    baseline per seed with ``baseline``). Exact, whatever the size; nothing is built."""
+    combinations = math.prod(len(values) for values in sets.values())
+    per_combination = len(window_axis["values"]) if window_axis else 1
+    return combinations * seeds * (per_combination + bool(baseline))
+
+
+def check_size(removal: dict[str, Any] | None, onset: dict[str, Any] | None, sets: dict[str, list[Any]],
+               seeds: int, baseline: bool, limit: int, source: tuple[str, str] | None = None) -> None:
+    """Refuse a grid above ``limit`` runs, naming its factors, before it is expanded."""
+    size = grid_size(removal or onset, sets, seeds, baseline)
+    if size <= limit:
+        return
+    window = [f"{len(table['values']):,} {axis} values" for axis, table in (("removal", removal), ("onset", onset))
+              if table]
+    factors = window + [f"{len(values):,} {key} values" for key, values in sets.items()]
+    factors.append(f"{seeds:,} seed{'s' if seeds != 1 else ''}")
+    what = " x ".join(factors) + (", plus a baseline per seed" if baseline else "")
+    raise _error(source, "sweep", f"this sweep has {size:,} runs ({what}), more than the limit of {limit:,} runs "
+                 "per sweep. Shrink an axis or split the sweep; to plan it anyway, raise the limit with "
+                 "--max-runs N or max_runs = N in the sweep table.")
 
 
 def _where(source: tuple[str, str] | None, key: str) -> str:
@@ -114,14 +159,18 @@ def _error(source: tuple[str, str] | None, key: str, message: str) -> CritUIErro
     return CritUIError(f"{_where(source, key)}: {message}")
 
 
-def load_sweep(path: str | Path) -> SweepSpec:
-    """Read and check a sweep file (its shape only; the runs are checked by :func:`expand`)."""
+def load_sweep(path: str | Path, max_runs: int | None = None) -> SweepSpec:
+    """Read and check a sweep file (its shape only; the runs are checked by :func:`expand`).
+
+    ``max_runs`` (``--max-runs``) overrides the file's ``sweep.max_runs``."""
     data, text = load_toml(path)
     source = (str(path), text)
-    return parse_sweep(data, source)
+    return parse_sweep(data, source, max_runs)
 
 
-def parse_sweep(data: dict[str, Any], source: tuple[str, str] | None = None) -> SweepSpec:
+def parse_sweep(data: dict[str, Any], source: tuple[str, str] | None = None,
+                max_runs: int | None = None) -> SweepSpec:
+    """Check a sweep config's shape, and its size against the limit, before any run is made."""
     data = copy.deepcopy(data)
     sweep = data.pop("sweep", None)
     if not isinstance(sweep, dict):
@@ -132,19 +181,25 @@ def parse_sweep(data: dict[str, Any], source: tuple[str, str] | None = None) -> 
         if key not in SWEEP_KEYS:
             raise _error(source, f"sweep.{key}", f"sweep.{key} is not a sweep setting. The settings are: "
                          + ", ".join(f"sweep.{k}" for k in SWEEP_KEYS) + ".")
-    name = str(sweep.get("name") or data.get("name") or (Path(source[0]).stem if source else "sweep"))
-    base_seed = int((data.get("train") or {}).get("seed", 0))
+    try:
+        check_shape(data)
+        name = check_name(sweep.get("name") or data.get("name") or (Path(source[0]).stem if source else "sweep"),
+                          "sweep.name" if sweep.get("name") else "name")
+    except SpecError as exc:
+        raise _error(source, "sweep.name" if sweep.get("name") else exc.key or "sweep", str(exc)) from None
+    limit = _max_runs(sweep, max_runs, source)
+    base_seed = (data.get("train") or {}).get("seed", 0)
     seeds = sweep.get("seeds", [base_seed])
-    if isinstance(seeds, int) and not isinstance(seeds, bool):
-        seeds = list(range(seeds))
-    if not isinstance(seeds, list) or not seeds or not all(_is_int(s) and s >= 0 for s in seeds):
-        raise _error(source, "sweep.seeds", f"sweep.seeds = {seeds!r} must be a non-empty list of seeds "
-                     "(integers >= 0), e.g. seeds = [0, 1, 2], or a count, e.g. seeds = 3.")
-    if len(set(seeds)) != len(seeds):
-        raise _error(source, "sweep.seeds", f"sweep.seeds = {seeds!r} repeats a seed; list each once.")
+    # A count stays a number until the grid's size is known: seeds = 10**18 is refused, not built.
+    count = seeds if _is_int(seeds) and seeds > 0 else None
+    if count is None and (not isinstance(seeds, list) or not seeds or not all(_is_int(s) and s >= 0 for s in seeds)):
+        raise _error(source, "sweep.seeds", f"sweep.seeds = {short_repr(seeds)} must be a non-empty list of "
+                     "seeds (integers >= 0), e.g. seeds = [0, 1, 2], or a count, e.g. seeds = 3.")
+    if count is None and len(set(seeds)) != len(seeds):
+        raise _error(source, "sweep.seeds", f"sweep.seeds = {short_repr(seeds)} repeats a seed; list each once.")
     baseline = sweep.get("baseline", False)
     if not isinstance(baseline, bool):
-        raise _error(source, "sweep.baseline", f"sweep.baseline = {baseline!r} must be true or false.")
+        raise _error(source, "sweep.baseline", f"sweep.baseline = {short_repr(baseline)} must be true or false.")
     removal = _window_axis(sweep, "removal", ("values", "after"), ("values", "after"), source)
     onset = _window_axis(sweep, "onset", ("values", "width", "after"), ("values", "width"), source)
     if removal and onset:
@@ -159,7 +214,7 @@ def parse_sweep(data: dict[str, Any], source: tuple[str, str] | None = None) -> 
         raise _error(source, "sweep.set", "sweep.set must be a table of \"SECTION.PARAM\" = [values...].")
     for key, values in sets.items():
         if not isinstance(values, list) or not values:
-            raise _error(source, f"sweep.set.{key}", f"sweep.set \"{key}\" = {values!r} must be a non-empty "
+            raise _error(source, f"sweep.set.{key}", f"sweep.set \"{key}\" = {short_repr(values)} must be a non-empty "
                          "list of values, e.g. \"model.depth\" = [4, 6].")
         parts = key.split(".")
         if len(parts) != 2 and not (parts[0] == "metrics" and len(parts) == 3):
@@ -171,8 +226,19 @@ def parse_sweep(data: dict[str, Any], source: tuple[str, str] | None = None) -> 
     if baseline and not (removal or onset):
         raise _error(source, "sweep.baseline", "sweep.baseline adds a no-deficit reference to a removal "
                      "or onset axis; this sweep has neither.")
-    return SweepSpec(name=name, base=data, seeds=[int(s) for s in seeds], removal=removal, onset=onset,
-                     sets=dict(sets), baseline=baseline, source=source)
+    check_size(removal, onset, sets, count if count is not None else len(seeds), baseline, limit, source)
+    seeds = list(range(count)) if count is not None else [int(s) for s in seeds]
+    return SweepSpec(name=name, base=data, seeds=seeds, removal=removal, onset=onset,
+                     sets=dict(sets), baseline=baseline, source=source, max_runs=limit)
+
+
+def _max_runs(sweep: dict[str, Any], given: int | None, source) -> int:
+    """The limit on the grid's size: --max-runs, else sweep.max_runs, else :data:`MAX_RUNS`."""
+    value = sweep.get("max_runs", MAX_RUNS)
+    if not (_is_int(value) and value >= 1):
+        raise _error(source, "sweep.max_runs", f"sweep.max_runs = {short_repr(value)} must be a whole number "
+                     f"of runs, at least 1 (the default is {MAX_RUNS:,}).")
+    return given if given is not None else value
 
 
 def _is_int(value: Any) -> bool:
@@ -197,13 +263,13 @@ def _window_axis(sweep, axis, allowed, required, source) -> dict[str, Any] | Non
             raise _error(source, f"sweep.{axis}", f"sweep.{axis} needs {key} (it takes " + ", ".join(allowed) + ").")
     values = table["values"]
     if not isinstance(values, list) or not values or not all(_is_int(v) and v >= 0 for v in values):
-        raise _error(source, f"sweep.{axis}.values", f"sweep.{axis}.values = {values!r} must be a non-empty "
+        raise _error(source, f"sweep.{axis}.values", f"sweep.{axis}.values = {short_repr(values)} must be a non-empty "
                      "list of epochs (integers >= 0), e.g. values = [0, 4, 8].")
     if len(set(values)) != len(values):
-        raise _error(source, f"sweep.{axis}.values", f"sweep.{axis}.values = {values!r} repeats a value.")
+        raise _error(source, f"sweep.{axis}.values", f"sweep.{axis}.values = {short_repr(values)} repeats a value.")
     for key in ("after", "width"):
         if key in table and not (_is_int(table[key]) and table[key] >= (1 if key == "width" else 0)):
-            raise _error(source, f"sweep.{axis}.{key}", f"sweep.{axis}.{key} = {table[key]!r} must be a whole "
+            raise _error(source, f"sweep.{axis}.{key}", f"sweep.{axis}.{key} = {short_repr(table[key])} must be a whole "
                          f"number of epochs ({'at least 1' if key == 'width' else '0 or more'}).")
     if axis == "removal" and table["after"] < 1:
         raise _error(source, "sweep.removal.after", "sweep.removal.after must be at least 1: the runs are "
@@ -212,7 +278,10 @@ def _window_axis(sweep, axis, allowed, required, source) -> dict[str, Any] | Non
 
 
 def expand(sweep: SweepSpec, registry: Registry, sets: list[str] | tuple[str, ...] = ()) -> list[PlannedRun]:
-    """Every run of the grid, as complete, validated specs. ``sets`` apply to all (like --set)."""
+    """Every run of the grid, as complete, validated specs. ``sets`` apply to all (like --set).
+
+    A grid above ``sweep.max_runs`` (its seeds replaced by ``--seeds``, say) is refused first."""
+    check_size(sweep.removal, sweep.onset, sweep.sets, len(sweep.seeds), sweep.baseline, sweep.max_runs, sweep.source)
     primary_values: list[tuple[str | None, Any]] = [(None, None)]
     if sweep.removal:
         primary_values = [("removal", v) for v in sweep.removal["values"]]

@@ -49,6 +49,9 @@ from critui.params import Param
 # The fine cue repeats every PERIOD pixels: the factor by which Blur's default size
 # (8 for 32-pixel images, the same ratio for others) downsamples.
 PERIOD = 4
+# The most any amplitude of the synthetic images may be: far above a useful value, far below
+# what overflows float32 (1e308 became inf, then NaN, inside the worker).
+AMPLITUDE_MAX = 1000.0
 
 
 # --- synthetic: the class patterns ------------------------------------------------------------
@@ -277,6 +280,7 @@ class Synthetic(Dataset):
             0,
             "seed of the dataset itself (not the run seed): all runs share one dataset",
             min=0,
+            max=2**32 - 1,
         ),
         Param(
             "size",
@@ -311,6 +315,7 @@ class Synthetic(Dataset):
             "amplitude of the fine cue: the class's zero-sum 4×4 tile, repeated with a random "
             "shift; blur erases it",
             min=0.0,
+            max=AMPLITUDE_MAX,
         ),
         Param(
             "coarse",
@@ -319,6 +324,7 @@ class Synthetic(Dataset):
             "amplitude of the coarse cue: the class's random (size/4)² field, bilinearly "
             "upsampled; blur keeps it",
             min=0.0,
+            max=AMPLITUDE_MAX,
         ),
         Param(
             "jitter",
@@ -327,11 +333,13 @@ class Synthetic(Dataset):
             "per-image random field added to the coarse template, relative to it: higher "
             "means the coarse cue alone identifies fewer images",
             min=0.0,
+            max=AMPLITUDE_MAX,
         ),
         Param(
-            "pink", "float", 0.4, "amplitude of the per-image 1/f (pink) nuisance noise", min=0.0
+            "pink", "float", 0.4, "amplitude of the per-image 1/f (pink) nuisance noise", min=0.0,
+            max=AMPLITUDE_MAX,
         ),
-        Param("white", "float", 0.12, "amplitude of the per-image white noise", min=0.0),
+        Param("white", "float", 0.12, "amplitude of the per-image white noise", min=0.0, max=AMPLITUDE_MAX),
     )
 
     def check(self, params: dict[str, Any]) -> None:

@@ -46,7 +46,8 @@ class Noise(Deficit):
     name = "noise"
     description = "Replace every image by i.i.d. noise N(0, std^2) in normalised space, keeping labels."
     level = "low"
-    params = (Param("std", "float", 1.0, "standard deviation of the noise, in normalised units", min=0.0),)
+    # Far above any useful noise, and far below what overflows float32 (1e308 gave inf, then NaN).
+    params = (Param("std", "float", 1.0, "standard deviation of the noise, in normalised units", min=0.0, max=1000.0),)
 
     def apply(self, x, y, epoch, generator):
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)

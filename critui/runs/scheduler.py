@@ -18,6 +18,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +26,9 @@ from typing import Any
 
 from critui.devices import place_on_gpu, usable_cores, worker_slots
 from critui.errors import CritUIError
+from critui.files import atomic_write
+from critui.params import short_repr
+from critui.runs.ids import check_sweep_id, is_run_id, is_sweep_id, new_sweep_id
 from critui.runs.lineage import summarise_fork
 from critui.train.checkpoint import LATEST, epoch_checkpoint_name
 
@@ -39,36 +43,131 @@ def sweeps_dir(store) -> Path:
     return store.home / SWEEPS_DIR
 
 
-def new_sweep_id(name: str) -> str:
-    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40] or "sweep"
-    return f"{slug}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
 def save_record(store, record: dict[str, Any]) -> Path:
-    folder = sweeps_dir(store) / record["id"]
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / SWEEP_FILE
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    """Write a sweep's record (atomically) into its folder, which must exist."""
+    path = sweeps_dir(store) / check_sweep_id(record["id"], "the sweep record") / SWEEP_FILE
+    atomic_write(path, json.dumps(record, indent=1, sort_keys=True))
     return path
 
 
-def all_records(store) -> list[dict[str, Any]]:
+def make_sweep_folder(store, name: str) -> str:
+    """A new sweep id whose folder this call created: two sweeps started in the same second
+    (or on two machines sharing the home) never share an id, a record or a folder."""
+    sweeps_dir(store).mkdir(parents=True, exist_ok=True)
+    for _ in range(100):
+        sweep_id = new_sweep_id(name)
+        try:
+            (sweeps_dir(store) / sweep_id).mkdir(exist_ok=False)
+        except FileExistsError:
+            continue
+        return sweep_id
+    raise CritUIError(f"Could not create a new sweep folder in {sweeps_dir(store)}: every id tried was taken. "
+                      "Check that folder (a full disk, or a file system that reports every name as taken).")
+
+
+def record_problem(path: Path, record: Any) -> str | None:
+    """What is wrong with a ``sweep.json`` as read (None: a record every reader can use).
+
+    Each run entry is checked for what the scheduler, ``critui report`` and the TUI use: a
+    run id of critui's form, its place in the plan, a parent within the plan and no loop.
+    """
+    if not isinstance(record, dict):
+        return f"holds {type(record).__name__} instead of an object"
+    if not is_sweep_id(record.get("id")):
+        return f"has the id {short_repr(record.get('id'))}, which is not a critui sweep id"
+    if record["id"] != path.parent.name:
+        return f"names the sweep {record['id']!r}, not its folder's name {path.parent.name!r}"
+    for key, types in RECORD_FIELDS.items():
+        if key in record and not isinstance(record[key], types):
+            return f"has {key} = {short_repr(record[key])}, which is not {RECORD_TYPE_WORDS[key]}"
+    runs = record.get("runs")
+    if not isinstance(runs, list):
+        return "has no list of runs (its \"runs\" field is missing or not a list)"
+    for position, entry in enumerate(runs):
+        if problem := _entry_problem(entry, position, len(runs)):
+            return f"run entry {position} {problem}"
+    for position in range(len(runs)):  # parents must end at a root: a loop would hang the scheduler
+        seen, at = set(), position
+        while at is not None:
+            if at in seen:
+                return f"has a loop of parents through run entry {position}"
+            seen.add(at)
+            at = runs[at].get("parent")
+    return None
+
+
+RECORD_FIELDS: dict[str, tuple[type, ...]] = {
+    "name": (str,), "config": (str, type(None)), "created": (int, float), "primary": (str, type(None)),
+    "axes": (list,), "launcher": (dict, type(None)),
+}
+RECORD_TYPE_WORDS = {"name": "a string", "config": "a path or null", "created": "a time in seconds",
+                     "primary": "an axis name or null", "axes": "a list", "launcher": "an object or null"}
+
+
+def _entry_problem(entry: Any, position: int, count: int) -> str | None:
+    if not isinstance(entry, dict):
+        return f"is {type(entry).__name__} instead of an object"
+    if entry.get("index") != position or isinstance(entry.get("index"), bool):
+        return f"has the index {short_repr(entry.get('index'))} instead of {position}"
+    if not is_run_id(entry.get("run_id")):
+        return f"has the run id {short_repr(entry.get('run_id'))}, which is not a critui run id"
+    parent = entry.get("parent")
+    if parent is not None and not (_whole(parent) and 0 <= parent < count and parent != position):
+        return f"has the parent {short_repr(parent)}, which is not another entry of the plan"
+    for key, low in (("fork_epoch", 0), ("epochs", 1)):
+        if key in entry and not (_whole(entry[key]) and entry[key] >= low):
+            return f"has {key} = {short_repr(entry[key])}, which is not a whole number of epochs"
+    if "epochs" not in entry:
+        return "has no epochs"
+    if not isinstance(entry.get("axis"), dict) or not all(
+            isinstance(value, (str, int, float, bool, type(None))) for value in entry["axis"].values()):
+        return f"has the axis values {short_repr(entry.get('axis'))}, which is not an object of plain values"
+    if not isinstance(entry.get("label", ""), str) or not isinstance(entry.get("baseline", False), bool):
+        return "has a label that is not a string or a baseline that is not true or false"
+    window = entry.get("window")
+    if window is not None and not (isinstance(window, list) and len(window) == 2 and all(_whole(w) for w in window)):
+        return f"has the window {short_repr(window)}, which is not [start, end]"
+    return None
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def warn_on_stderr(message: str) -> None:
+    """How the command line is told about a sweep record it skipped."""
+    print(f"Warning: {message}", file=sys.stderr)
+
+
+def all_records(store, on_problem: Callable[[str], None] = warn_on_stderr) -> list[dict[str, Any]]:
+    """Every readable sweep record, oldest first. A record that cannot be used (not JSON, the
+    wrong shape, an id that is not its folder's) is skipped and told to ``on_problem``."""
     out = []
     folder = sweeps_dir(store)
     if folder.is_dir():
         for path in sorted(folder.glob(f"*/{SWEEP_FILE}")):
             try:
-                out.append(json.loads(path.read_text()))
-            except ValueError:
+                record = json.loads(path.read_bytes())
+            except (OSError, ValueError, RecursionError) as exc:
+                on_problem(f"{path} could not be read ({type(exc).__name__}: {short_repr(str(exc))}); "
+                           "that sweep is left out. Delete its folder, or restore the file from a backup.")
                 continue
+            if problem := record_problem(path, record):
+                on_problem(f"{path} {problem}; that sweep is left out. Delete its folder, or restore the "
+                           "file from a backup.")
+                continue
+            for entry in record["runs"]:  # optional in the record; every reader may count on them
+                entry.setdefault("parent", None)
+                entry.setdefault("label", "")
+            out.append(record)
     return sorted(out, key=lambda r: r.get("created", 0))
 
 
-def load_record(store, ref: str) -> dict[str, Any]:
+def load_record(store, ref: str, on_problem: Callable[[str], None] = warn_on_stderr) -> dict[str, Any]:
     """A sweep by id, unique prefix, or ``last``."""
-    records = all_records(store)
+    if ref not in ("last", "latest") and not SWEEP_REF.fullmatch(ref or ""):
+        check_sweep_id(ref, "the command line")  # refused, with what a sweep id looks like
+    records = all_records(store, on_problem)
     if not records:
         raise CritUIError(f"There are no sweeps in {store.home} yet. Start one with `critui sweep FILE.toml`.")
     if ref in ("last", "latest"):
@@ -83,12 +182,16 @@ def load_record(store, ref: str) -> dict[str, Any]:
     raise CritUIError(f"{ref!r} matches {len(matches)} sweeps ({', '.join(r['id'] for r in matches)}). Give more of the id.")
 
 
+# What may name a sweep on the command line: an id or the start of one.
+SWEEP_REF = re.compile(r"[a-z0-9][a-z0-9-]{0,100}")
+
+
 def create_sweep(store, sweep, planned, nodes, versions: Callable[[Any], dict], config_path: str | None,
                  launcher: dict[str, Any] | None = None) -> dict[str, Any]:
     """Create every run of the plan (parents first) and the sweep record; return the record."""
     from critui.runs.planner import topological
 
-    sweep_id = new_sweep_id(Path(config_path).stem if config_path else sweep.name)
+    sweep_id = make_sweep_folder(store, Path(config_path).stem if config_path else sweep.name)
     entries: list[dict[str, Any]] = [{} for _ in nodes]
     for i in topological(nodes):
         node, run = nodes[i], planned[i]

@@ -375,7 +375,7 @@ class NewExperimentScreen(Screen):
 
     def _launched(self, doc, note: str | None = None) -> None:
         self.launched = doc["id"]
-        self.app.notify(f"Started run {doc['id']}: {doc['name']}")
+        self.app.notify(f"Started run {doc['id']}: {doc['name']}", markup=False)
         if note:
             self.app.notify(f"Note: {note}", severity="warning", timeout=10)
         self.app.poll_runs()

@@ -72,7 +72,7 @@ def config_table(doc: dict[str, Any], spec: dict[str, Any], joined: JoinedHistor
     if doc.get("error"):
         status.append(f"  {doc['error']}", style="red")
     table.add_row("status", status)
-    table.add_row("name", str(doc.get("name") or ""))
+    table.add_row("name", Text(str(doc.get("name") or "")))  # text, never markup
     table.add_row("experiment", f"{doc.get('dataset')} / {doc.get('model')} / {deficit_text(doc)}")
     final = joined.final_acc if joined is not None else doc.get("final_acc")
     if joined is not None:

@@ -120,6 +120,7 @@ class SweepScreen(Screen):
         self.per_seed = False  # the table: mean ± std over seeds, or each seed (key s)
         self._loading = False
         self._again = False
+        self._told: set[str] = set()  # record problems already shown: each reload meets them again
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -168,7 +169,7 @@ class SweepScreen(Screen):
 
         record, report, error = None, None, None
         try:
-            record = load_record(self.app.store, self.sweep_id)
+            record = load_record(self.app.store, self.sweep_id, on_problem=self._problem)
             report = build_report(self.app.store, record)
         except Exception as exc:  # noqa: BLE001 - a half-written run must not end the screen
             error = f"{type(exc).__name__}: {exc}"
@@ -177,10 +178,20 @@ class SweepScreen(Screen):
         except RuntimeError:
             pass  # the app is closing
 
+    def _problem(self, message: str) -> None:
+        """A sweep record that was skipped: a warning (once), from the loading thread."""
+        if message in self._told:
+            return
+        self._told.add(message)
+        try:
+            self.app.call_from_thread(self.app.notify, message, severity="warning", markup=False, timeout=10)
+        except RuntimeError:
+            pass  # the app is closing
+
     def _loaded(self, record, report, error: str | None) -> None:
         self._loading = False
         if error is not None:
-            self.query_one("#sweep-caption", Static).update(f"Could not read the sweep: {error}")
+            self.query_one("#sweep-caption", Static).update(Text(f"Could not read the sweep: {error}"))
         elif self.is_mounted:
             self.record = record
             self.run_ids = {e["run_id"] for e in record.get("runs", [])}
@@ -199,11 +210,11 @@ class SweepScreen(Screen):
         finished = sum(r["finished"] for r in rows)
         total = sum(r["runs"] for r in rows)
         name = report.get("name")
-        self.query_one("#sweep-title", Static).update(
+        self.query_one("#sweep-title", Static).update(Text(  # a name is text, never markup
             f"sweep {report['sweep']}"
             + (f" ({name})" if name else "")
             + f": final test accuracy vs {primary}, {finished}/{total} runs finished"
-        )
+        ))
         key = tuple(
             (r["series"], str(r["value"]), r["finished"], r["final_acc_mean"], r["final_acc_std"])
             for r in rows
@@ -240,7 +251,7 @@ class SweepScreen(Screen):
             value = "no deficit" if r["baseline"] else str(r["value"])
             shown = seed_cells(r, seeds) if self.per_seed else row_cells(r, single)
             cells = [Text(cell, justify="right") for cell in (value, *shown)]
-            series = [Text.from_markup(f"[{colour}]━━ {r['series']}[/]")] if multi else []
+            series = [Text(f"━━ {r['series']}", style=colour)] if multi else []
             rows.append([*series, *cells])
         # Explicit widths: columns cleared and re-added in one refresh kept their headers'
         # widths on screen, cutting "deficit=blur" to "def" (Textual 8.2).
@@ -285,7 +296,7 @@ class SweepPicker(ModalScreen[str | None]):
         with Vertical():
             yield Static("Open which sweep? (newest first)")
             yield OptionList(
-                *(Option(sweep_label(r), id=r["id"]) for r in self.records), id="sweep-picker"
+                *(Option(Text(sweep_label(r)), id=r["id"]) for r in self.records), id="sweep-picker"
             )
 
     def on_mount(self) -> None:
@@ -314,8 +325,11 @@ def open_sweeps(app) -> None:
     def load() -> None:
         from critui.runs.scheduler import all_records
 
+        def problem(message: str) -> None:
+            app.call_from_thread(app.notify, message, severity="warning", markup=False, timeout=10)
+
         try:
-            records = list(reversed(all_records(app.store)))
+            records = list(reversed(all_records(app.store, on_problem=problem)))
         except Exception as exc:  # noqa: BLE001
             app.call_from_thread(app.notify, f"Could not read the sweeps: {exc}", severity="error")
             return

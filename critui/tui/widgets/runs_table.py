@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.cells import cell_len
+from rich.markup import escape
 from rich.text import Text
 from textual.binding import Binding
 from textual.widgets import DataTable
@@ -116,7 +117,7 @@ class RunsTable(DataTable):
             self.show_runs(*self._shown_with)
 
     def id_text(self, run_id: str) -> str:
-        return ("● " if run_id in self.marked else "") + (compact_id(run_id) if self.compact else run_id)
+        return escape(("● " if run_id in self.marked else "") + (compact_id(run_id) if self.compact else run_id))
 
     @property
     def current_id(self) -> str | None:
@@ -139,17 +140,19 @@ class RunsTable(DataTable):
         cells.sort(key=lambda c: (sort_value(c, sort), c["created"]))
         self.clear()
         self.shown = [c["id"] for c in cells]
+        # A str cell is read as markup by the DataTable: what an index holds ("[link=...]" in a
+        # plugin id) is escaped, so it is shown as written, never obeyed.
         rows = [
             [
                 c["id"],
                 Text(c["status"], style=STATUS_STYLES.get(c["status"], "")),
-                c["deficit"],
+                escape(c["deficit"]),
                 Text(c["progress"], justify="right"),
                 Text(fmt_acc(c["acc"]), justify="right"),
                 Text(fmt_acc(c["final"]), justify="right"),
-                c["dataset"],
-                c["model"],
-                c["parent"],
+                escape(c["dataset"]),
+                escape(c["model"]),
+                escape(c["parent"]),
             ]
             for c in cells
         ]
