@@ -7,6 +7,7 @@ import json
 import pytest
 
 from critui.errors import CritUIError
+from tests.conftest import FAST, index_docs
 from tests.plugin_catalogue import deficit_source, plugin_site_fixture
 
 plugin_site = pytest.fixture(plugin_site_fixture)
@@ -233,3 +234,30 @@ def test_a_param_can_exclude_its_bounds():
         below.parse(1.0)
     closed = Param("q", "float", 0.5, "q", min=0, max=1)
     assert closed.describe() == "float, 0..1" and closed.parse(0) == 0.0
+
+
+# --- what a worker imports (defect 8) -----------------------------------------------------------
+
+SPY = '''
+import os
+import sys
+
+with open(os.environ["TP_SPY_LOG"], "a") as log:
+    log.write(" ".join(sys.argv) + "\\n")
+'''
+
+
+def test_a_worker_imports_only_the_distributions_its_run_uses(critui, home, plugin_site, tmp_path):
+    two_contrasts(plugin_site)
+    plugin_site.install("tp-spy", "1.0", {"tp_spy": SPY + deficit_source(("Spy", "spy"))}, {"spy": "tp_spy"})
+    spy_log = tmp_path / "imports.txt"
+    env = {"PYTHONPATH": plugin_site.pythonpath(), "TP_SPY_LOG": str(spy_log)}
+    # deficits.alpha comes from a distribution with a conflict: every non-conflicting id still runs.
+    result = critui("run", "--plugin", "deficits.alpha", "--epochs", "1", *FAST, env=env)
+    assert result.returncode == 0, result.stderr
+    (doc,) = index_docs(home)
+    assert doc["status"] == "finished"
+    assert doc["plugins"]["deficits.alpha"] == {"distribution": "tp-alpha", "version": "1.0"}
+    importers = spy_log.read_text().splitlines()
+    assert importers, "the manager lists every plugin, so it imports the spy"
+    assert not [line for line in importers if "critui/train/worker" in line], importers
