@@ -34,3 +34,19 @@ def test_global_state_is_restored_after_a_check_that_caught_a_change():
         with pytest.raises(AssertionError):
             check_plugin(cls)
         assert torch.is_grad_enabled() and torch.get_default_dtype() == torch.float32
+
+
+def test_the_kit_accepts_every_real_number_the_worker_records():
+    # Defect 5: an int passed while a numpy float32 was rejected; the worker records both as floats.
+    np = pytest.importorskip("numpy")
+    from critui.kinds import Metric
+    from critui.testing import check_metric
+
+    class Mixed(Metric):
+        name = "mixed"
+        description = "An int, a numpy float32 and a float."
+
+        def compute(self, ctx):
+            return {"count": 3, "mean": np.float32(0.25), "plain": 0.5}
+
+    check_metric(Mixed)
