@@ -295,12 +295,15 @@ def _print_outcome(run_id, run_dir, end, rows, final) -> int:
 @click.argument("run_ref", metavar="RUN")
 @click.option("--set", "-s", "sets", multiple=True, metavar="launcher.NAME=VALUE",
               help="A launcher setting, e.g. launcher.time=600. Repeatable.")
+@click.option("--allow-plugin-change", is_flag=True,
+              help="Resume even though a plugin now comes from another distribution or version; the change is recorded.")
 @launcher_option
 @home_option
-def resume(run_ref, sets, launcher, home) -> None:
+def resume(run_ref, sets, allow_plugin_change, launcher, home) -> None:
     """Continue an interrupted, cancelled or failed run from its last checkpoint.
 
     It runs where it ran before (the same launcher and settings) unless --launcher says otherwise.
+    Its plugins must come from the distributions and versions it recorded.
     """
     from critui.plugins import get_registry
     from critui.runs.lineage import reopen_for_resume
@@ -310,7 +313,7 @@ def resume(run_ref, sets, launcher, home) -> None:
     before = store.get(run_ref)
     worker_launcher, _, _ = pick_launcher(get_registry(), launcher, (), sets, home,
                                           default=(before.get("launcher"), before.get("launcher_settings") or {}))
-    doc, spec = reopen_for_resume(store, before["id"])
+    doc, spec = reopen_for_resume(store, before["id"], allow_plugin_change)
     sys.exit(watch_run(store, doc["id"], spec, worker_launcher))
 
 
@@ -328,7 +331,9 @@ def plugins(as_json: bool) -> None:
     ordered = [p for kind in KINDS for p in sorted(registry.of_kind(kind), key=lambda p: p.id)]
     if as_json:
         click.echo(json.dumps({"plugins": [p.to_json() for p in ordered],
-                               "failed": [f.to_json() for f in registry.failures]}, indent=2))
+                               "failed": [f.to_json() for f in registry.failures],
+                               "conflicts": [c.to_json() for c in registry.conflicts],
+                               "distributions": registry.distribution_status()}, indent=2))
         return
     table = Table(title="critui plugins", show_lines=True)
     # Ids are what a user types: they never wrap. The prose columns take what width is left.
@@ -349,6 +354,20 @@ def plugins(as_json: bool) -> None:
         for f in registry.failures:
             failed.add_row(escape(f.source), f"{f.distribution} {f.version}", escape(f.error))
         console.print(failed)
+    if registry.conflicts:
+        clashes = Table(title="ids registered by more than one distribution", show_lines=True, title_style="bold yellow")
+        for column in ("id", "registered by", "outcome"):
+            clashes.add_column(column, overflow="fold")
+        for c in registry.conflicts:
+            clashes.add_row(c.id, "\n".join(f"{d} {v}" for d, v in c.claimants), escape(c.describe()))
+        console.print(clashes)
+    if third_party := registry.distribution_status():
+        dists = Table(title="plugin distributions", box=None)
+        for column in ("distribution", "version", "status"):
+            dists.add_column(column)
+        for row in third_party:
+            dists.add_row(row["distribution"], row["version"], row["status"])
+        console.print(dists)
 
 
 # -- history ------------------------------------------------------------------------------------
@@ -526,7 +545,9 @@ def show(run_ref, fisher, normalised, chart, home) -> None:
         from rich.text import Text
 
         console.print(Text.from_ansi(run_chart(rows, bounds, width=min(console.width, 100))))
-    failure = next((e for e in reversed(read_events(run_dir)) if e["event"] == "failed"), None)
+    events = read_events(run_dir)
+    _print_warnings(events)
+    failure = next((e for e in reversed(events) if e["event"] == "failed"), None)
     if doc["status"] == "failed" and failure and failure.get("traceback"):
         console.print("[red]traceback[/]")
         console.print(str(failure["traceback"]), markup=False)
@@ -545,6 +566,19 @@ def warn_problems(problems, per_file: int = 2) -> None:
         if len(found) > per_file:
             err_console.print(f"[yellow]Warning:[/] {len(found) - per_file} more unusable line(s) in "
                               f"{escape(path)} skipped.", soft_wrap=True)
+
+
+def _print_warnings(events, limit: int = 10) -> None:
+    """The worker's warnings (a metric switched off, a null value, no compiler) and plugin changes."""
+    notes = [e for e in events if e["event"] in ("warning", "plugins_changed")]
+    if not notes:
+        return
+    console.print(f"[yellow]warnings ({len(notes)})[/]")
+    for e in notes[:limit]:
+        epoch = f"epoch {e['epoch']}: " if e.get("epoch") is not None else ""
+        console.print(f"  {epoch}{e.get('message', '')}", markup=False, highlight=False)
+    if len(notes) > limit:
+        console.print(f"  ... and {len(notes) - limit} more (events.jsonl has them all)", highlight=False)
 
 
 def _print_overview(doc, spec, run_dir, history) -> None:
@@ -705,9 +739,12 @@ def new_plugin(name, kind, parent) -> None:
               "The size is counted from the axes before any run is made.")
 @click.option("--resume", "resume_ref", metavar="SWEEP",
               help="Continue an interrupted sweep (id, unique prefix, or `last`) from its runs' last checkpoints.")
+@click.option("--allow-plugin-change", is_flag=True,
+              help="With --resume: continue even though a plugin now comes from another distribution or version.")
 @launcher_option
 @home_option
-def sweep(config_path, dry_run, jobs, gpus, per_gpu, sets, seeds, max_runs, resume_ref, launcher, home) -> None:
+def sweep(config_path, dry_run, jobs, gpus, per_gpu, sets, seeds, max_runs, resume_ref, allow_plugin_change,
+          launcher, home) -> None:
     """Run a sweep that reproduces one of the paper's figures, sharing training prefixes.
 
     \b
@@ -753,6 +790,7 @@ def sweep(config_path, dry_run, jobs, gpus, per_gpu, sets, seeds, max_runs, resu
         previous = record.get("launcher") or {}
         worker_launcher, _, _ = pick_launcher(registry, launcher, (), sets, home,
                                               default=(previous.get("id"), previous.get("settings") or {}))
+        _check_sweep_provenance(store, registry, record, docs, allow_plugin_change)
         sys.exit(_run_sweep(store, record, jobs, gpus, per_gpu, worker_launcher))
     if config_path is None:
         raise CritUIError("Give a sweep config, e.g. `critui sweep configs/demo-removal.toml`, or continue "
@@ -790,6 +828,17 @@ def sweep(config_path, dry_run, jobs, gpus, per_gpu, sets, seeds, max_runs, resu
     console.print(f"[bold]sweep {record['id']}[/]  {len(planned)} runs, {forked} epochs to train "
                   f"({scratch} from scratch: {_saved(scratch, forked)})")
     sys.exit(_run_sweep(store, record, jobs, gpus, per_gpu, worker_launcher))
+
+
+def _check_sweep_provenance(store, registry, record, docs, allow_change: bool) -> None:
+    """Every unfinished run of a resumed sweep must find its plugins where it recorded them."""
+    from critui.provenance import check_provenance, record_changes
+
+    unfinished = [docs[e["run_id"]] for e in record["runs"]
+                  if e["run_id"] in docs and docs[e["run_id"]].get("status") != "finished"]
+    allowed = [(doc["id"], check_provenance(doc, registry, allow_change, action="resume")) for doc in unfinished]
+    for run_id, changes in allowed:
+        record_changes(store, run_id, changes)
 
 
 def _parse_seeds(text: str) -> list[int]:

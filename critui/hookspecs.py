@@ -6,7 +6,11 @@ critui loads its plugins. The implementation calls ``register(SomeClass)`` once 
 class it provides; the class subclasses the matching base in :mod:`critui.kinds` and sets
 ``name``, ``description`` and ``params``. The plugin's id is then ``KIND.NAME``
 (``deficits.blur``). Hooks return nothing. An exception raised by a hook is caught and
-reported by ``critui plugins``; other plugins keep working.
+reported by ``critui plugins``; other plugins keep working. A module function named
+``critui_*`` that is not one of these hooks (``critui_register_deficit``, singular), or a hook
+without ``@hookimpl``, makes the module fail to load, since it would register nothing. Each
+registered class is checked on its own; an id registered by two distributions is refused in
+both (see :mod:`critui.plugins`).
 
 Example ``pyproject.toml`` of a plugin distribution::
 

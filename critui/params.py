@@ -32,7 +32,9 @@ class Param:
     """One typed, documented, bounded parameter of a plugin or of the training setup.
 
     ``type`` is one of ``int``, ``float``, ``str``, ``bool`` or ``choice`` (a string from
-    ``choices``). ``min``/``max`` bound numbers, inclusively. ``default`` must itself be valid.
+    ``choices``). ``min``/``max`` bound numbers, inclusively; ``min_open=True`` (``max_open``)
+    excludes the bound itself: ``Param("p", "float", 0.5, "...", min=0, max=1, min_open=True)``
+    accepts (0, 1]. ``default`` must itself be valid.
     """
 
     name: str
@@ -42,6 +44,8 @@ class Param:
     min: float | None = None
     max: float | None = None
     choices: tuple[str, ...] = field(default_factory=tuple)
+    min_open: bool = False
+    max_open: bool = False
 
     def __post_init__(self) -> None:
         if self.type not in PARAM_TYPES:
@@ -68,6 +72,8 @@ class Param:
             lo = "" if self.min is None else _fmt(self.min)
             hi = "" if self.max is None else _fmt(self.max)
             bounds = f", {lo}..{hi}"
+            if self.min_open or self.max_open:  # interval notation only where a bound is excluded
+                bounds = f", {'(' if self.min_open else '['}{lo or '-inf'}, {hi or 'inf'}{')' if self.max_open else ']'}"
         return f"{self.type}{bounds}"
 
     def accepted(self) -> str:
@@ -75,6 +81,10 @@ class Param:
         if self.type == "choice":
             return "one of " + ", ".join(self.choices)
         kind = f"{_article(self.type)} {self.type}"
+        if self.min_open or self.max_open:
+            low = None if self.min is None else f"{'above' if self.min_open else 'at least'} {_fmt(self.min)}"
+            high = None if self.max is None else f"{'below' if self.max_open else 'at most'} {_fmt(self.max)}"
+            return f"{kind} " + " and ".join(b for b in (low, high) if b)
         if self.min is not None and self.max is not None:
             return f"{kind} from {_fmt(self.min)} to {_fmt(self.max)}"
         if self.min is not None:
@@ -96,6 +106,10 @@ class Param:
             out["max"] = self.max
         if self.choices:
             out["choices"] = list(self.choices)
+        if self.min_open:
+            out["min_open"] = True
+        if self.max_open:
+            out["max_open"] = True
         return out
 
     def _convert(self, raw: Any, label: str) -> Any:
@@ -134,14 +148,16 @@ class Param:
                 f"{label} must be one of {', '.join(self.choices)}; got {short_repr(value)}. {self.help}"
             )
         if self.type in ("int", "float"):
-            if self.min is not None and value < self.min:
+            if self.min is not None and (value < self.min or (self.min_open and value == self.min)):
+                where = "is below its minimum" if value < self.min else "equals its excluded minimum"
                 raise ParamError(
-                    f"{label}={short_repr(value)} is below its minimum of {_fmt(self.min)}: use {self.accepted()}. "
+                    f"{label}={short_repr(value)} {where} of {_fmt(self.min)}: use {self.accepted()}. "
                     f"{_about(self.help)}"
                 )
-            if self.max is not None and value > self.max:
+            if self.max is not None and (value > self.max or (self.max_open and value == self.max)):
+                where = "is above its maximum" if value > self.max else "equals its excluded maximum"
                 raise ParamError(
-                    f"{label}={short_repr(value)} is above its maximum of {_fmt(self.max)}: use "
+                    f"{label}={short_repr(value)} {where} of {_fmt(self.max)}: use "
                     f"{self.accepted()}. {_about(self.help)}"
                 )
         if self.type == "int" and not -INT64_MAX - 1 <= value <= INT64_MAX:

@@ -73,6 +73,7 @@ def names_for(raw: str, kind: str) -> Names:
 def new_plugin(raw_name: str, kind: str, parent: Path | str = ".") -> Path:
     """Write the distribution for plugin ``raw_name`` of ``kind`` under ``parent``; return its folder."""
     names = names_for(raw_name, kind)
+    _refuse_taken_id(names)
     root = Path(parent) / names.dist
     if root.exists() and any(root.iterdir()):
         raise CritUIError(
@@ -85,6 +86,20 @@ def new_plugin(raw_name: str, kind: str, parent: Path | str = ".") -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
     return root
+
+
+def _refuse_taken_id(names: Names) -> None:
+    """A scaffolded plugin whose id a loaded plugin already has would be refused when installed."""
+    from critui.plugins import get_registry
+
+    registry = get_registry()
+    owner = registry.plugins.get(registry.aliases.get(names.plugin_id, names.plugin_id))
+    if owner is not None:
+        raise CritUIError(
+            f"{names.plugin_id} is already the id of a plugin from {owner.distribution} {owner.version} "
+            f"({owner.description}); an installed plugin cannot take an id that is loaded already. "
+            f"Choose another NAME, e.g. `critui new-plugin my-{names.name} --kind {names.kind}`."
+        )
 
 
 def render(names: Names) -> dict[str, str]:

@@ -35,7 +35,7 @@ import pytest
 
 from critui.errors import CritUIError
 from critui.kinds import BASES, Dataset, DatasetTensors, Deficit, MetricContext, Model, Plugin
-from critui.params import Param, ParamError, resolve
+from critui.params import ParamError, resolve
 
 if TYPE_CHECKING:
     import torch
@@ -114,41 +114,20 @@ def plugin_params(cls: type[Plugin], params: Mapping[str, Any] | None = None) ->
 
 
 def _check_declaration(cls: type) -> None:
-    """What ``register`` requires of any class, checked before anything is built."""
-    from critui.plugins import WINDOW_PARAMS
+    """What ``register`` requires of any class, checked before anything is built: the loader
+    refuses the same declarations, in the same words."""
+    from critui.plugins import declaration_problem
 
-    base = next((b for b in BASES.values() if isinstance(cls, type) and issubclass(cls, b)), None)
-    if base is None:
+    problem = declaration_problem(cls)
+    if problem is None:
+        return
+    what, detail, fix = problem
+    if what == "is not a critui plugin class":
         raise AssertionError(
             f"{cls!r} is not a critui plugin class. Fix: subclass one of "
             f"{', '.join('critui.kinds.' + b.__name__ for b in BASES.values())}."
         )
-    if not cls.name or "." in cls.name or cls.name != cls.name.strip():
-        raise _fail(cls, "has no usable `name`", f"name is {cls.name!r}.",
-                    "set a class attribute `name` without dots or spaces, e.g. name = \"blur\"; "
-                    f"the plugin's id is then {cls.kind}.NAME.")
-    if not cls.description:
-        raise _fail(cls, "has no `description`", "`critui plugins` and the TUI show it in their lists.",
-                    "set a one-line class attribute `description`.")
-    names: set[str] = set()
-    for p in cls.params:
-        if not isinstance(p, Param):
-            raise _fail(cls, "declares a parameter that is not a Param", f"params holds {p!r}.",
-                        "declare parameters as critui.params.Param(name, type, default, help, ...).")
-        if p.name in names:
-            raise _fail(cls, "declares a parameter twice", f"{p.name!r} appears more than once in params.",
-                        "give each parameter a unique name.")
-        names.add(p.name)
-        try:
-            p.parse(p.default, f"{cls.kind}.{cls.name}.{p.name} (its default)")
-        except ParamError as exc:
-            raise _fail(cls, "has a parameter whose default is invalid", str(exc),
-                        "make the default satisfy the parameter's own type and bounds.") from None
-    if issubclass(cls, Deficit):
-        clash = names & {p.name for p in WINDOW_PARAMS}
-        if clash:
-            raise _fail(cls, "declares a window parameter itself", f"{sorted(clash)} are added by critui to every deficit.",
-                        "rename the parameter; read the window from self.settings['start'] / ['end'].")
+    raise _fail(cls, what, detail, fix)
 
 
 # --- global state ------------------------------------------------------------------------------
@@ -199,27 +178,40 @@ def _device(device: str | torch.device) -> torch.device:
 
 
 @contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run a check's tiny tensor ops on one CPU thread, then restore the setting.
+def _isolated() -> Iterator[None]:
+    """Run a check on one CPU thread, and put torch's process-wide state back afterwards.
 
     Batches of a few 16×16 images gain nothing from intra-op threads, and when other
     processes (pytest-xdist workers, other jobs) share the cores, waiting for descheduled
-    threads makes each op many times slower.
+    threads makes each op many times slower. A plugin that changes global state (grad mode,
+    the default dtype, the RNG) fails its check, and that change must not leak into the
+    next, correct test.
     """
     import torch
 
     threads = torch.get_num_threads()
+    rng = torch.get_rng_state()
+    dtype = torch.get_default_dtype()
+    grad = torch.is_grad_enabled()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
     torch.set_num_threads(1)
     try:
         yield
     finally:
         torch.set_num_threads(threads)
+        torch.set_rng_state(rng)
+        torch.set_default_dtype(dtype)
+        torch.set_grad_enabled(grad)
+        torch.use_deterministic_algorithms(deterministic)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
 
 
 def _single_threaded(check: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(check)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with _one_thread():
+        with _isolated():
             return check(*args, **kwargs)
 
     return wrapper
@@ -243,6 +235,7 @@ def check_deficit(
     device: str | torch.device = "cpu",
     seed: int = 0,
     batch: int = BATCH,
+    processes: bool = True,
 ) -> None:
     """Check a deficit the way the training loop and ``metrics.deficit-accuracy`` use it.
 
@@ -257,6 +250,11 @@ def check_deficit(
     - it is deterministic under a seed: two calls with generators seeded equally, two
       instances built with the same run seed, and calls under different global RNG states
       all give the same output;
+    - with ``processes=True`` (and ``cls`` importable by its module), a second Python process
+      with another ``PYTHONHASHSEED`` gives the same output too (no ``hash(str)``, no ``id``);
+    - its randomness follows the run seed: output that changes from epoch to epoch but not
+      with the run seed or the generator (a generator seeded from the epoch alone) fails;
+    - edge-case batches (constant, all-zero, extreme values) give finite output;
     - it does not change process-wide torch state (global RNG, default dtype, grad mode).
     """
     import torch
@@ -281,11 +279,11 @@ def check_deficit(
     x, y = test_x[:batch], test_y[:batch]
     epoch = settings["start"]
 
-    def build(global_seed: int) -> Deficit:
+    def build(global_seed: int, run_seed: int = seed) -> Deficit:
         torch.manual_seed(global_seed)
         state = _global_state()
         try:
-            deficit = cls(dict(settings), seed, num_classes, input_shape)
+            deficit = cls(dict(settings), run_seed, num_classes, input_shape)
         except Exception as exc:
             raise _fail(cls, "could not be built", f"{cls.__name__}(params, seed={seed}, num_classes={num_classes}, "
                         f"input_shape={input_shape}) raised {type(exc).__name__}: {exc}",
@@ -294,17 +292,20 @@ def check_deficit(
         _check_global_state(cls, state, "__init__")
         return deficit
 
-    def call(deficit: Deficit, global_seed: int = 0, size: int = batch) -> tuple[torch.Tensor, torch.Tensor]:
+    def call(deficit: Deficit, global_seed: int = 0, size: int = batch, inputs: torch.Tensor | None = None,
+             at: int | None = None, gen_seed: int = GENERATOR_SEED, what: str = "") -> tuple[torch.Tensor, torch.Tensor]:
         torch.manual_seed(global_seed)
         state = _global_state()
+        images = x[:size] if inputs is None else inputs
+        at = epoch if at is None else at
         try:
-            out = deficit.apply(x[:size], y[:size], epoch, _generator(device))
+            out = deficit.apply(images, y[:size], at, _generator(device, gen_seed))
         except Exception as exc:
-            raise _fail(cls, "raised in apply", f"apply(x of shape {tuple(x.shape)} float32 on {device}, y int64, "
-                        f"epoch={epoch}, generator) raised {type(exc).__name__}: {exc}",
+            raise _fail(cls, "raised in apply", f"apply(x of shape {tuple(images.shape)} float32 on {device}{what}, "
+                        f"y int64, epoch={at}, generator) raised {type(exc).__name__}: {exc}",
                         "make apply work on any batch N×C×H×W on the device it is given.") from exc
         _check_global_state(cls, state, "apply")
-        return _check_output(cls, out, x[:size], y[:size], num_classes)
+        return _check_output(cls, out, images, y[:size], num_classes, what)
 
     deficit = build(1)
     first = call(deficit)
@@ -339,8 +340,99 @@ def check_deficit(
                 raise _fail(cls, "is not deterministic under a seed",
                             f"{how} gave a different {part} ({_difference(a, b, ('first', 'then'))}).", fix)
 
+    for what, images in _edge_batches(x):
+        call(deficit, inputs=images, what=what)
+    if settings["end"] - epoch >= 2:
+        later = call(deficit, at=epoch + 1)[0]
+        other_seed = call(build(1, seed + 1))[0]
+        other_gen = call(deficit, gen_seed=GENERATOR_SEED + 1)[0]
+        if not _same(first[0], later) and _same(first[0], other_seed) and _same(first[0], other_gen):
+            raise _fail(cls, "draws the same randomness for every run seed",
+                        f"its output changes from epoch {epoch} to {epoch + 1} but is identical for run seeds "
+                        f"{seed} and {seed + 1} and for differently seeded generators: randomness seeded from "
+                        "the epoch alone, so every seed of a sweep trains on the same noise.",
+                        "draw from the `generator` argument (critui seeds it from the run seed and the epoch), "
+                        "or seed your own from self.seed and the epoch together.")
+    if processes and device.type == "cpu":
+        _check_other_process(cls, settings, seed, num_classes, input_shape, batch, epoch)
 
-def _check_output(cls: type, out: Any, x: torch.Tensor, y: torch.Tensor, num_classes: int):
+
+def _edge_batches(x: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
+    """Batches a real dataset produces and random noise never does."""
+    import torch
+
+    constant = torch.full_like(x, 0.7)
+    constant_per_image = x.mean(dim=(1, 2, 3), keepdim=True).expand_as(x).clone()
+    return [
+        (", every pixel the same (a constant image)", constant),
+        (", constant within each image", constant_per_image),
+        (", all zeros", torch.zeros_like(x)),
+        (", extreme values (±12, a saturated pixel over a small std)", torch.where(x > 0, 12.0, -12.0)),
+    ]
+
+
+def deficit_fingerprint(cls: type[Deficit], settings: dict[str, Any], seed: int, num_classes: int,
+                        input_shape: tuple[int, ...], batch: int, epoch: int) -> str:
+    """A digest of one deficit output on a fixed batch (what the two-process check compares)."""
+    import hashlib
+
+    import torch
+
+    data = torch.randn((batch, *input_shape), generator=torch.Generator().manual_seed(seed))
+    labels = torch.linspace(0, num_classes - 1, batch).round().long()
+    deficit = cls(dict(settings), seed, num_classes, tuple(input_shape))
+    out_x, out_y = deficit.apply(data, labels, epoch, _generator(torch.device("cpu")))
+    digest = hashlib.sha256(repr(out_x.detach().double().flatten().tolist()).encode())
+    digest.update(repr(out_y.flatten().tolist()).encode())
+    return digest.hexdigest()
+
+
+_CHILD = """
+import importlib, json, sys
+from critui.testing import deficit_fingerprint
+args = json.loads(sys.argv[1])
+target = importlib.import_module(args["module"])
+for part in args["qualname"].split("."):
+    target = getattr(target, part)
+print(deficit_fingerprint(target, args["settings"], args["seed"], args["num_classes"], args["input_shape"],
+                          args["batch"], args["epoch"]))
+"""
+
+
+def _check_other_process(cls: type, settings: dict[str, Any], seed: int, num_classes: int,
+                         input_shape: tuple[int, ...], batch: int, epoch: int) -> None:
+    """Build and apply the deficit in another Python process, with another ``PYTHONHASHSEED``.
+
+    Resume and fork build the deficit again in a new worker: state derived from ``hash()`` of
+    a string, ``id()`` or the set order of strings differs there. Skipped when the class
+    cannot be imported by its module and qualified name (a class defined inside a function).
+    """
+    import json
+    import subprocess
+    import sys
+
+    if "<locals>" in cls.__qualname__ or cls.__module__ == "__main__":
+        return
+    here = deficit_fingerprint(cls, settings, seed, num_classes, input_shape, batch, epoch)
+    args = json.dumps({"module": cls.__module__, "qualname": cls.__qualname__, "settings": settings, "seed": seed,
+                       "num_classes": num_classes, "input_shape": list(input_shape), "batch": batch, "epoch": epoch})
+    hash_seed = "1" if os.environ.get("PYTHONHASHSEED") == "0" else "0"
+    env = {**os.environ, "PYTHONHASHSEED": hash_seed, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
+           "OMP_NUM_THREADS": "1"}
+    child = subprocess.run([sys.executable, "-c", _CHILD, args], capture_output=True, text=True, env=env, timeout=300)
+    if child.returncode != 0:
+        return  # not importable there: nothing to compare
+    there = (child.stdout.strip().splitlines() or [""])[-1]
+    if there != here:
+        raise _fail(cls, "is not deterministic across processes",
+                    f"built and applied with the same run seed in a second Python process (PYTHONHASHSEED="
+                    f"{hash_seed}), it gave a different output. Resume and fork rebuild the deficit in a new "
+                    "worker, so a resumed run would not continue the same computation.",
+                    "derive fixed state from `seed` only, with torch.Generator().manual_seed(...) or "
+                    "hashlib (never hash() of a str, id(), or the iteration order of a set of strings).")
+
+
+def _check_output(cls: type, out: Any, x: torch.Tensor, y: torch.Tensor, num_classes: int, what: str = ""):
     import torch
 
     if not (isinstance(out, (tuple, list)) and len(out) == 2 and all(isinstance(t, torch.Tensor) for t in out)):
@@ -363,9 +455,10 @@ def _check_output(cls: type, out: Any, x: torch.Tensor, y: torch.Tensor, num_cla
             raise _fail(cls, f"returned a {part} that requires grad", "its output is part of an autograd graph.",
                         "compute the deficit under torch.no_grad() or .detach() the result.")
     if not bool(torch.isfinite(out_x).all()):
-        raise _fail(cls, "returned non-finite images", f"{int((~torch.isfinite(out_x)).sum())} entries of x are NaN or infinite.",
-                    "avoid divisions by zero and logs of non-positive values (inputs are normalised: "
-                    "negative and zero values are normal).")
+        raise _fail(cls, "returned non-finite images", f"{int((~torch.isfinite(out_x)).sum())} entries of x are NaN "
+                    f"or infinite, for a batch{what or ' of normal images'}.",
+                    "avoid divisions by zero (a constant image has std 0: add an epsilon) and logs of "
+                    "non-positive values (inputs are normalised: negative and zero values are normal).")
     bad = (out_y < 0) | (out_y >= num_classes)
     if bool(bad.any()):
         raise _fail(cls, "returned labels outside the class range",
@@ -374,8 +467,19 @@ def _check_output(cls: type, out: Any, x: torch.Tensor, y: torch.Tensor, num_cla
     return out_x, out_y
 
 
+def _forward_hint(exc: Exception) -> str:
+    """The likely cause of a failed forward pass, from its message."""
+    text = str(exc).lower()
+    if "double" in text or "dtype" in text or "scalar type" in text:
+        return "build float32 layers: critui feeds float32 batches (no .double(), no dtype=torch.float64)."
+    if "shape" in text or "size" in text:
+        return ("make the network accept N×C×H×W for the input_shape given to build: compute layer sizes "
+                "from input_shape (adaptive pooling helps with other image sizes).")
+    return "make the network accept a float32 N×C×H×W batch for the input_shape given to build."
+
+
 def _short_repr(value: Any) -> str:
-    text = repr(value)
+    text = " ".join(repr(value).split())  # one line: a message is one paragraph
     return text if len(text) < 80 else text[:77] + "..."
 
 
@@ -431,6 +535,15 @@ def check_model(
         return model
 
     model = build()
+    for key, value in model.state_dict().items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise _fail(cls, "has non-finite initial weights", f"{key!r} holds NaN or infinite entries right after build.",
+                        "check the initialisation (a division by a zero fan-in, torch.empty left uninitialised).")
+    wide = [(n, p.dtype) for n, p in model.named_parameters() if p.dtype != torch.float32]
+    if wide:
+        raise _fail(cls, "has parameters that are not float32", f"{wide[0][0]!r} is {wide[0][1]}.",
+                    "build float32 layers (no .double() or dtype=torch.float64): critui feeds float32 batches "
+                    "and trains float32 weights (bf16 only through autocast).")
     again = build()
     theirs = dict(again.state_dict())
     for key, value in model.state_dict().items():
@@ -449,8 +562,7 @@ def check_model(
         logits = model(x)
     except Exception as exc:
         raise _fail(cls, "failed in forward", f"a train-mode batch of shape {tuple(x.shape)} raised {type(exc).__name__}: {exc}",
-                    "make the network accept N×C×H×W for the input_shape given to build "
-                    "(adaptive pooling helps with other image sizes).") from exc
+                    _forward_hint(exc)) from exc
     if not _same(x, pristine):
         raise _fail(cls, "modified its input in place in forward", _difference(x, pristine, ("now", "before")) + ".",
                     "do not apply in-place operations (nn.ReLU(inplace=True), x.add_) to the input itself.")
@@ -462,6 +574,12 @@ def check_model(
         raise _fail(cls, "returned non-finite or non-float logits", f"dtype {logits.dtype}, finite: "
                     f"{bool(torch.isfinite(logits).all()) if logits.is_floating_point() else 'n/a'}.",
                     "check the initialisation and any division or log in forward.")
+    sums = logits.detach().float().sum(dim=1)
+    if bool((logits >= 0).all()) and bool(((sums - 1).abs() < 1e-4).all()):
+        raise _fail(cls, "returns probabilities, not logits",
+                    f"every output is >= 0 and each row sums to 1 (row sums {sums.tolist()[:3]}...), as after softmax.",
+                    "end with the last linear layer and return its raw scores: critui's loss (cross_entropy) "
+                    "applies log_softmax itself, and a softmax before it trains at chance.")
 
     F.cross_entropy(logits, y).backward()
     for name, param in model.named_parameters():
@@ -606,16 +724,7 @@ def check_dataset(
                         f"label {int(labels[bad][0])} with {len(classes)} class names (valid: 0..{len(classes) - 1}).",
                         "number classes 0..K-1 and give K names.")
 
-    channels = shapes["train"][0]
-    for stat in ("mean", "std"):
-        values = getattr(data, stat)
-        ok = isinstance(values, (list, tuple)) and len(values) == channels and all(
-            isinstance(v, (int, float)) and math.isfinite(v) for v in values
-        )
-        if not ok or (stat == "std" and min(values) <= 0):
-            raise _fail(cls, f"has an invalid `{stat}`", f"{stat} is {_short_repr(values)} for {channels} channel(s).",
-                        f"give one finite float per channel, in 0..1 units{' and above 0' if stat == 'std' else ''}, "
-                        "e.g. tuple(train_x.float().mean(dim=(0, 2, 3)).tolist()) for float images.")
+    _check_statistics(cls, data, shapes["train"])
     if data.augment not in AUGMENTATIONS:
         raise _fail(cls, "names an unknown augmentation", f"augment is {data.augment!r}.",
                     f"use one of {', '.join(AUGMENTATIONS)}.")
@@ -630,6 +739,49 @@ def check_dataset(
                             "draw generated data from a torch.Generator seeded from the parameters or the "
                             "seed argument; pass deterministic=False if the data really changes between loads.")
     return data
+
+
+def _check_statistics(cls: type, data: DatasetTensors, shape: tuple[int, ...]) -> None:
+    """``mean`` and ``std``: one finite number per channel, in 0..1 units, near the data's own."""
+    import numbers
+
+    import torch
+
+    channels = shape[0]
+    last = shape[-1]
+    if channels not in (1, 3, 4) and last in (1, 3, 4) and isinstance(data.mean, (list, tuple)) and len(data.mean) == last:
+        raise _fail(cls, "has channels-last images", f"train_x is N×{'×'.join(map(str, shape))}: {channels} "
+                    f"'channels' of {shape[1]}×{last}, while mean has {last} entries; the images look N×H×W×C.",
+                    "permute them to N×C×H×W: train_x.permute(0, 3, 1, 2).contiguous().")
+    for stat in ("mean", "std"):
+        values = getattr(data, stat)
+        if not (isinstance(values, (list, tuple)) and len(values) == channels):
+            raise _fail(cls, f"has an invalid `{stat}`", f"{stat} is {_short_repr(values)} for {channels} channel(s).",
+                        "give one float per channel, e.g. tuple(x.mean(dim=(0, 2, 3)).tolist()) with x the "
+                        "training images in 0..1 (x = train_x.float() / 255 for uint8).")
+        if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+            raise _fail(cls, f"has a non-finite or non-numeric `{stat}`", f"{stat} is {_short_repr(values)}.",
+                        "give finite Python floats, one per channel.")
+    if min(data.std) <= 0:
+        raise _fail(cls, "has a zero or negative `std`", f"std is {_short_repr(data.std)}: normalising divides by it.",
+                    "compute it from the training images in 0..1 units, "
+                    "e.g. tuple((train_x.float() / 255).std(dim=(0, 2, 3)).tolist()); a channel that is constant "
+                    "carries no information and should be dropped.")
+    if max(data.mean) > 1 or min(data.mean) < 0 or max(data.std) > 1:
+        raise _fail(cls, "gives `mean`/`std` in the wrong units", f"mean {_short_repr(data.mean)}, std "
+                    f"{_short_repr(data.std)}: critui divides uint8 images by 255 first, so both are in 0..1 units "
+                    "(a mean of 0..1, a std of at most 0.5).",
+                    "divide 0..255 statistics by 255, e.g. mean=(0.49, 0.48, 0.45), std=(0.25, 0.24, 0.26).")
+    images = data.train_x[:2048]
+    images = images.float() / 255 if images.dtype == torch.uint8 else images.float()
+    actual = images.mean(dim=(0, 2, 3))
+    off = (actual - torch.tensor([float(v) for v in data.mean])).abs()
+    if bool((off > 0.25).any()):
+        worst = int(off.argmax())
+        raise _fail(cls, "gives a `mean` far from its images' own",
+                    f"channel {worst}: mean says {float(data.mean[worst]):.4g}, the training images average "
+                    f"{float(actual[worst]):.4g} (in 0..1 units).",
+                    "compute mean and std from the training images in 0..1 units, or fix the channel order.")
 
 
 # --- metrics -----------------------------------------------------------------------------------
@@ -660,7 +812,7 @@ def check_metric(
     num_classes: int = 10,
     device: str | torch.device = "cpu",
     seed: int = 0,
-    epochs: int = 4,
+    epochs: int = 12,
     n_train: int = 64,
     n_test: int = 32,
 ) -> None:
@@ -715,11 +867,17 @@ def check_metric(
                              seed=seed, deficit=deficit, deficit_active=epoch < epochs // 2, **data)
 
     def compute(metric: Any, epoch: int) -> dict[str, float]:
+        grad, dtype = torch.is_grad_enabled(), torch.get_default_dtype()
         try:
             values = metric.compute(context(epoch))
         except Exception as exc:
             raise _fail(cls, "raised in compute", f"epoch {epoch} of {epochs}: {type(exc).__name__}: {exc}",
                         "make compute work on the MetricContext it gets (tensors on ctx.device).") from exc
+        if (torch.is_grad_enabled(), torch.get_default_dtype()) != (grad, dtype):
+            raise _fail(cls, "changed process-wide torch state", f"compute at epoch {epoch} changed grad mode or the "
+                        "default dtype, and training continues right after it.",
+                        "use `with torch.no_grad():` (or torch.inference_mode) instead of torch.set_grad_enabled, "
+                        "and pass dtype= instead of torch.set_default_dtype.")
         _check_values(cls, values, epoch)
         return values
 
@@ -778,6 +936,9 @@ def check_metric(
 
 
 def _check_values(cls: type, values: Any, epoch: int) -> None:
+    """What the worker records: str keys, real numbers (stored as floats), all finite."""
+    import numbers
+
     import torch
 
     if not isinstance(values, dict):
@@ -789,9 +950,9 @@ def _check_values(cls: type, values: Any, epoch: int) -> None:
         if isinstance(value, torch.Tensor):
             raise _fail(cls, "returned a tensor instead of a float", f"epoch {epoch}: {key}={_short_repr(value)}.",
                         "convert with float(t) or t.item(); values go into JSON events.")
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise _fail(cls, "returned a value that is not a number", f"epoch {epoch}: {key}={value!r}.",
-                        "return Python floats.")
+                        "return Python floats (ints and numpy floats are converted to float too).")
         if not math.isfinite(value):
             raise _fail(cls, "returned a non-finite value", f"epoch {epoch}: {key}={value!r}.",
                         "guard against divisions by zero; NaN cannot be plotted or compared across runs.")
@@ -1000,7 +1161,19 @@ class ScratchEnv:
     --no-build-isolation`` works without a network, while whatever is installed into it,
     editable or not, stays in ``path`` and can be uninstalled again without touching the
     environment running the tests. Commands run with this environment's Python, so
-    ``critui run`` workers see the same plugins.
+    ``critui run`` workers see the same plugins, and in this environment's own empty folder
+    ``cwd`` (unless ``run`` is given another): ``python -m`` puts the working directory on
+    ``sys.path``, where a project's ``*.egg-info`` would keep an uninstalled plugin importable.
+
+    - ``pip_install(*args)``: ``pip install --no-index --no-deps --no-build-isolation ARGS``,
+      e.g. ``env.pip_install("-e", str(project))`` (give absolute paths: commands do not run
+      in your project's folder);
+    - ``pip_uninstall(*names)``: ``pip uninstall --yes NAMES``;
+    - ``critui(*args, env=None, check=True)``: ``python -m critui ARGS``;
+    - ``run(*args, env=None, check=True, timeout=300, cwd=None)``: ``python ARGS``; returns the
+      ``CompletedProcess`` (text output), raises ``AssertionError`` on a non-zero exit when
+      ``check``; ``env`` adds variables (``CRITUI_HOME`` for a throwaway run history);
+    - attributes ``path`` (the environment), ``python``, ``site_packages`` and ``cwd``.
     """
 
     def __init__(self, path: str | os.PathLike[str]):
@@ -1010,6 +1183,8 @@ class ScratchEnv:
         from pathlib import Path
 
         self.path = Path(path)
+        self.cwd = self.path.with_name(self.path.name + "-cwd")
+        self.cwd.mkdir(parents=True, exist_ok=True)
         subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(self.path)],
                        check=True, capture_output=True)
         self.python = self.path / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
@@ -1033,11 +1208,12 @@ class ScratchEnv:
 
     def run(self, *args: str, env: Mapping[str, str] | None = None, check: bool = True, timeout: float = 300,
             cwd: str | os.PathLike[str] | None = None):
-        """``python ARGS`` in this environment; returns the CompletedProcess (text output)."""
+        """``python ARGS`` in this environment, in folder ``cwd`` (default: the environment's own
+        empty folder); returns the CompletedProcess (text output)."""
         import subprocess
 
         result = subprocess.run([str(self.python), *args], capture_output=True, text=True, timeout=timeout,
-                                env=self.environment(env), cwd=cwd)
+                                env=self.environment(env), cwd=self.cwd if cwd is None else cwd)
         if check and result.returncode != 0:
             raise AssertionError(f"python {' '.join(args)} exited {result.returncode} in {self.path}:\n"
                                  f"{result.stdout}\n{result.stderr}")

@@ -240,14 +240,20 @@ def spec_shape_problem(data: Any) -> str | None:
 # -- continuing a run: resume it, or fork a new run from one of its epochs -------------------
 
 
-def reopen_for_resume(store, ref: str) -> tuple[dict[str, Any], RunSpec]:
+def reopen_for_resume(store, ref: str, allow_plugin_change: bool = False) -> tuple[dict[str, Any], RunSpec]:
     """Check that a run can be resumed and mark it ``queued``; its index entry and spec.
+
+    Its plugins must come from the distributions and versions it recorded
+    (:func:`critui.provenance.check_provenance`), or ``allow_plugin_change`` records the change.
 
     ``critui resume`` and the TUI both start the worker afterwards, which continues from the
     run's ``ckpt/latest.pt`` (or from epoch 0 when it stopped before its first checkpoint).
     """
+    from critui.provenance import check_provenance, record_changes
+
     doc = store.get(ref)
     spec = _spec_or_error(store, doc)
+    changes = check_provenance(doc, allow_change=allow_plugin_change)  # before any claim or worker
 
     def resumable(current: dict[str, Any]) -> None:
         if current["status"] in ("running", "queued"):
@@ -259,6 +265,7 @@ def reopen_for_resume(store, ref: str) -> tuple[dict[str, Any], RunSpec]:
     # Checked and marked under one lock: a second `critui resume` (or the TUI) started at the
     # same moment sees "queued" and stops, instead of training the run a second time.
     doc = store.claim(doc["id"], resumable, status="queued", error=None)
+    record_changes(store, doc["id"], changes)
     return doc, spec
 
 
@@ -388,7 +395,8 @@ def _fork_refusal(parent_id: str, parent: RunSpec, child: RunSpec, epoch: int, s
             f"train.epochs, the deficit window's start or end at epoch {epoch} or later.")
 
 
-def fork_run(store, registry, parent_ref: str, epoch: int, sets: list[str] | tuple[str, ...] = ()) -> tuple[dict[str, Any], bool]:
+def fork_run(store, registry, parent_ref: str, epoch: int, sets: list[str] | tuple[str, ...] = (),
+             allow_plugin_change: bool = False) -> tuple[dict[str, Any], bool]:
     """Create a run that continues ``parent_ref`` from ``epoch``, with ``sets`` changed after it.
 
     The child records its parent and fork epoch, so that :func:`full_rows` stitches the two
@@ -400,9 +408,11 @@ def fork_run(store, registry, parent_ref: str, epoch: int, sets: list[str] | tup
     entry and whether it starts from a checkpoint.
     """
     from critui.config import build_spec
+    from critui.provenance import check_provenance, record_changes
 
     parent = store.get(parent_ref)
     spec = _spec_or_error(store, parent)
+    changes = check_provenance(parent, registry, allow_plugin_change, action="fork")
     done = len(full_rows(store, parent))
     if not 1 <= epoch <= done:
         raise CritUIError(f"Run {parent['id']} has {done} finished epoch(s); fork it from an epoch between 1 and "
@@ -421,6 +431,7 @@ def fork_run(store, registry, parent_ref: str, epoch: int, sets: list[str] | tup
     versions = {p.id: {"distribution": registry.get(p.id).distribution, "version": registry.get(p.id).version}
                 for p in used}
     doc = store.create(child, versions, extra={"parent": parent["id"], "fork_epoch": epoch})
+    record_changes(store, doc["id"], changes, action="fork")
     source = fork_source(store, parent, epoch)
     if source is not None:
         from critui.train.checkpoint import LATEST

@@ -176,7 +176,7 @@ def run(run_dir: Path, log, state: dict) -> None:
     from critui.devices import device_name, resolve_device, usable_cores
     from critui.events import FINAL_WINDOW
     from critui.kinds import MetricContext
-    from critui.plugins import get_registry
+    from critui.plugins import registry_for_run
     from critui.train import checkpoint
     from critui.train.loop import (
         derive_seed,
@@ -192,10 +192,14 @@ def run(run_dir: Path, log, state: dict) -> None:
     device = torch.device(resolve_device(spec.train["device"]))
     # Half the cores this process may use (a Slurm job's allocation, not the node's count).
     torch.set_num_threads(spec.train["threads"] or max(1, usable_cores() // 2))
-    registry = get_registry()
+    registry = registry_for_run(run_dir)  # only the distributions this run's plugins come from
     t_start = time.perf_counter()
 
-    dataset = registry.get(spec.dataset.id).cls().load(spec.dataset.params, spec.seed)
+    from critui.train.plugin_guard import MetricRunner, check_dataset_tensors
+
+    dataset_info = registry.get(spec.dataset.id)
+    dataset = dataset_info.cls().load(spec.dataset.params, spec.seed)
+    check_dataset_tensors(dataset_info, dataset)  # bad labels or shapes: a message naming the plugin
     data = prepare_data(dataset, device, spec.train["augment"])
     input_shape = tuple(data.train_x.shape[1:])
 
@@ -208,7 +212,8 @@ def run(run_dir: Path, log, state: dict) -> None:
     deficit = None
     if spec.deficit is not None:
         deficit = registry.get(spec.deficit.id).cls(spec.deficit.params, spec.seed, data.num_classes, input_shape)
-    metrics = [(m.id, registry.get(m.id).cls(m.params, spec.seed)) for m in spec.metrics]
+    metrics = MetricRunner([(registry.get(m.id), registry.get(m.id).cls(m.params, spec.seed)) for m in spec.metrics],
+                           log, _bookkeeping)
 
     ckpt_dir = run_dir / "ckpt"
     latest = ckpt_dir / checkpoint.LATEST
@@ -272,14 +277,7 @@ def run(run_dir: Path, log, state: dict) -> None:
             num_classes=data.num_classes, seed=spec.seed, deficit=deficit,
             deficit_active=spec.deficit_active(epoch),
         )
-        for metric_id, metric in metrics:
-            if metric.when(epoch, spec.epochs):
-                t_metric = time.perf_counter()
-                values = metric.compute(context)
-                if values:
-                    with _bookkeeping():
-                        log.write("metric", epoch=epoch, metric=metric_id, values=values,
-                                  seconds=round(time.perf_counter() - t_metric, 4))
+        metrics.measure(context)  # a failing metric is a warning naming it, never the run's end
         with _bookkeeping():
             _checkpoint(spec, model, optimizer, epoch + 1, ckpt_dir, log, lr_at(spec, epoch))
 
