@@ -92,11 +92,19 @@ def only_launcher_sets(sets, what: str) -> None:
 
 
 def open_store(home: Path | None):
+    """The store of the home, brought up to date; what it could not read is printed as warnings."""
     from critui.runs.store import RunStore
 
     store = RunStore(home)
     store.reconcile()
+    print_problems(store)
     return store
+
+
+def print_problems(store) -> None:
+    """The store's warnings (damaged records it skipped, folders it will not touch), on stderr."""
+    for problem in store.take_problems():
+        err_console.print(f"[yellow]Warning:[/] {escape(problem)}", soft_wrap=True)
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
@@ -392,6 +400,10 @@ def delete(run_refs, yes, home) -> None:
     must be stopped first, and a run that forked runs inherit epochs from is kept until
     they go (name them together to delete a whole tree).
     """
+    from critui.runs.store import check_run_ref
+
+    for ref in run_refs:  # before any path is touched: `..`, `/x` or '' never name a run
+        check_run_ref(ref)
     store = open_store(home)
     docs = list({d["id"]: d for d in (store.get(ref) for ref in run_refs)}.values())
     ids = {d["id"] for d in docs}
