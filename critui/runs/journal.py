@@ -45,65 +45,67 @@ def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _integer(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _text(value: Any) -> bool:
-    return isinstance(value, str)
-
-
-def _window(value: Any) -> bool:
-    return isinstance(value, list) and len(value) == 2 and all(is_number(v) for v in value)
-
-
-# What each field an index entry relies on must be; None is allowed unless listed in REQUIRED.
-FIELD_CHECKS = {
-    "id": (is_run_id, "a critui run id"),
-    "status": (lambda v: v in STATUSES, "one of " + ", ".join(STATUSES)),
-    "created": (is_number, "a time"),
-    "dataset": (_text, "a plugin id"),
-    "model": (_text, "a plugin id"),
-    "epochs": (_integer, "a whole number"),
-    "name": (_text, "text"),
-    "deficit": (_text, "a plugin id"),
-    "window": (_window, "a [start, end] pair"),
-    "seed": (_integer, "a whole number"),
-    "epochs_done": (_integer, "a whole number"),
-    "final_acc": (is_number, "a number"),
-    "last_acc": (is_number, "a number"),
-    "parent": (is_run_id, "a critui run id"),
-    "fork_epoch": (_integer, "a whole number"),
-    "sweep": (_text, "text"),
-    "pid": (_integer, "a process id"),
-    "manager_pid": (_integer, "a process id"),
-    "job": (_text, "text"),
-    "launcher": (_text, "text"),
-    "launcher_settings": (lambda v: isinstance(v, dict), "a table"),
-    "plugins": (lambda v: isinstance(v, dict), "a table"),
-    "host": (_text, "text"),
-    "error": (_text, "text"),
-    "failed_epoch": (_integer, "a whole number"),
-    "started": (is_number, "a time"),
-    "ended": (is_number, "a time"),
-    "threads": (_integer, "a whole number"),
-    "device": (_text, "text"),
-    "device_name": (_text, "text"),
+NUMBER = (int, float)
+INTEGER = (int,)
+TEXT = (str,)
+# What each field an index entry relies on must be: its JSON types, then (where the type is not
+# enough) a check and what it expects in words. None is allowed unless the field is REQUIRED.
+FIELD_CHECKS: dict[str, tuple[tuple[type, ...], Any, str]] = {
+    "id": (TEXT, is_run_id, "a critui run id"),
+    "status": (TEXT, STATUSES.__contains__, "one of " + ", ".join(STATUSES)),
+    "created": (NUMBER, None, "a time"),
+    "dataset": (TEXT, None, "a plugin id"),
+    "model": (TEXT, None, "a plugin id"),
+    "epochs": (INTEGER, None, "a whole number"),
+    "name": (TEXT, None, "text"),
+    "deficit": (TEXT, None, "a plugin id"),
+    "window": ((list,), lambda v: len(v) == 2 and all(is_number(x) for x in v), "a [start, end] pair"),
+    "seed": (INTEGER, None, "a whole number"),
+    "epochs_done": (INTEGER, None, "a whole number"),
+    "final_acc": (NUMBER, None, "a number"),
+    "last_acc": (NUMBER, None, "a number"),
+    "parent": (TEXT, is_run_id, "a critui run id"),
+    "fork_epoch": (INTEGER, None, "a whole number"),
+    "sweep": (TEXT, None, "text"),
+    "pid": (INTEGER, None, "a process id"),
+    "manager_pid": (INTEGER, None, "a process id"),
+    "job": (TEXT, None, "text"),
+    "launcher": (TEXT, None, "text"),
+    "launcher_settings": ((dict,), None, "a table"),
+    "plugins": ((dict,), None, "a table"),
+    "host": (TEXT, None, "text"),
+    "error": (TEXT, None, "text"),
+    "failed_epoch": (INTEGER, None, "a whole number"),
+    "started": (NUMBER, None, "a time"),
+    "ended": (NUMBER, None, "a time"),
+    "threads": (INTEGER, None, "a whole number"),
+    "device": (TEXT, None, "text"),
+    "device_name": (TEXT, None, "text"),
 }
 REQUIRED = ("id", "status", "created", "dataset", "model", "epochs")
 
 
+def field_ok(key: str, value: Any) -> bool:
+    """Whether ``value`` may be the index field ``key`` (None always may, unless required)."""
+    if value is None:
+        return key not in REQUIRED
+    types, check, _ = FIELD_CHECKS[key]
+    return type(value) in types and (check is None or check(value))  # type(): a bool is no number
+
+
 def entry_problem(doc: Any) -> str | None:
     """What is wrong with an index entry, in words, or None if it can be used."""
-    if not isinstance(doc, dict):
+    if type(doc) is not dict:
         return f"is {type(doc).__name__}, not an object"
-    for key, (check, what) in FIELD_CHECKS.items():
-        value = doc.get(key)
-        if value is None:
-            if key in REQUIRED:
-                return f"has no {key}"
+    for key in REQUIRED:
+        if doc.get(key) is None:
+            return f"has no {key}"
+    for key, value in doc.items():
+        rule = FIELD_CHECKS.get(key)
+        if rule is None or value is None:
             continue
-        if not check(value):
+        types, check, what = rule
+        if type(value) not in types or (check is not None and not check(value)):
             shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
             return f"has {key} {shown} (not {what})"
     return None

@@ -2,15 +2,19 @@
 
 Each run directory (``HOME/runs/<run-id>/``) is self-describing: ``run.json`` (who made it,
 with which plugins, on which commit), ``spec.json`` (the resolved config), ``events.jsonl``
-(what happened), ``ckpt/`` and ``log.txt``. The index (``HOME/history.json``) is a summary
-for listing and filtering. It is written only by managing processes, only on state changes,
-under a file lock, and atomically (write a temporary file, then rename), so a TUI and any
-number of ``critui run`` processes can share one home.
+(what happened), ``ckpt/`` and ``log.txt``. The index (``HOME/history.json`` and its journal,
+see :mod:`critui.runs.journal`) is a summary for listing and filtering, written only under a
+file lock, so a TUI and any number of ``critui run`` processes can share one home.
 
 Because the run directories are the source of truth, :meth:`RunStore.reconcile` can always
 bring the index up to date with them: a run whose worker died becomes ``interrupted``, a
 run that finished while nobody watched becomes ``finished``, and a directory the index
-lost is added back.
+lost is added back (a lost or unreadable index is rebuilt in one write).
+
+Nothing read is trusted. A run id must have critui's form and be its folder's name before it
+becomes a path (``..``, ``/``, an absolute path never reach a delete); an index entry, a
+``run.json`` or a ``spec.json`` that cannot be used is skipped and described in
+:attr:`RunStore.problems`, so one damaged run never breaks a command about another.
 """
 
 from __future__ import annotations
@@ -34,12 +38,13 @@ from tinydb import TinyDB
 from critui.config import RunSpec
 from critui.errors import CritUIError
 from critui.events import (
+    EVENTS_FILE,
     TERMINAL,
     epoch_table,
     final_accuracy,
     outcome,
+    parse_lines,
     pid_alive,
-    read_events,
     worker_pid,
 )
 from critui.files import TEMP_SUFFIX, atomic_write, remove_stale_temps
@@ -51,6 +56,7 @@ from critui.runs.journal import (
     IndexDamaged,
     JournalStorage,
     entry_problem,
+    field_ok,
     forget_cached,
     is_number,
 )
@@ -61,6 +67,7 @@ RUNS_DIR = "runs"
 ACTIVE = ("queued", "running")
 LOCK_TIMEOUT_S = 30.0
 STAGING_MAX_AGE_S = 3600.0  # a staging folder younger than this may be a create() under way
+SKIPPED_EVENTS = ('{"event": "metric"', '{"event": "checkpoint"')  # lines a summary never needs
 RUN_REF = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,79}")  # what may name a run, or a typo of one
 
 
@@ -411,7 +418,7 @@ class RunStore:
         run_dir = self.run_dir(doc["id"])
         if not run_dir.exists():
             return {"status": "interrupted", "error": "the run directory was deleted", "ended": time.time()}
-        events = read_events(run_dir)
+        events = summary_events(run_dir)
         # The manager records the worker's pid before the worker has written any event.
         if doc.get("job"):  # a launcher's job, perhaps on another machine: only it can tell
             from critui.runs.launcher import job_alive
@@ -433,22 +440,20 @@ class RunStore:
     def _rebuild(self, run_dir: Path) -> dict[str, Any] | None:
         """An index entry for a run folder, from its files; the folder's name is its id."""
         run_id = run_dir.name
+        meta = self._run_record(run_dir)
         spec_data, problem = read_json_object(run_dir / "spec.json")
         spec = None
         if spec_data is not None:
-            try:
-                spec = spec_fields(spec_data)
+            try:  # run.json's hash is what the run was made with; spec.json can only agree
+                spec = spec_fields(spec_data, meta["spec_hash"] if isinstance(meta.get("spec_hash"), str) else None)
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 problem = f"does not describe a run ({type(exc).__name__}: {exc})"
         if spec is None:
             self.warn(f"{run_dir / 'spec.json'} {problem}; the run is not listed until spec.json is "
                       f"repaired (or the folder removed).")
             return None
-        meta = self._run_record(run_dir)
-        events = read_events(run_dir)
+        events = summary_events(run_dir)
         alive = pid_alive(worker_pid(events), run_id)
-        if isinstance(meta.get("spec_hash"), str):
-            spec["spec_hash"] = meta["spec_hash"]  # what it was made with; spec.json can only agree
         doc = self._document(meta, spec, status="running" if alive else "interrupted")
         if not alive:
             doc.update(self.summary_fields(events, ended_default="interrupted"))
@@ -467,8 +472,8 @@ class RunStore:
             meta = {}
         for key in ("name", "created", "host", "manager_pid", "plugins", "parent", "fork_epoch", "sweep"):
             value = meta.get(key)
-            if value is not None and not FIELD_CHECKS[key][0](value):
-                self.warn(f"{path}: {key} {value!r} is not {FIELD_CHECKS[key][1]}; ignored.")
+            if value is not None and not field_ok(key, value):
+                self.warn(f"{path}: {key} {value!r} is not {FIELD_CHECKS[key][2]}; ignored.")
                 meta.pop(key)
         if "id" in meta and meta["id"] != run_dir.name:
             self.warn(f"{path} named the run {meta['id']!r}, not its folder's name; it is indexed as "
@@ -530,19 +535,21 @@ class RunStore:
         }
 
 
-def spec_fields(spec: dict[str, Any]) -> dict[str, Any]:
+def spec_fields(spec: dict[str, Any], spec_hash: str | None = None) -> dict[str, Any]:
     """The index fields a resolved ``spec.json`` gives (as :class:`RunSpec` reads them), read
     straight from the JSON: a rebuild of 10,000 runs cannot afford building each RunSpec."""
     deficit = spec.get("deficit")
     params = deficit["params"] if deficit else None
     window = [int(params["start"]), int(params["end"])] if deficit else None
-    hashed = {k: v for k, v in spec.items() if k not in ("name", "keep_checkpoints")}
-    blob = json.dumps(hashed, sort_keys=True, separators=(",", ":"))
+    if spec_hash is None:
+        hashed = {k: v for k, v in spec.items() if k not in ("name", "keep_checkpoints")}
+        blob = json.dumps(hashed, sort_keys=True, separators=(",", ":"))
+        spec_hash = hashlib.sha256(blob.encode()).hexdigest()[:16]
     for section in ("dataset", "model") + (("deficit",) if deficit else ()):
         if not isinstance(spec[section]["id"], str):
             raise TypeError(f"{section}.id is not text")
     return {
-        "spec_hash": hashlib.sha256(blob.encode()).hexdigest()[:16],
+        "spec_hash": spec_hash,
         "dataset": spec["dataset"]["id"],
         "model": spec["model"]["id"],
         "deficit": deficit["id"] if deficit else None,
@@ -552,9 +559,21 @@ def spec_fields(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def summary_events(run_dir: Path) -> list[dict[str, Any]]:
+    """A run's events as far as its index entry needs them: metric and checkpoint lines (most
+    of a long run's file) are passed over unparsed, which makes a rebuild of 10,000 runs fast."""
+    try:
+        text = (run_dir / EVENTS_FILE).read_text(encoding="utf-8", errors="replace")
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    # The worker writes "event" first, so the kind of a line shows in its first characters.
+    kept = [line for line in text.splitlines() if not line.startswith(SKIPPED_EVENTS)]
+    return parse_lines("\n".join(kept))
+
+
 def _checked(key: str, value: Any) -> Any:
     """``value`` if it has the type the index expects for ``key``, else None."""
-    return value if value is None or FIELD_CHECKS[key][0](value) else None
+    return value if field_ok(key, value) else None
 
 
 def read_json_object(path: Path) -> tuple[dict[str, Any] | None, str | None]:

@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from critui.events import EventTail, epoch_table, pid_alive, worker_pid
+from critui.events import EVENTS_FILE, EventTail, epoch_table, pid_alive, worker_pid
 from critui.runs.lineage import summarise_fork
 
 RECONCILE_EVERY = 5  # polls between reconciliations (settles runs whose manager died)
@@ -113,6 +113,8 @@ class RunsFeed:
         self.problems: list[str] = []  # the store's warnings not yet shown
         self._index_key: tuple | None = None
         self._active: list[str] = []
+        self._interrupted: list[str] = []
+        self._sizes: dict[str, int] = {}  # events file sizes of interrupted runs, when first seen
         self._lock = threading.Lock()
 
     def poll(self) -> set[str]:
@@ -137,14 +139,30 @@ class RunsFeed:
                     del self.histories[run_id]
                 elif (run_id in changed or docs[run_id].get("status") in ACTIVE) and history.refresh():
                     changed.add(run_id)
-            for run_id in self._active:
+            for run_id in self._active + self._grown(docs):
                 if not dict.__contains__(self.histories, run_id):
                     history = RunHistory(self.store.run_dir(run_id))
                     history.refresh()
                     self.histories.setdefault(run_id, history)
+                    changed.add(run_id)
             self.docs = docs
             self.problems += self.store.take_problems()
             return changed
+
+    def _grown(self, docs: dict[str, dict[str, Any]]) -> list[str]:
+        """Interrupted runs whose events grew since first seen: a worker the index has not
+        caught up with yet (reconcile marks it running later); a stat each, no read."""
+        grown = []
+        for run_id in self._interrupted:
+            if dict.__contains__(self.histories, run_id) or run_id not in docs:
+                continue
+            try:
+                size = os.stat(self.store.run_dir(run_id) / EVENTS_FILE).st_size
+            except OSError:
+                size = 0
+            if self._sizes.setdefault(run_id, size) != size:
+                grown.append(run_id)
+        return grown
 
     def _read_docs(self, ended: list[str]) -> tuple[dict[str, dict[str, Any]], set[str]]:
         """The index documents, re-read only if the index changed; and the ids that changed."""
@@ -159,6 +177,7 @@ class RunsFeed:
             docs = {d["id"]: d for d in self.store.all()}
         self._index_key = key
         self._active = [r for r, d in docs.items() if d.get("status") in ACTIVE]
+        self._interrupted = [r for r, d in docs.items() if d.get("status") == "interrupted"]
         changed = {run_id for run_id, doc in docs.items() if self.docs.get(run_id) != doc}
         changed |= set(self.docs) - set(docs)
         return docs, changed
