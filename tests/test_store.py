@@ -301,3 +301,33 @@ def test_a_fork_rebuilt_from_its_folder_counts_its_inherited_epochs(critui, home
     critui("runs", check=True)
     fork = {d["id"]: d for d in index_docs(home)}[B]
     assert fork["epochs_done"] == 8 and fork["parent"] == A
+
+
+# -- the TUI says what the store skipped -------------------------------------------------------------
+
+
+def test_the_tui_lists_the_good_runs_and_tells_what_it_skipped(tmp_path):
+    import asyncio
+
+    from critui.tui.app import CritUIApp
+    from critui.tui.widgets.runs_table import RunsTable
+
+    home = tmp_path / "home"
+    write_run(home, A)
+    shutil.copytree(home / "runs" / A, home / "runs" / f"{A}-copy")
+    (write_run(home, B, created=T0 + 60) / "spec.json").write_text("{ cut")
+
+    async def scenario():
+        app = CritUIApp(home, registry=object(), poll_interval=0.2)
+        async with app.run_test(size=(120, 40)) as pilot:
+            for _ in range(100):
+                messages = " ".join(n.message for n in app._notifications)
+                if app.polls_done and "rename it" in messages and "spec.json" in messages:
+                    break
+                await pilot.pause(0.1)
+            assert "rename it" in messages and f"{B}/spec.json" in messages
+            assert app.screen.query_one(RunsTable).shown == [A]
+            history = app.feed.histories.get(A)  # a finished run's events, read when asked for
+            assert history is not None and len(history.rows) == 8
+
+    asyncio.run(scenario())

@@ -18,6 +18,7 @@ snapshot that cannot be read at all raises :class:`IndexDamaged`, and the store 
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import stat
@@ -167,6 +168,7 @@ class IndexState:
 
 
 _STATES: dict[str, IndexState] = {}
+_GENERATIONS = itertools.count(1)  # every full reload in this process gets a new number
 
 
 def _file_key(path: Path) -> tuple | None:
@@ -213,7 +215,7 @@ class JournalStorage(Storage):
         return state
 
     def _reload(self, snapshot_key: tuple | None) -> IndexState:
-        state = IndexState(generation=self.state.generation + 1)
+        state = IndexState(generation=next(_GENERATIONS))
         _STATES[self._key] = self.state = state  # a failure below leaves an empty, stale copy
         table = self._read_snapshot()
         state.snapshot_key = snapshot_key
@@ -334,7 +336,7 @@ class JournalStorage(Storage):
                 self._append(lines)
         except BaseException as exc:
             _STATES.pop(self._key, None)  # memory and disk may differ now: read afresh next time
-            self.state = IndexState(generation=state.generation + 1)
+            self.state = IndexState(generation=next(_GENERATIONS))
             if isinstance(exc, OSError) and not isinstance(exc, PermissionError):
                 raise CritUIError(
                     f"Could not write the run index {self.path}: {exc.strerror or exc}. Free some disk "

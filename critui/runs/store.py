@@ -195,6 +195,7 @@ class RunStore:
                 os.replace(path, aside)
                 kept.append(aside.name)
         forget_cached(storage.path)
+        self._scanned = None  # every run folder must be read again
         self.warn(
             f"The run index {storage.path} {problem}. It was moved aside ({', '.join(kept)}) and "
             f"rebuilt from the run folders in {self.runs_dir}; no run was lost."
