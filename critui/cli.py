@@ -10,6 +10,7 @@ import dataclasses
 import json
 import signal
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -419,8 +420,9 @@ class RunsListing:
                 parts.append(pad + shown if right[i] else shown + pad)
             return "  ".join(parts).rstrip()
 
-        title = self.title if _width(self.title) <= total else self.title[: max(total - 1, 1)] + "…"
-        head = [paint(title.center(total).rstrip(), "italic"), paint(line(self.columns), "bold"), "─" * total]
+        title = [paint(part.replace("\u00a0", " ").center(total).rstrip(), "italic")
+                 for part in textwrap.wrap(self.title, max(total, 20))]
+        head = [*title, paint(line(self.columns), "bold"), "─" * total]
         console.file.write("\n".join(head + [line(r) for r in self.rows]) + "\n")
         console.file.flush()
 
@@ -429,7 +431,8 @@ def _runs_table(docs: list[dict[str, Any]], home: Path, wide: bool) -> RunsListi
     forks = any(d.get("parent") for d in docs)
     datasets = {short_id(d["dataset"]) for d in docs}
     one_dataset = not wide and len(datasets) == 1
-    title = f"runs in {home}" + (f", all on {datasets.pop()}" if one_dataset else "")
+    # No-break spaces keep "all on DATASET" on one line when a long home wraps the title.
+    title = f"runs in {home}" + (f", all\u00a0on\u00a0{datasets.pop()}" if one_dataset else "")
     experiment = "model / deficit" if one_dataset else "model / dataset / deficit"
     columns = ["id", "status", experiment, "epochs", "final acc"] + (["created"] if wide else [])
     rows = []
