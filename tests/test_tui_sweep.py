@@ -19,7 +19,7 @@ from tests.test_tui import T0, make_app, wait_for, write_run
 SWEEP_ID = "flip-vs-blur-20260101-000000"
 REMOVALS = (2, 4, 8)
 AFTER = 4
-UNFINISHED = "20260101-000006-blr8"  # blur removed at 8: 5 of its 12 epochs so far
+UNFINISHED = "20260101-000006-bb08"  # blur removed at 8: 5 of its 12 epochs so far (ids end in hex, as critui's do)
 
 
 def write_sweep(home: Path, sweep_id: str = SWEEP_ID, created: float = T0, seeds=(0,)) -> dict:
@@ -28,7 +28,7 @@ def write_sweep(home: Path, sweep_id: str = SWEEP_ID, created: float = T0, seeds
     entries = []
     minute = 0
     for deficit, tag, seed in (
-        (d, t, s) for s in seeds for d, t in (("deficits.flip", "flp"), ("deficits.blur", "blr"))
+        (d, t, s) for s in seeds for d, t in (("deficits.flip", "fa0"), ("deficits.blur", "bb0"))
     ):
         for removal in (*REMOVALS, None):
             baseline = removal is None
@@ -46,7 +46,7 @@ def write_sweep(home: Path, sweep_id: str = SWEEP_ID, created: float = T0, seeds
                 done=5 if unfinished else None,
                 end=None if unfinished else "finished",
                 created=created + minute,
-                seed=(0 if tag == "flp" else 3) + seed,  # a different curve per deficit and seed
+                seed=(0 if tag == "fa0" else 3) + seed,  # a different curve per deficit and seed
             )
             axis = {"deficit.id": deficit, "seed": seed} | ({} if baseline else {"removal": removal})
             spec_path = home / "runs" / run_id / "spec.json"  # resolved, as the CLI writes it

@@ -319,13 +319,17 @@ class JournalStorage(Storage):
         state = self.state
         if not changed and not removed and not state.needs_compaction:
             return
+        # Keys sorted, as the index always was; and this process keeps what it wrote as any
+        # other will read it back (lists, not tuples), so every reader sees the same entries.
+        encoded = {k: json.dumps({"key": k, "doc": d}, sort_keys=True) for k, d in changed.items()}
         lines = b"".join(json.dumps({"key": k, "removed": True}).encode() + b"\n" for k in removed) + b"".join(
-            json.dumps({"key": k, "doc": d}).encode() + b"\n" for k, d in changed.items()
+            line.encode() + b"\n" for line in encoded.values()
         )
         try:
             for doc_id in removed:
                 self._drop(state, doc_id)
-            for doc_id, doc in changed.items():
+            for doc_id, line in encoded.items():
+                doc = json.loads(line)["doc"]
                 self._drop(state, doc_id)
                 state.entries[doc_id] = TrackedDoc(doc)
                 state.by_run[doc["id"]] = doc_id
