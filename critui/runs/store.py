@@ -333,7 +333,6 @@ class RunStore:
         """
         with self.index() as db:
             remove_stale_temps(self.home)  # index temporaries: nobody writes them without the lock
-            remove_stale_temps(self.runs_dir, older_than_s=STAGING_MAX_AGE_S)
             state = db.storage.state
             settled: dict[str, dict[str, Any]] = {}
             docs_by_id = None
@@ -358,6 +357,9 @@ class RunStore:
         scan = (self._folder_key(), state.generation)
         if scan == self._scanned and not state.rejected:
             return []
+        # Staging folders a killed create() left; only when the runs folder is read anyway (a
+        # new process always reads it once), as 10,000 entries are not listed at every poll.
+        remove_stale_temps(self.runs_dir, older_than_s=STAGING_MAX_AGE_S)
         docs, waiting = [], False
         for entry in os.scandir(self.runs_dir):
             name = entry.name
