@@ -10,15 +10,17 @@ import dataclasses
 import json
 import signal
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
 
 import click
+import rich.text
 from rich import box
+from rich.cells import cell_len
 from rich.console import Console
 from rich.markup import escape
-from rich.measure import Measurement
 from rich.table import Table
 
 from critui import __version__
@@ -109,11 +111,19 @@ def only_launcher_sets(sets, what: str) -> None:
 
 
 def open_store(home: Path | None):
+    """The store of the home, brought up to date; what it could not read is printed as warnings."""
     from critui.runs.store import RunStore
 
     store = RunStore(home)
     store.reconcile()
+    print_problems(store)
     return store
+
+
+def print_problems(store) -> None:
+    """The store's warnings (damaged records it skipped, folders it will not touch), on stderr."""
+    for problem in store.take_problems():
+        err_console.print(f"[yellow]Warning:[/] {escape(problem)}", soft_wrap=True)
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
@@ -397,34 +407,92 @@ def runs(status, deficit, model, dataset, limit, as_json, home) -> None:
     # The full table if it fits; else the compact one (no creation time, and a dataset that
     # every run shares named in the title), which fits 80 columns.
     table = _runs_table(docs, store.home, wide=True)
-    natural = Measurement.get(console, console.options.update(max_width=10_000), table).maximum
-    if natural > console.width:
+    if table.width > console.width:
         table = _runs_table(docs, store.home, wide=False)
-    console.print(table)
+    table.print(console)
 
 
-def _runs_table(docs: list[dict[str, Any]], home: Path, wide: bool) -> Table:
+STATUS_COLOURS = {"finished": "green", "running": "cyan", "failed": "red", "interrupted": "yellow",
+                  "cancelled": "yellow", "queued": "blue"}
+
+
+def _width(text: str) -> int:
+    return len(text) if text.isascii() else cell_len(text)
+
+
+@dataclasses.dataclass
+class RunsListing:
+    """The runs listing, laid out as a rich table with a simple head would be, but in time
+    linear in the runs: rich measures and renders every cell twice, 1.5 s per 1,000 runs."""
+
+    title: str
+    columns: list[str]
+    rows: list[list[str]]  # plain text; the status column is coloured when printed
+    right: set[str]
+    wrap: str  # the one column that may be cut to fit
+
+    def __post_init__(self):
+        self.widths = [max([_width(c), *(_width(r[i]) for r in self.rows)]) for i, c in enumerate(self.columns)]
+
+    @property
+    def width(self) -> int:
+        return sum(self.widths) + 2 * (len(self.columns) - 1)
+
+    def print(self, console: Console) -> None:
+        """Write the table to ``console``'s file, coloured when the console is a terminal."""
+        widths = list(self.widths)
+        cut = self.columns.index(self.wrap)
+        widths[cut] = max(16, widths[cut] - max(0, self.width - console.width))
+        total = sum(widths) + 2 * (len(widths) - 1)
+        status, right = self.columns.index("status"), [c in self.right for c in self.columns]
+        colour = console.color_system is not None and not console.no_color
+
+        def paint(text: str, style: str) -> str:
+            if not colour:
+                return text
+            segments = console.render(rich.text.Text(text, style=style))
+            return "".join(seg.style.render(seg.text, color_system=console.color_system) if seg.style else seg.text
+                           for seg in segments).rstrip("\n")
+
+        codes = {s: paint("\0", c).split("\0") for s, c in STATUS_COLOURS.items()} if colour else {}
+
+        def line(cells: list[str]) -> str:
+            parts = []
+            for i, cell in enumerate(cells):
+                if _width(cell) > widths[i]:
+                    cell = cell[: widths[i] - 1] + "…"
+                pad = " " * (widths[i] - _width(cell))
+                shown = cell.join(codes[cell]) if i == status and cell in codes else cell
+                parts.append(pad + shown if right[i] else shown + pad)
+            return "  ".join(parts).rstrip()
+
+        title = [paint(part.replace("\u00a0", " ").center(total).rstrip(), "italic")
+                 for part in textwrap.wrap(self.title, max(total, 20))]
+        head = [*title, paint(line(self.columns), "bold"), "─" * total]
+        console.file.write("\n".join(head + [line(r) for r in self.rows]) + "\n")
+        console.file.flush()
+
+
+def _runs_table(docs: list[dict[str, Any]], home: Path, wide: bool) -> RunsListing:
     forks = any(d.get("parent") for d in docs)
     datasets = {short_id(d["dataset"]) for d in docs}
     one_dataset = not wide and len(datasets) == 1
-    title = f"runs in {home}" + (f", all on {datasets.pop()}" if one_dataset else "")
-    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, padding=(0, 1, 0, 0))
+    # No-break spaces keep "all on DATASET" on one line when a long home wraps the title.
+    title = f"runs in {home}" + (f", all\u00a0on\u00a0{datasets.pop()}" if one_dataset else "")
     experiment = "model / deficit" if one_dataset else "model / dataset / deficit"
     columns = ["id", "status", experiment, "epochs", "final acc"] + (["created"] if wide else [])
-    for column in columns + (["fork of"] if forks else []):
-        table.add_column(column, no_wrap=column != experiment, min_width=16 if column == experiment else None,
-                         justify="right" if column in ("epochs", "final acc") else "left")
+    rows = []
     for d in docs:
         parts = [short_id(d["model"])] + ([] if one_dataset else [short_id(d["dataset"])]) + [_deficit_text(d)]
         row = [
-            d["id"], _status_markup(d["status"]), " / ".join(parts),
+            d["id"], d["status"], " / ".join(parts),
             f"{d.get('epochs_done', 0)}/{d['epochs']}", _fmt_acc(d.get("final_acc")),
         ] + ([time.strftime("%m-%d %H:%M", time.localtime(d.get("created", 0)))] if wide else [])
         if forks:
             # The id's random suffix is enough to name the parent (`critui show a092` finds it).
             row.append(f"…{d['parent'][-4:]}@{d['fork_epoch']}" if d.get("parent") else "")
-        table.add_row(*row)
-    return table
+        rows.append(row)
+    return RunsListing(title, columns + (["fork of"] if forks else []), rows, {"epochs", "final acc"}, experiment)
 
 
 @cli.command()
@@ -438,6 +506,10 @@ def delete(run_refs, yes, home) -> None:
     must be stopped first, and a run that forked runs inherit epochs from is kept until
     they go (name them together to delete a whole tree).
     """
+    from critui.runs.store import check_run_ref
+
+    for ref in run_refs:  # before any path is touched: `..`, `/x` or '' never name a run
+        check_run_ref(ref)
     store = open_store(home)
     docs = list({d["id"]: d for d in (store.get(ref) for ref in run_refs)}.values())
     ids = {d["id"] for d in docs}

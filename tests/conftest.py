@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -42,8 +41,10 @@ def critui(home: Path):
 
 
 def index_docs(home: Path) -> list[dict]:
-    data = json.loads((home / "history.json").read_text())
-    return list(data.get("_default", {}).values())
+    """The run index's entries, as a reader in another process sees them (snapshot and journal)."""
+    from critui.runs.journal import read_index
+
+    return read_index(home / "history.json")
 
 
 def events_of(home: Path, run_id: str) -> list[dict]:

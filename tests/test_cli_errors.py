@@ -112,7 +112,11 @@ def test_a_full_disk_gets_the_fix_and_leaves_no_half_made_run(home, monkeypatch,
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real(path, *args, **kwargs)
 
+    def atomic_write(path, *args, **kwargs):
+        return write_text(Path(path), *args, **kwargs)
+
     monkeypatch.setattr(Path, "write_text", write_text)
+    monkeypatch.setattr("critui.runs.store.atomic_write", atomic_write)  # how a run's files are made
     with pytest.raises(SystemExit) as exited:
         cli.main(["run", "--home", str(home), "--epochs", "1"])
     assert exited.value.code == 2

@@ -2,22 +2,27 @@
 
 Each run directory (``HOME/runs/<run-id>/``) is self-describing: ``run.json`` (who made it,
 with which plugins, on which commit), ``spec.json`` (the resolved config), ``events.jsonl``
-(what happened), ``ckpt/`` and ``log.txt``. The index (``HOME/history.json``) is a summary
-for listing and filtering. It is written only by managing processes, only on state changes,
-under a file lock, and atomically (write a temporary file, then rename), so a TUI and any
-number of ``critui run`` processes can share one home.
+(what happened), ``ckpt/`` and ``log.txt``. The index (``HOME/history.json`` and its journal,
+see :mod:`critui.runs.journal`) is a summary for listing and filtering, written only under a
+file lock, so a TUI and any number of ``critui run`` processes can share one home.
 
 Because the run directories are the source of truth, :meth:`RunStore.reconcile` can always
 bring the index up to date with them: a run whose worker died becomes ``interrupted``, a
 run that finished while nobody watched becomes ``finished``, and a directory the index
-lost is added back.
+lost is added back (a lost or unreadable index is rebuilt in one write).
+
+Nothing read is trusted. A run id must have critui's form and be its folder's name before it
+becomes a path (``..``, ``/``, an absolute path never reach a delete); an index entry, a
+``run.json`` or a ``spec.json`` that cannot be used is skipped and described in
+:attr:`RunStore.problems`, so one damaged run never breaks a command about another.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import secrets
+import re
 import shutil
 import socket
 import subprocess
@@ -28,27 +33,42 @@ from pathlib import Path
 from typing import Any
 
 from filelock import FileLock, Timeout
-from tinydb import Query, TinyDB
-from tinydb.storages import Storage
+from tinydb import TinyDB
 
 from critui.config import RunSpec
 from critui.errors import CritUIError
 from critui.events import (
+    EVENTS_FILE,
     TERMINAL,
     epoch_table,
     final_accuracy,
     outcome,
+    parse_lines,
     pid_alive,
-    read_events,
     worker_pid,
+)
+from critui.files import TEMP_SUFFIX, atomic_write, remove_stale_temps
+from critui.runs.ids import check_run_id, is_run_id, new_run_id
+from critui.runs.journal import (
+    FIELD_CHECKS,
+    JOURNAL_SUFFIX,
+    STATUSES,  # noqa: F401 - part of this module's interface
+    IndexDamaged,
+    JournalStorage,
+    entry_problem,
+    field_ok,
+    forget_cached,
+    is_number,
 )
 
 INDEX_FILE = "history.json"
 LOCK_FILE = "history.lock"
 RUNS_DIR = "runs"
 ACTIVE = ("queued", "running")
-STATUSES = ("queued", "running", "finished", "failed", "cancelled", "interrupted")
 LOCK_TIMEOUT_S = 30.0
+STAGING_MAX_AGE_S = 3600.0  # a staging folder younger than this may be a create() under way
+SKIPPED_EVENTS = ('{"event": "metric"', '{"event": "checkpoint"')  # lines a summary never needs
+RUN_REF = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,79}")  # what may name a run, or a typo of one
 
 
 def default_home() -> Path:
@@ -59,54 +79,6 @@ def default_home() -> Path:
     from platformdirs import user_data_dir
 
     return Path(user_data_dir("critui", appauthor=False))
-
-
-class AtomicJSONStorage(Storage):
-    """TinyDB storage that never leaves a half-written index: write aside, then rename."""
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-
-    def read(self) -> dict[str, Any] | None:
-        try:
-            text = self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return None
-        if not text.strip():
-            return None
-        try:
-            return json.loads(text)
-        except ValueError:
-            raise CritUIError(
-                f"The run index {self.path} is corrupt (not valid JSON). Your runs are safe in "
-                f"{self.path.parent / RUNS_DIR}: move the index aside (mv {self.path} "
-                f"{self.path}.bad) and any critui command rebuilds it from the run directories."
-            ) from None
-
-    def write(self, data: dict[str, Any]) -> None:
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(data, f, indent=1, sort_keys=True)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except OSError as exc:
-            raise CritUIError(
-                f"Could not write the run index {self.path}: {exc.strerror or exc}. Free some "
-                "disk space or point --home / CRITUI_HOME at a writable folder; no run was lost."
-            ) from None
-        finally:
-            if tmp.exists():
-                tmp.unlink()
-
-    def close(self) -> None:
-        pass
-
-
-def new_run_id() -> str:
-    """Sortable and unique across processes: time, then random hex."""
-    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
 
 
 def git_commit() -> str | None:
@@ -135,8 +107,24 @@ def forked_from_message(run_id: str, forks: list[str]) -> str:
     )
 
 
+
+
+def check_run_ref(ref: object) -> str:
+    """``ref`` if it could name a run (``last``, an id, a part of one, or a typo of one); a
+    CritUIError for anything path-like (empty, ``..``, a ``/``, a leading dot or ``~``), before
+    the reference comes anywhere near a path."""
+    if isinstance(ref, str) and RUN_REF.fullmatch(ref) and ".." not in ref:
+        return ref
+    return check_run_id(ref, "the command line")
+
+
 class RunStore:
-    """The runs under one critui home."""
+    """The runs under one critui home.
+
+    What the store reads and cannot use (a damaged index entry, a run folder with a broken
+    ``spec.json``, a copied folder) is skipped, never trusted, and described in
+    :attr:`problems`, which the CLI prints as warnings and the TUI as notifications.
+    """
 
     def __init__(self, home: Path | str | None = None):
         self.home = Path(home).expanduser() if home else default_home()
@@ -149,6 +137,22 @@ class RunStore:
                 "writable folder with --home DIR or CRITUI_HOME=DIR."
             ) from None
         self._lock = FileLock(str(self.home / LOCK_FILE), timeout=LOCK_TIMEOUT_S)
+        self.problems: list[str] = []  # warnings not yet shown; see take_problems
+        self._warned: set[str] = set()
+        self._scanned: tuple | None = None  # the runs folder and index as of the last full scan
+
+    # -- problems found while reading ----------------------------------------------------------
+
+    def warn(self, message: str) -> None:
+        """Note a problem with what was read (once per store, however often it is met)."""
+        if message not in self._warned:
+            self._warned.add(message)
+            self.problems.append(message)
+
+    def take_problems(self) -> list[str]:
+        """The problems noted since the last call, oldest first."""
+        taken, self.problems = self.problems, []
+        return taken
 
     # -- the index ---------------------------------------------------------------------------
 
@@ -157,10 +161,14 @@ class RunStore:
         """The TinyDB index, opened under the file lock for one read-modify-write."""
         try:
             with self._lock:
-                db = TinyDB(self.home / INDEX_FILE, storage=AtomicJSONStorage)
+                db = self._open_index()
                 try:
                     yield db
+                    if db.storage.state.needs_compaction:
+                        db.storage.compact()  # fold away what was left out, so it is told once
                 finally:
+                    for problem in db.storage.problems:
+                        self.warn(problem)
                     db.close()
         except Timeout:
             raise CritUIError(
@@ -168,14 +176,52 @@ class RunStore:
                 f"critui process may be stuck; if none is running, delete {self.home / LOCK_FILE}."
             ) from None
 
+    def _open_index(self) -> TinyDB:
+        db = TinyDB(self.home / INDEX_FILE, storage=JournalStorage)
+        try:
+            db.storage.refresh()
+        except IndexDamaged as exc:
+            db = self._set_aside(db.storage, str(exc))
+            self._add_missing(db)  # rebuilt from the run folders, in one write
+        return db
+
+    def _set_aside(self, storage: JournalStorage, problem: str) -> TinyDB:
+        """Move an unreadable index out of the way (kept for inspection) and start a new one."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        kept = []
+        for path in (storage.path, storage.journal):
+            if path.exists():
+                aside = path.with_name(f"{path.name}.damaged-{stamp}")
+                os.replace(path, aside)
+                kept.append(aside.name)
+        forget_cached(storage.path)
+        self._scanned = None  # every run folder must be read again
+        self.warn(
+            f"The run index {storage.path} {problem}. It was moved aside ({', '.join(kept)}) and "
+            f"rebuilt from the run folders in {self.runs_dir}; no run was lost."
+        )
+        db = TinyDB(self.home / INDEX_FILE, storage=JournalStorage)
+        db.storage.refresh()
+        return db
+
+    def index_key(self) -> tuple:
+        """Changes whenever any process changes the index (cheap: two stats, no lock)."""
+        keys = []
+        for name in (INDEX_FILE, INDEX_FILE.removesuffix(".json") + JOURNAL_SUFFIX):
+            try:
+                st = os.stat(self.home / name)
+                keys.append((st.st_ino, st.st_size, st.st_mtime_ns))
+            except FileNotFoundError:
+                keys.append(None)
+        return tuple(keys)
+
     def run_dir(self, run_id: str) -> Path:
-        return self.runs_dir / run_id
+        """The folder of a run; refuses anything that is not a run id (it would be a path)."""
+        return self.runs_dir / check_run_id(run_id)
 
     def create(self, spec: RunSpec, plugins: dict[str, dict[str, str]], extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """Make a run directory (complete before it appears) and its index entry, ``queued``."""
         run_id = new_run_id()
-        while self.run_dir(run_id).exists():
-            run_id = new_run_id()
         meta = {
             "id": run_id,
             "name": spec.name or spec.describe(),
@@ -187,44 +233,60 @@ class RunStore:
             "spec_hash": spec.spec_hash(),
             **(extra or {}),
         }
-        staging = self.runs_dir / f".{run_id}.tmp"
+        staging = self.runs_dir / f".{run_id}{TEMP_SUFFIX}"  # reconcile clears one left by a kill
         try:
             staging.mkdir()
-            (staging / "spec.json").write_text(json.dumps(spec.to_json(), indent=2, sort_keys=True))
-            (staging / "run.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
-        except OSError:
+            atomic_write(staging / "spec.json", json.dumps(spec.to_json(), indent=2, sort_keys=True))
+            atomic_write(staging / "run.json", json.dumps(meta, indent=2, sort_keys=True))
+        except BaseException:
             shutil.rmtree(staging, ignore_errors=True)  # e.g. a full disk: leave nothing half-made
             raise
-        doc = self._document(meta, spec, status="queued")
         # The directory appears under the index lock: otherwise another critui process could
         # reconcile in between, find a run directory missing from the index, and add it
         # before this insert adds it a second time.
         with self.index() as db:
+            while self.run_dir(run_id).exists():  # the same second and the same random suffix
+                run_id = meta["id"] = new_run_id()
+                atomic_write(staging / "run.json", json.dumps(meta, indent=2, sort_keys=True))
+            doc = self._document(meta, spec_fields(spec.to_json()), status="queued")
             os.replace(staging, self.run_dir(run_id))
-            db.insert(doc)
+            db.storage.insert([doc])
         return doc
 
     def claim(self, run_id: str, check: Callable[[dict[str, Any]], None], **fields: Any) -> dict[str, Any]:
         """Re-read a run under the index lock, let ``check`` refuse it (by raising), then set
         ``fields``: two processes resuming one run can never both pass the check."""
         with self.index() as db:
-            doc = db.get(Query().id == run_id)
-            if doc is None:
+            doc_id = db.storage.state.by_run.get(run_id)
+            if doc_id is None:
                 raise CritUIError(f"Run {run_id} is no longer in {self.home} (deleted?).")
+            doc = dict(db.storage.state.entries[doc_id])
             check(dict(doc))
-            db.update(fields, Query().id == run_id)
+            db.storage.set_fields(run_id, fields)
             return {**doc, **fields}
 
     def update(self, run_id: str, **fields: Any) -> None:
+        """Set fields of a run's entry. A fork's progress and accuracy, whoever settles it, are
+        counted from its joined history (inherited epochs too), as if trained from scratch."""
         with self.index() as db:
-            db.update(fields, Query().id == run_id)
+            state = db.storage.state
+            doc_id = state.by_run.get(run_id)
+            if doc_id is None:
+                return
+            doc = state.entries[doc_id]
+            if "epochs_done" in fields and doc.get("parent"):
+                fields.update(self._fork_progress({**doc, **fields}, self._docs_by_id(state)))
+            db.storage.set_fields(run_id, fields)
 
     def all(self) -> list[dict[str, Any]]:
+        """Every run's index entry (copies), oldest first."""
         with self.index() as db:
-            return sorted(db.all(), key=lambda d: d.get("created", 0))
+            docs = [dict(d) for d in db.storage.state.entries.values()]
+        return sorted(docs, key=lambda d: d["created"])
 
     def get(self, ref: str) -> dict[str, Any]:
-        """A run by id, unique id prefix, or ``last`` (the newest)."""
+        """A run by id, unique id prefix or suffix, or ``last`` (the newest)."""
+        check_run_ref(ref)
         docs = self.all()
         if ref in ("last", "latest"):
             if not docs:
@@ -248,44 +310,118 @@ class RunStore:
     def delete(self, run_id: str) -> None:
         """Remove a run's index entry and directory. A run that forked runs inherit their
         first epochs from is refused: deleting it would silently lose theirs."""
+        path = self.run_dir(run_id)  # checked before anything is touched
         with self.index() as db:
-            if forks := [d["id"] for d in db.all() if d.get("parent") == run_id]:
+            state = db.storage.state
+            if forks := [d["id"] for d in state.entries.values() if d.get("parent") == run_id]:
                 raise CritUIError(forked_from_message(run_id, forks))
-            db.remove(Query().id == run_id)
-        shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
+            if (doc_id := state.by_run.get(run_id)) is not None:
+                db.storage.commit({}, [doc_id])
+        if path.is_symlink():
+            path.unlink()  # never follow a link out of the home
+        else:
+            shutil.rmtree(path, ignore_errors=True)
 
     # -- keeping the index true to the run directories ---------------------------------------
 
     def reconcile(self) -> list[str]:
         """Bring the index up to date with the run directories; return the ids changed.
 
-        Active runs whose worker and manager are gone are settled from their events;
-        run directories missing from the index are added back.
+        Active runs whose worker and manager are gone are settled from their events; run
+        directories missing from the index are added back (all in one write); critui's stale
+        temporary files are removed. A run that cannot be read is skipped with a warning.
         """
-        changed = []
         with self.index() as db:
-            known = {d["id"]: d for d in db.all()}
-            for run_id, doc in known.items():
-                if doc.get("status") not in ACTIVE:
+            remove_stale_temps(self.home)  # index temporaries: nobody writes them without the lock
+            state = db.storage.state
+            settled: dict[str, dict[str, Any]] = {}
+            docs_by_id = None
+            for doc in [d for d in state.entries.values() if d.get("status") in ACTIVE]:
+                if doc.get("parent") and docs_by_id is None:
+                    docs_by_id = self._docs_by_id(state)
+                try:
+                    fields = self._settle(dict(doc), docs_by_id)
+                except Exception as exc:  # noqa: BLE001 - one damaged run must not stop the others
+                    self.warn(f"{self.runs_dir / doc['id']}: could not read how it ended ({type(exc).__name__}: "
+                              f"{exc}); it stays {doc['status']} in the index.")
                     continue
-                fields = self._settle(doc)
                 if fields:
-                    db.update(fields, Query().id == run_id)
-                    changed.append(run_id)
-            for path in sorted(self.runs_dir.iterdir()):
-                if path.name.startswith(".") or path.name in known or not (path / "spec.json").exists():
-                    continue
-                doc = self._rebuild(path)
-                if doc:
-                    db.insert(doc)
-                    changed.append(path.name)
-        return changed
+                    settled[doc["id"]] = fields
+            if settled:  # in one write
+                db.storage.commit({state.by_run[r]: {**state.entries[state.by_run[r]], **f} for r, f in settled.items()}, ())
+            return list(settled) + self._add_missing(db)
 
-    def _settle(self, doc: dict[str, Any]) -> dict[str, Any]:
+    def _add_missing(self, db: TinyDB) -> list[str]:
+        """Index the run folders the index lacks, in one write; refuse folders not named by an id."""
+        state = db.storage.state
+        scan = (self._folder_key(), state.generation)
+        if scan == self._scanned and not state.rejected:
+            return []
+        # Staging folders a killed create() left; only when the runs folder is read anyway (a
+        # new process always reads it once), as 10,000 entries are not listed at every poll.
+        remove_stale_temps(self.runs_dir, older_than_s=STAGING_MAX_AGE_S)
+        docs, waiting = [], False
+        for entry in os.scandir(self.runs_dir):
+            name = entry.name
+            if name.startswith(".") or name in state.by_run:
+                continue
+            path = Path(entry.path)
+            if not (path / "spec.json").exists() and not (path / "run.json").exists():
+                waiting = True  # not a run, or one still being copied in: look again next time
+                continue
+            if not is_run_id(name):
+                self.warn(self._foreign_folder_message(path))
+                continue
+            try:
+                doc = self._rebuild(path)
+            except Exception as exc:  # noqa: BLE001 - one damaged run must not stop the others
+                self.warn(f"{path}: could not be read ({type(exc).__name__}: {exc}); it is left out of the index.")
+                continue
+            if doc:
+                docs.append(doc)
+        if any(d.get("parent") for d in docs):
+            by_id = {**self._docs_by_id(state), **{d["id"]: d for d in docs}}
+            for doc in docs:
+                if doc.get("parent") and doc["status"] not in ACTIVE:
+                    doc.update(self._fork_progress(doc, by_id))
+        if docs:
+            db.storage.insert(docs)
+        self._scanned = None if waiting else (self._folder_key(), db.storage.state.generation)
+        return [d["id"] for d in docs]
+
+    def _folder_key(self) -> tuple | None:
+        try:
+            st = os.stat(self.runs_dir)
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_mtime_ns)
+
+    def _foreign_folder_message(self, path: Path) -> str:
+        meta, _ = read_json_object(path / "run.json")
+        copied = f" (a copy of run {meta['id']}?)" if meta and is_run_id(meta.get("id")) else ""
+        return (
+            f"{path} is not named by a critui run id{copied}, so it is not listed. To keep it as a run "
+            f"of its own, rename it to a fresh id (e.g. mv {path} {self.runs_dir / new_run_id()}); "
+            "otherwise remove it."
+        )
+
+    @staticmethod
+    def _docs_by_id(state) -> dict[str, dict[str, Any]]:
+        return {d["id"]: d for d in state.entries.values()}
+
+    def _fork_progress(self, doc: dict[str, Any], docs_by_id: dict[str, dict[str, Any]] | None) -> dict[str, Any]:
+        """A fork's epochs and accuracy from its joined history (its parent's epochs before the fork)."""
+        from critui.runs.lineage import full_rows
+
+        rows = full_rows(self, doc, docs_by_id)
+        return {"epochs_done": len(rows), "final_acc": final_accuracy(rows),
+                "last_acc": rows[-1].get("test_acc") if rows else None}
+
+    def _settle(self, doc: dict[str, Any], docs_by_id: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
         run_dir = self.run_dir(doc["id"])
         if not run_dir.exists():
             return {"status": "interrupted", "error": "the run directory was deleted", "ended": time.time()}
-        events = read_events(run_dir)
+        events = summary_events(run_dir)
         # The manager records the worker's pid before the worker has written any event.
         if doc.get("job"):  # a launcher's job, perhaps on another machine: only it can tell
             from critui.runs.launcher import job_alive
@@ -299,65 +435,100 @@ class RunStore:
             return {} if doc.get("status") == "running" else {"status": "running"}
         if doc.get("status") == "queued" and pid_alive(doc.get("manager_pid")) and not events:
             return {}  # its manager is still about to start it
-        return self.summary_fields(events, ended_default="interrupted")
+        fields = self.summary_fields(events, ended_default="interrupted")
+        if doc.get("parent"):
+            fields.update(self._fork_progress(doc, docs_by_id))
+        return fields
 
     def _rebuild(self, run_dir: Path) -> dict[str, Any] | None:
-        try:
-            spec = RunSpec.from_json(json.loads((run_dir / "spec.json").read_text()))
-            meta = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
-        except (ValueError, KeyError, TypeError):
+        """An index entry for a run folder, from its files; the folder's name is its id."""
+        run_id = run_dir.name
+        meta = self._run_record(run_dir)
+        spec_data, problem = read_json_object(run_dir / "spec.json")
+        spec = None
+        if spec_data is not None:
+            try:  # run.json's hash is what the run was made with; spec.json can only agree
+                spec = spec_fields(spec_data, meta["spec_hash"] if isinstance(meta.get("spec_hash"), str) else None)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                problem = f"does not describe a run ({type(exc).__name__}: {exc})"
+        if spec is None:
+            self.warn(f"{run_dir / 'spec.json'} {problem}; the run is not listed until spec.json is "
+                      f"repaired (or the folder removed).")
             return None
-        meta.setdefault("id", run_dir.name)
-        meta.setdefault("created", run_dir.stat().st_mtime)
-        events = read_events(run_dir)
-        alive = pid_alive(worker_pid(events), run_dir.name)
+        events = summary_events(run_dir)
+        alive = pid_alive(worker_pid(events), run_id)
         doc = self._document(meta, spec, status="running" if alive else "interrupted")
         if not alive:
             doc.update(self.summary_fields(events, ended_default="interrupted"))
+        if problem := entry_problem(doc):
+            self.warn(f"{run_dir / 'spec.json'}: the run's entry {problem}; the run is not listed.")
+            return None
         return doc
+
+    def _run_record(self, run_dir: Path) -> dict[str, Any]:
+        """``run.json`` as far as it can be used; a copied run's record is corrected to its folder."""
+        path = run_dir / "run.json"
+        meta, problem = read_json_object(path)
+        if meta is None:
+            if problem != "is missing":
+                self.warn(f"{path} {problem}; the run is listed from its spec.json and events alone.")
+            meta = {}
+        for key in ("name", "created", "host", "manager_pid", "plugins", "parent", "fork_epoch", "sweep"):
+            value = meta.get(key)
+            if value is not None and not field_ok(key, value):
+                self.warn(f"{path}: {key} {value!r} is not {FIELD_CHECKS[key][2]}; ignored.")
+                meta.pop(key)
+        if "id" in meta and meta["id"] != run_dir.name:
+            self.warn(f"{path} named the run {meta['id']!r}, not its folder's name; it is indexed as "
+                      f"{run_dir.name} and run.json was corrected (a copied run keeps an id of its own).")
+            meta["id"] = run_dir.name
+            atomic_write(path, json.dumps(meta, indent=2, sort_keys=True))
+        meta["id"] = run_dir.name
+        if meta.get("created") is None:
+            meta["created"] = run_dir.stat().st_mtime
+        return meta
 
     @staticmethod
     def summary_fields(events: list[dict[str, Any]], ended_default: str | None = None) -> dict[str, Any]:
-        """Index fields derived from a run's events: status, progress, accuracy, runtime facts."""
+        """Index fields derived from a run's events: status, progress, accuracy, runtime facts.
+
+        Values of the wrong type in an events line are left out rather than copied in."""
         rows = epoch_table(events)
+        last = rows[-1].get("test_acc") if rows else None
         fields: dict[str, Any] = {
             "epochs_done": len(rows),
-            "final_acc": final_accuracy(rows),
-            "last_acc": rows[-1]["test_acc"] if rows else None,
+            "final_acc": _checked("final_acc", final_accuracy(rows)),
+            "last_acc": _checked("last_acc", last),
         }
         starts = [e for e in events if e["event"] == "started"]
         if starts:
             first = starts[0]
             fields.update(
-                device=starts[-1].get("device"),
-                device_name=starts[-1].get("device_name"),
-                threads=starts[-1].get("threads"),
-                torch=first.get("torch"),
-                started=first.get("time"),
-                lr_at_removal=first.get("lr_at_removal"),
+                device=_checked("device", starts[-1].get("device")),
+                device_name=_checked("device_name", starts[-1].get("device_name")),
+                threads=_checked("threads", starts[-1].get("threads")),
+                torch=first.get("torch") if isinstance(first.get("torch"), str) else None,
+                started=_checked("started", first.get("time")),
+                lr_at_removal=first.get("lr_at_removal") if is_number(first.get("lr_at_removal")) else None,
             )
         end = outcome(events)
         if end is not None:
-            fields.update(status=end["event"], ended=end.get("time"))
+            fields.update(status=end["event"], ended=_checked("ended", end.get("time")))
             if end["event"] == "failed":
-                fields.update(error=end.get("error"), failed_epoch=end.get("epoch"))
+                error = end.get("error")
+                fields.update(error=None if error is None else str(error),
+                              failed_epoch=_checked("failed_epoch", end.get("epoch")))
         elif ended_default:
             fields.update(status=ended_default, ended=time.time())
         return fields
 
     @staticmethod
-    def _document(meta: dict[str, Any], spec: RunSpec, status: str) -> dict[str, Any]:
-        window = spec.window()
+    def _document(meta: dict[str, Any], spec: dict[str, Any], status: str) -> dict[str, Any]:
+        """A new index entry from ``run.json``'s record and :func:`spec_fields`."""
         return {
             **{k: meta.get(k) for k in ("id", "name", "created", "host", "manager_pid", "plugins", "git_commit")},
-            "spec_hash": spec.spec_hash(),
+            **spec,
             "status": status,
-            "dataset": spec.dataset.id,
-            "model": spec.model.id,
-            "deficit": spec.deficit.id if spec.deficit else None,
-            "window": list(window) if window else None,
-            "epochs": spec.epochs,
-            "seed": spec.seed,
             "epochs_done": 0,
             "final_acc": None,
             "parent": meta.get("parent"),
@@ -365,3 +536,63 @@ class RunStore:
             "sweep": meta.get("sweep"),
             "axis": meta.get("axis"),
         }
+
+
+def spec_fields(spec: dict[str, Any], spec_hash: str | None = None) -> dict[str, Any]:
+    """The index fields a resolved ``spec.json`` gives (as :class:`RunSpec` reads them), read
+    straight from the JSON: a rebuild of 10,000 runs cannot afford building each RunSpec."""
+    deficit = spec.get("deficit")
+    params = deficit["params"] if deficit else None
+    window = [int(params["start"]), int(params["end"])] if deficit else None
+    if spec_hash is None:
+        hashed = {k: v for k, v in spec.items() if k not in ("name", "keep_checkpoints")}
+        blob = json.dumps(hashed, sort_keys=True, separators=(",", ":"))
+        spec_hash = hashlib.sha256(blob.encode()).hexdigest()[:16]
+    for section in ("dataset", "model") + (("deficit",) if deficit else ()):
+        if not isinstance(spec[section]["id"], str):
+            raise TypeError(f"{section}.id is not text")
+    return {
+        "spec_hash": spec_hash,
+        "dataset": spec["dataset"]["id"],
+        "model": spec["model"]["id"],
+        "deficit": deficit["id"] if deficit else None,
+        "window": window,
+        "epochs": int(spec["train"]["epochs"]),
+        "seed": int(spec["train"]["seed"]),
+    }
+
+
+def summary_events(run_dir: Path) -> list[dict[str, Any]]:
+    """A run's events as far as its index entry needs them: metric and checkpoint lines (most
+    of a long run's file) are passed over unparsed, which makes a rebuild of 10,000 runs fast."""
+    try:
+        text = (run_dir / EVENTS_FILE).read_text(encoding="utf-8", errors="replace")
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    # The worker writes "event" first, so the kind of a line shows in its first characters.
+    kept = [line for line in text.splitlines() if not line.startswith(SKIPPED_EVENTS)]
+    return parse_lines("\n".join(kept))
+
+
+def _checked(key: str, value: Any) -> Any:
+    """``value`` if it has the type the index expects for ``key``, else None."""
+    return value if field_ok(key, value) else None
+
+
+def read_json_object(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """A JSON object read from ``path``, or None and what is wrong with the file, in words."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None, "is missing"
+    except OSError as exc:
+        return None, f"cannot be read ({exc.strerror or exc})"
+    try:
+        value = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        return None, "is not UTF-8 text"
+    except ValueError:
+        return None, "is not valid JSON (cut short?)"
+    if not isinstance(value, dict):
+        return None, f"holds a JSON {type(value).__name__}, not an object"
+    return value, None

@@ -79,8 +79,10 @@ class CritUIApp(App):
     def _poll_worker(self) -> None:
         changed: set[str] = set()
         error = None
+        problems: list[str] = []
         try:
             changed = self.feed.poll()
+            problems, self.feed.problems = self.feed.problems, []
         except Exception as exc:  # noqa: BLE001 - a bad index or disk must not end the session
             error = (
                 f"{type(exc).__name__}: {exc}"
@@ -88,13 +90,18 @@ class CritUIApp(App):
                 else str(exc)
             )
         try:
-            self.call_from_thread(self._after_poll, changed, error)
+            self.call_from_thread(self._after_poll, changed, error, problems)
         except RuntimeError:
             pass  # the app is shutting down
 
-    def _after_poll(self, changed: set[str], error: str | None) -> None:
+    def _after_poll(self, changed: set[str], error: str | None, problems: list[str] = ()) -> None:
         self._polling = False
         self.polls_done += 1
+        for problem in problems[:5]:  # what the store skipped, each told once per session
+            self.notify(problem, severity="warning", timeout=10)
+        if len(problems) > 5:
+            self.notify(f"...and {len(problems) - 5} more problems; `critui runs` lists them all.",
+                        severity="warning", timeout=10)
         if error and error != self._last_error:
             self.notify(f"Could not read the runs: {error}", severity="error", timeout=8)
         self._last_error = error

@@ -14,10 +14,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from critui.events import EventTail, epoch_table, pid_alive, worker_pid
+from critui.events import EVENTS_FILE, EventTail, epoch_table, pid_alive, worker_pid
 from critui.runs.lineage import summarise_fork
 
 RECONCILE_EVERY = 5  # polls between reconciliations (settles runs whose manager died)
+ACTIVE = ("queued", "running")
 
 
 def well_formed(event: dict[str, Any]) -> bool:
@@ -70,19 +71,58 @@ class RunHistory:
         return names
 
 
+class Histories(dict):
+    """Run id -> :class:`RunHistory`, read on first use: the runs still training are tailed at
+    every poll, and any other run's events are read only when a screen asks for them (a home
+    of 10,000 runs is not 10,000 files read per poll). ``peek`` never reads."""
+
+    def __init__(self, feed: RunsFeed):
+        super().__init__()
+        self._feed = feed
+
+    def __missing__(self, run_id: str) -> RunHistory:
+        if run_id not in self._feed.docs:
+            raise KeyError(run_id)
+        history = RunHistory(self._feed.store.run_dir(run_id))
+        history.refresh()
+        return self.setdefault(run_id, history)
+
+    def __contains__(self, run_id: object) -> bool:
+        return dict.__contains__(self, run_id) or run_id in self._feed.docs
+
+    def get(self, run_id: str, default: Any = None) -> Any:
+        try:
+            return self[run_id]
+        except KeyError:
+            return default
+
+    def peek(self, run_id: str) -> RunHistory | None:
+        """The history if it was read already; never reads one."""
+        return dict.get(self, run_id)
+
+
 class RunsFeed:
     """Index documents, run histories and this app's own workers, polled together."""
 
     def __init__(self, store):
         self.store = store
         self.docs: dict[str, dict[str, Any]] = {}
-        self.histories: dict[str, RunHistory] = {}
+        self.histories = Histories(self)
         self.monitors: dict[str, Any] = {}  # run id -> RunMonitor, for runs this app launched
         self.polls = 0
+        self.problems: list[str] = []  # the store's warnings not yet shown
+        self._index_key: tuple | None = None
+        self._active: list[str] = []
+        self._interrupted: list[str] = []
+        self._sizes: dict[str, int] = {}  # events file sizes of interrupted runs, when first seen
         self._lock = threading.Lock()
 
     def poll(self) -> set[str]:
-        """Bring everything up to date; return the ids of runs that changed (added, removed too)."""
+        """Bring everything up to date; return the ids of runs that changed (added, removed too).
+
+        The index is re-read only when a process changed it, and only the histories of runs
+        that are active or just changed are tailed: a poll of a quiet home of any size is a
+        few stats."""
         with self._lock:
             ended = []
             for monitor in list(self.monitors.values()):
@@ -93,24 +133,54 @@ class RunsFeed:
             if self.polls % RECONCILE_EVERY == 0:
                 self.store.reconcile()
             self.polls += 1
-            docs = {d["id"]: d for d in self.store.all()}
-            forks = [r for r in ended if docs.get(r, {}).get("parent")]
-            for run_id in forks:
-                summarise_fork(self.store, run_id)
-            if forks:
-                docs = {d["id"]: d for d in self.store.all()}
-            changed = {run_id for run_id, doc in docs.items() if self.docs.get(run_id) != doc}
-            changed |= set(self.docs) - set(docs)
-            for run_id in docs:
-                history = self.histories.get(run_id)
-                if history is None:
-                    history = self.histories[run_id] = RunHistory(self.store.run_dir(run_id))
-                if history.refresh():
+            docs, changed = self._read_docs(ended)
+            for run_id, history in list(dict.items(self.histories)):
+                if run_id not in docs:
+                    del self.histories[run_id]
+                elif (run_id in changed or docs[run_id].get("status") in ACTIVE) and history.refresh():
                     changed.add(run_id)
-            for run_id in set(self.histories) - set(docs):
-                del self.histories[run_id]
+            for run_id in self._active + self._grown(docs):
+                if not dict.__contains__(self.histories, run_id):
+                    history = RunHistory(self.store.run_dir(run_id))
+                    history.refresh()
+                    self.histories.setdefault(run_id, history)
+                    changed.add(run_id)
             self.docs = docs
+            self.problems += self.store.take_problems()
             return changed
+
+    def _grown(self, docs: dict[str, dict[str, Any]]) -> list[str]:
+        """Interrupted runs whose events grew since first seen: a worker the index has not
+        caught up with yet (reconcile marks it running later); a stat each, no read."""
+        grown = []
+        for run_id in self._interrupted:
+            if dict.__contains__(self.histories, run_id) or run_id not in docs:
+                continue
+            try:
+                size = os.stat(self.store.run_dir(run_id) / EVENTS_FILE).st_size
+            except OSError:
+                size = 0
+            if self._sizes.setdefault(run_id, size) != size:
+                grown.append(run_id)
+        return grown
+
+    def _read_docs(self, ended: list[str]) -> tuple[dict[str, dict[str, Any]], set[str]]:
+        """The index documents, re-read only if the index changed; and the ids that changed."""
+        key = self.store.index_key()
+        if key == self._index_key and not ended:
+            return self.docs, set()
+        docs = {d["id"]: d for d in self.store.all()}
+        forks = [r for r in ended if docs.get(r, {}).get("parent")]
+        for run_id in forks:
+            summarise_fork(self.store, run_id)
+        if forks:
+            docs = {d["id"]: d for d in self.store.all()}
+        self._index_key = key
+        self._active = [r for r, d in docs.items() if d.get("status") in ACTIVE]
+        self._interrupted = [r for r, d in docs.items() if d.get("status") == "interrupted"]
+        changed = {run_id for run_id, doc in docs.items() if self.docs.get(run_id) != doc}
+        changed |= set(self.docs) - set(docs)
+        return docs, changed
 
     def add_monitor(self, monitor) -> None:
         self.monitors[monitor.run_id] = monitor

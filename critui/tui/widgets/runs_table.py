@@ -135,7 +135,8 @@ class RunsTable(DataTable):
         """Rebuild the rows, keeping the cursor on the same run."""
         self._shown_with = (docs, histories, query, sort)
         current = self.current_id
-        cells = [row_cells(d, getattr(histories.get(d["id"]), "rows", [])) for d in docs]
+        peek = getattr(histories, "peek", histories.get)  # only histories already read: never all
+        cells = [row_cells(d, getattr(peek(d["id"]), "rows", [])) for d in docs]
         cells = [c for c in cells if matches(c, query)]
         cells.sort(key=lambda c: (sort_value(c, sort), c["created"]))
         self.clear()
