@@ -92,18 +92,28 @@ def _launcher_of(doc: dict[str, Any], home: Path):
     return info.cls(resolve(info.cls.params, doc.get("launcher_settings") or {}, "launcher"), Path(home))
 
 
+# The signals that stop a worker cleanly. It is started with them blocked and unblocks them
+# once its handlers are in place, so a cancel that comes while it is still starting up waits
+# for them instead of killing it before it could record `cancelled`.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 def start_worker(run_dir: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     """Launch the worker for ``run_dir`` and return at once."""
     environment = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
     with open(Path(run_dir) / LOG_FILE, "ab") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "critui.train.worker", str(run_dir)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=environment,
-            start_new_session=True,
-        )
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # the child inherits the mask
+        try:
+            return subprocess.Popen(
+                [sys.executable, "-m", "critui.train.worker", str(run_dir)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=environment,
+                start_new_session=True,
+            )
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)  # one that came meanwhile arrives now
 
 
 def stop_worker(process: subprocess.Popen, grace_s: float = 15.0) -> int:

@@ -11,8 +11,6 @@ the CLI and the TUI both go through them.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -146,13 +144,12 @@ def fork_run(store, registry, parent_ref: str, epoch: int, sets: list[str] | tup
     doc = store.create(child, versions, extra={"parent": parent["id"], "fork_epoch": epoch})
     source = fork_source(store, parent, epoch)
     if source is not None:
+        from critui.files import atomic_copy
         from critui.train.checkpoint import LATEST
 
         latest = store.run_dir(doc["id"]) / "ckpt" / LATEST
         latest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = latest.with_name(f".{latest.name}.fork.tmp")
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, latest)
+        atomic_copy(source, latest)
     return doc, source is not None
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 
 from critui.devices import place_on_gpu, usable_cores, worker_slots
 from critui.errors import CritUIError
+from critui.files import atomic_copy
 from critui.runs.lineage import summarise_fork
 from critui.train.checkpoint import LATEST, epoch_checkpoint_name
 
@@ -231,9 +231,7 @@ class SweepScheduler:
         kept = self.store.run_dir(self.entries[parent]["run_id"]) / "ckpt" / epoch_checkpoint_name(k)
         if kept.exists():
             latest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = latest.with_name(f".{latest.name}.fork.tmp")
-            shutil.copyfile(kept, tmp)
-            os.replace(tmp, latest)
+            atomic_copy(kept, latest)
             return True
         parent_waiting = parent in self.pending or parent in self.running
         if parent_waiting:
