@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import FAST, events_of, index_docs
 
 
-def test_default_flip_run_is_fast_well_above_chance_and_in_history(critui, home):
+def test_default_flip_run_is_well_above_chance_and_in_history(critui, home):
     """The README's main job, with every default. (How long it takes is measured by
     tests/bench/default_run.py, not here: a test must pass on a loaded machine.)"""
     result = critui("run", "--plugin", "deficits.flip", timeout=1800)
