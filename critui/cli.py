@@ -193,8 +193,10 @@ def run(plugins, sets, epochs, seed, device, config_path, name, dry_run, launche
     store = open_store(home)
     used = [spec.dataset, spec.model] + ([spec.deficit] if spec.deficit else []) + spec.metrics
     versions = {p.id: _plugin_source(registry.get(p.id)) for p in used}
-    doc = store.create(spec, versions)
-    sys.exit(watch_run(store, doc["id"], spec, worker_launcher))
+    with StopSignals() as stop:  # from the moment the run exists, a Ctrl-C cancels it
+        doc = store.create(spec, versions)
+        code = watch_run(store, doc["id"], spec, worker_launcher, stop)
+    sys.exit(code)
 
 
 def _output_path(value: str | None) -> Path | None:
@@ -211,8 +213,38 @@ def _plugin_source(info) -> dict[str, str]:
     return {"distribution": info.distribution, "version": info.version}
 
 
-def watch_run(store, run_id: str, spec, launcher=None) -> int:
-    """Start the worker, follow its events with a progress bar, keep the index in step."""
+class StopSignals:
+    """Ctrl-C (SIGINT) and SIGTERM to a managing command, noted while the block runs and acted
+    on by its watch loop between two polls.
+
+    A handler that raised KeyboardInterrupt could land anywhere: between starting a worker
+    and recording it, in the middle of an index update, or nowhere at all when the command
+    inherited SIGINT ignored (a shell starts its background jobs so). Both handlers are
+    installed here explicitly and only note the signal, so a stop always reaches the loop,
+    which cancels the run (exit 130), whenever it came.
+    """
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+
+    def __enter__(self) -> StopSignals:
+        self._previous = {s: signal.signal(s, self._note) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+    def _note(self, signum, frame) -> None:
+        self.received = signal.Signals(signum).name
+
+
+def watch_run(store, run_id: str, spec, launcher=None, stop: StopSignals | None = None) -> int:
+    """Start the worker, follow its events with a progress bar, keep the index in step; a
+    stop signal (``stop``'s, else one noted from here on) cancels the run."""
+    if stop is None:
+        with StopSignals() as stop:
+            return watch_run(store, run_id, spec, launcher, stop)
     from rich.progress import (
         BarColumn,
         Progress,
@@ -228,7 +260,6 @@ def watch_run(store, run_id: str, spec, launcher=None) -> int:
     if job := getattr(monitor.process, "job", None):
         console.print(f"[dim]worker submitted by {launcher.id} as job {job}[/]")
     console.print(f"[bold]run {run_id}[/]  {spec.describe()}  ({spec.epochs} epochs)  {monitor.run_dir}")
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     # Under 100 columns the line drops the time left and shortens its words, so it fits 80.
     compact = console.width < 100
     progress = Progress(
@@ -237,24 +268,17 @@ def watch_run(store, run_id: str, spec, launcher=None) -> int:
         TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
         *([] if compact else [TimeRemainingColumn()]), console=console,
     )
-    try:
-        with progress:
-            task = progress.add_task("starting", total=spec.epochs, status="loading data")
-            while not monitor.done:
-                for event in monitor.poll():
-                    _show_progress(progress, task, event, compact)
-                time.sleep(0.1)
-    except KeyboardInterrupt:
+    with progress:
+        task = progress.add_task("starting", total=spec.epochs, status="loading data")
+        while not monitor.done and not stop.received:
+            for event in monitor.poll():
+                _show_progress(progress, task, event, compact)
+            time.sleep(0.1)
+    if not monitor.done:
         err_console.print("Stopping the run cleanly...")
-        monitor.cancel()
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+        monitor.cancel()  # the worker records `cancelled` at its next safe point
     rows = epoch_table(read_events(monitor.run_dir))
     return _print_outcome(run_id, monitor.run_dir, monitor.end, rows, final_accuracy(rows))
-
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
 
 
 def _show_progress(progress, task, event: dict[str, Any], compact: bool = False) -> None:
@@ -323,8 +347,21 @@ def resume(run_ref, sets, allow_plugin_change, launcher, home) -> None:
     before = store.get(run_ref)
     worker_launcher, _, _ = pick_launcher(get_registry(), launcher, (), sets, home,
                                           default=(before.get("launcher"), before.get("launcher_settings") or {}))
-    doc, spec = reopen_for_resume(store, before["id"], allow_plugin_change)
-    sys.exit(watch_run(store, doc["id"], spec, worker_launcher))
+    _check_checkpoint(store.run_dir(before["id"]))
+    with StopSignals() as stop:
+        doc, spec = reopen_for_resume(store, before["id"], allow_plugin_change)
+        code = watch_run(store, doc["id"], spec, worker_launcher, stop)
+    sys.exit(code)
+
+
+def _check_checkpoint(run_dir: Path) -> None:
+    """Read a run's checkpoint here before a worker is started on it: a damaged or planted
+    one is refused (exit 2, the file and the fix) with the run left as it was."""
+    from critui.train.checkpoint import LATEST, read
+
+    latest = run_dir / "ckpt" / LATEST
+    if latest.exists() or latest.is_symlink():
+        read(latest)
 
 
 # -- plugins ------------------------------------------------------------------------------------
@@ -1044,18 +1081,17 @@ def _run_sweep(store, record: dict[str, Any], jobs: int, gpus_option: str | None
 
     scheduler = sched.SweepScheduler(store, record, jobs, gpus, per_gpu, on_event=on_event, on_start=on_start,
                                      on_end=on_end, launcher=launcher)
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
+    with StopSignals() as stop:
         with progress:
-            statuses = scheduler.run()
-    except KeyboardInterrupt:
-        err_console.print("Stopping the sweep cleanly...")
-        scheduler.cancel()
-        err_console.print(f"Sweep {record['id']} cancelled; finished runs and every checkpoint are kept. "
-                          f"Continue it with:\n  critui sweep --resume {record['id']}")
-        return 130
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+            while not stop.received and scheduler.step():
+                time.sleep(0.2)
+        if stop.received and (scheduler.pending or scheduler.running):  # else every run had ended
+            err_console.print("Stopping the sweep cleanly...")
+            scheduler.cancel()
+            err_console.print(f"Sweep {record['id']} cancelled; finished runs and every checkpoint are kept. "
+                              f"Continue it with:\n  critui sweep --resume {record['id']}")
+            return 130
+    statuses = scheduler.status
     failed = [i for i, s in statuses.items() if s not in ("finished", "deleted")]
     if failed:
         err_console.print(f"[red]{len(failed)} run(s) of sweep {record['id']} did not finish[/] "

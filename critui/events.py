@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from critui.processes import pid_alive, valid_pid  # noqa: F401 - pid_alive: readers import it from here
+
 EVENTS_FILE = "events.jsonl"
 TERMINAL = ("finished", "failed", "cancelled")
 FINAL_WINDOW = 5  # the paper's final metric: the mean of the last 5 test errors
@@ -290,32 +292,7 @@ def outcome(events: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def worker_pid(events: list[dict[str, Any]]) -> int | None:
+    """The pid the last ``started`` event names, if it is one critui may look at (an int above
+    1: ``-1``, ``0``, ``"abc"`` or ``true`` in a damaged or planted line name no worker)."""
     starts = [e for e in events if e["event"] == "started"]
-    return starts[-1].get("pid") if starts else None
-
-
-def pid_alive(pid: int | None, marker: str | None = None) -> bool:
-    """Whether ``pid`` runs, and (on Linux) whether its command line mentions ``marker``."""
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    cmdline = Path(f"/proc/{pid}/cmdline")
-    if marker and cmdline.exists():
-        try:
-            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            if marker not in text:
-                return False  # the pid was reused by another program
-        except OSError:
-            pass
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-            if stat.rsplit(")", 1)[1].split()[0] == "Z":
-                return False  # a zombie has finished; its parent just has not reaped it
-        except (OSError, IndexError):
-            pass
-    return True
+    return valid_pid(starts[-1].get("pid")) if starts else None

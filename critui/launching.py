@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +37,12 @@ def worker_environment(env: dict[str, str] | None = None) -> dict[str, str]:
     return {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
 
 
+# The signals that stop a worker cleanly. It is started with them blocked and unblocks them
+# once its handlers are in place, so a cancel that comes while it is still starting up waits
+# for them instead of killing it before it could record `cancelled`.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 def start_worker(run_dir: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     """Launch the worker for ``run_dir`` on this machine and return at once.
 
@@ -45,14 +52,18 @@ def start_worker(run_dir: Path, env: dict[str, str] | None = None) -> subprocess
     """
     environment = worker_environment(env)
     with open(Path(run_dir) / LOG_FILE, "ab") as log:
-        return subprocess.Popen(
-            worker_command(run_dir),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=environment,
-            start_new_session=True,
-        )
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # the child inherits the mask
+        try:
+            return subprocess.Popen(
+                worker_command(run_dir),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=environment,
+                start_new_session=True,
+            )
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)  # one that came meanwhile arrives now
 
 
 def run_worker(run_dir: Path | str, requeue_signal: int | None = None) -> int:

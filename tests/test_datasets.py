@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import pickle
 import sys
-import time
 import types
 import urllib.error
 from pathlib import Path
@@ -92,10 +91,10 @@ def test_synthetic_size_must_fit_whole_tile_periods():
         Synthetic().load(synthetic(size=18), 0)
 
 
-def test_synthetic_generates_quickly():
-    start = time.perf_counter()
-    Synthetic().load(synthetic(), 0)
-    assert time.perf_counter() - start < 5.0
+def test_synthetic_generates_its_default_size():
+    # How long it takes is measured by tests/bench/default_run.py: a test must pass on a loaded machine.
+    data = Synthetic().load(synthetic(), 0)
+    assert len(data.train_y) == synthetic()["n_train"] and len(data.test_y) == synthetic()["n_test"]
 
 
 def test_blur_erases_the_fine_cue_and_keeps_the_coarse_one():

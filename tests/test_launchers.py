@@ -23,25 +23,28 @@ from tests.conftest import events_of, index_docs
 pytest.importorskip("submitit")
 
 SUBMITIT = ["--launcher", "slurm", "--set", "launcher.cluster=local"]
+WAIT_S = 900  # waits for events are generous: they time nothing, and the machine may be loaded
 TINY = ["--set", "dataset.n_train=64", "--set", "dataset.n_test=32", "--set", "model.width=4",
         "--set", "train.threads=1"]
 
 
-def test_a_launcher_that_does_not_stop_its_worker_fails_the_contract():
-    class Deaf(Local):
-        """Starts the worker, but its SIGTERM never reaches it."""
+def test_a_launcher_that_does_not_stop_its_worker_cleanly_fails_the_contract():
+    class Blunt(Local):
+        """Starts the worker, but turns its SIGTERM into SIGKILL: it never records `cancelled`.
+        (One that drops the SIGTERM fails the same check once ``timeout`` has passed; that is
+        not tested here, since a test must not hang on a wall-clock limit.)"""
 
-        name = "deaf"
-        description = "drops signals"
+        name = "blunt"
+        description = "kills instead of stopping"
 
         def start(self, run_dir, env):
             worker = super().start(run_dir, env)
             send = worker.send_signal
-            worker.send_signal = lambda sig: None if sig == signal.SIGTERM else send(sig)  # kill still works
+            worker.send_signal = lambda sig: send(signal.SIGKILL if sig == signal.SIGTERM else sig)
             return worker
 
-    with pytest.raises(AssertionError, match="does not stop a worker cleanly|did not see its worker stop"):
-        check_launcher(Deaf, timeout=15)  # enough to finish a 2-epoch run on a loaded machine
+    with pytest.raises(AssertionError, match="does not stop a worker cleanly"):
+        check_launcher(Blunt, timeout=1800)  # a wait for events, not a limit: generous
 
 
 def start_training(home, epochs: int) -> tuple[subprocess.Popen, str]:
@@ -53,20 +56,21 @@ def start_training(home, epochs: int) -> tuple[subprocess.Popen, str]:
     env = {**os.environ, "CRITUI_HOME": str(home), "COLUMNS": "160"}
     manager = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)
-    for _ in range(1200):
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline and manager.poll() is None:
         docs = index_docs(home) if (home / "history.json").exists() else []
         if docs and any(e["event"] == "epoch" for e in events_of(home, docs[0]["id"])):
             return manager, docs[0]["id"]
         time.sleep(0.05)
     manager.kill()
-    raise AssertionError(f"no epoch within 60 s: {manager.communicate()}")
+    raise AssertionError(f"no epoch trained: {manager.communicate()}")
 
 
 def test_a_run_through_submitit_is_recorded_with_its_job_and_resumes_there(critui, home):
     manager, _ = start_training(home, 150)
     try:
         manager.send_signal(signal.SIGINT)
-        out, err = manager.communicate(timeout=120)
+        out, err = manager.communicate(timeout=WAIT_S)
     finally:
         manager.kill()
     assert manager.returncode == 130, err
@@ -126,7 +130,8 @@ def test_a_sweep_through_submitit_runs_its_forks_and_resumes_with_the_same_launc
     # --resume says how to wait for it or cancel it.
     from critui.runs.store import RunStore
 
-    stand_in = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    # (critui signals a local job's pid only if it is a submitit controller: the stand-in names one.)
+    stand_in = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", "submitit.local._local"])
     try:
         RunStore(home).update(child["run_id"], status="running", job=f"local:{stand_in.pid}",
                               launcher="launchers.slurm", launcher_settings={"cluster": "local"})
@@ -205,7 +210,8 @@ def test_a_slurm_warning_signal_pauses_the_worker_and_the_requeued_job_resumes_t
     launcher = make_launcher(get_registry(), "slurm", {"cluster": "local"}, home)
     monitor = RunMonitor(store, doc["id"], launcher=launcher)
     warned = False
-    for _ in range(2400):
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
         monitor.poll()
         if not warned and any(e["event"] == "epoch" for e in events_of(home, doc["id"])):
             started = next(e for e in events_of(home, doc["id"]) if e["event"] == "started")
@@ -236,7 +242,7 @@ def test_a_job_started_elsewhere_is_cancelled_through_its_launcher(home):
         feed = RunsFeed(RunStore(home))
         feed.poll()
         assert feed.cancel(run_id) == "signalled"
-        out, err = manager.communicate(timeout=120)
+        out, err = manager.communicate(timeout=WAIT_S)
     finally:
         manager.kill()
     assert manager.returncode == 130, err  # the manager saw its job end as cancelled

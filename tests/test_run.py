@@ -5,21 +5,18 @@ from __future__ import annotations
 import csv
 import io
 import json
-import time
 
 import pytest
 
 from tests.conftest import FAST, events_of, index_docs
 
 
-def test_default_flip_run_is_fast_well_above_chance_and_in_history(critui, home):
-    """The README's main job, with every default: under 90 s on 2 cores."""
-    started = time.perf_counter()
-    result = critui("run", "--plugin", "deficits.flip")
-    elapsed = time.perf_counter() - started
+def test_default_flip_run_is_well_above_chance_and_in_history(critui, home):
+    """The README's main job, with every default. (How long it takes is measured by
+    tests/bench/default_run.py, not here: a test must pass on a loaded machine.)"""
+    result = critui("run", "--plugin", "deficits.flip", timeout=1800)
     assert result.returncode == 0, result.stderr
     assert "final test accuracy" in result.stdout and "24/24 epochs" in result.stdout
-    assert elapsed < 90, f"the default run took {elapsed:.0f} s"
     (doc,) = index_docs(home)
     assert doc["status"] == "finished"
     assert doc["deficit"] == "deficits.flip" and doc["window"] == [0, 8]

@@ -172,9 +172,9 @@ def test_an_interrupted_sweep_resumes_without_redoing_finished_runs(tmp_path, ho
     manager = subprocess.Popen([sys.executable, "-m", "critui", "sweep", str(path), "--jobs", "1"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
-        deadline = time.time() + 120
+        deadline = time.monotonic() + 900  # a wait for events, generous: it times nothing
         child = None
-        while time.time() < deadline:  # interrupt once the trunk is done and the fork has checkpointed an epoch
+        while time.monotonic() < deadline and manager.poll() is None:  # interrupt once the trunk is done and the fork has checkpointed an epoch
             records = list((home / "sweeps").glob("*/sweep.json"))
             if records:
                 record = json.loads(records[0].read_text())
@@ -185,7 +185,7 @@ def test_an_interrupted_sweep_resumes_without_redoing_finished_runs(tmp_path, ho
             time.sleep(0.1)
         assert child is not None
         manager.send_signal(signal.SIGINT)
-        _, stderr = manager.communicate(timeout=60)
+        _, stderr = manager.communicate(timeout=900)
     finally:
         if manager.poll() is None:
             manager.kill()

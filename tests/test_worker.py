@@ -90,12 +90,14 @@ class FullDisk(io.FileIO):
 
 
 def test_a_full_disk_fails_the_run_with_the_fix_and_leaves_it_resumable(tmp_path, monkeypatch):
-    from critui.train import checkpoint, worker
+    from critui import files
+    from critui.train import worker
 
     run_dir = make_run(tmp_path, "full", ["train.epochs=2", "model.width=4"])
     # torch.save reports the full disk as a RuntimeError from its zip writer, with the
-    # OSError as context; the checkpoint of epoch 0 is the write that does not fit.
-    monkeypatch.setattr(checkpoint, "open", FullDisk, raising=False)
+    # OSError as context; the checkpoint of epoch 0 is the write that does not fit. Every
+    # atomic write opens its temporary file with os.fdopen.
+    monkeypatch.setattr(files.os, "fdopen", FullDisk)
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         assert worker.main([str(run_dir)]) == worker.EXIT_CRASHED
@@ -119,7 +121,8 @@ def test_a_second_worker_on_one_run_directory_writes_nothing_and_says_busy(tmp_p
     command = [sys.executable, "-m", "critui.train.worker", str(run_dir)]
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        for _ in range(600):  # until the first worker has started training (it holds the lock)
+        deadline = time.monotonic() + 900  # a wait for an event, generous: it times nothing
+        while time.monotonic() < deadline and first.poll() is None:  # until the first holds the lock and trains
             if any(e["event"] == "started" for e in read_events(run_dir)):
                 break
             time.sleep(0.05)

@@ -417,7 +417,10 @@ def download_cifar10(root: Path) -> None:
 
 
 def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Images (N×3×32×32 uint8) and labels (N int64) of one python-format CIFAR-10 batch."""
+    """Images (N×3×32×32 uint8) and labels (N int64) of one python-format CIFAR-10 batch.
+
+    It unpickles the file, which trusts the folder it is in (see :class:`Cifar10`).
+    """
     if not path.is_file():
         raise CritUIError(
             f"{path} is missing: the {CIFAR_FOLDER} folder is incomplete. It needs "
@@ -480,6 +483,11 @@ class Cifar10(Dataset):
     Looks for ``<root>/cifar-10-batches-py``; downloads it with torchvision when that is
     installed and ``download`` is on. ``n_train``/``n_test`` take a class-balanced prefix
     for quick runs.
+
+    The python-format batches are pickles, and unpickling runs whatever code a pickle names:
+    critui trusts the ``root`` folder as it would a program there. Point it only at a folder
+    that you (or torchvision's download, which checks the archive's MD5) filled, never at one
+    that others may write to. (Checkpoints are read without this trust: tensors only.)
     """
 
     name = "cifar10"
@@ -490,7 +498,8 @@ class Cifar10(Dataset):
             "str",
             "",
             "folder holding cifar-10-batches-py; empty means $CRITUI_DATA, else the per-user "
-            "critui data folder",
+            "critui data folder. Its batches are pickles, which can run code: trust this folder "
+            "as you would a program (only one you or torchvision filled)",
         ),
         Param(
             "download",

@@ -9,6 +9,7 @@ path as local processes, to try a set-up before a cluster sees it.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -79,14 +80,14 @@ class Slurm(Launcher):
         return SubmititWorker(job, self.settings["cluster"])
 
     def alive(self, job: str) -> bool | None:
-        cluster, _, job_id = job.partition(":")
+        cluster, job_id = parse_job(job)
+        if job_id is None:
+            return False  # not an id submitit gives: no job of ours, so none that runs
         if cluster == "local":  # submitit's local job id is its controller's pid
-            from critui.events import pid_alive
+            from critui.processes import pid_alive
 
-            if not job_id.isdigit():
-                return None
             done = (self.home / SUBMITIT_DIR / job_id / f"{job_id}_0_result.pkl").exists()
-            return pid_alive(int(job_id)) and not done
+            return pid_alive(int(job_id), LOCAL_CONTROLLER) and not done
         try:
             submitit = _submitit()
             state = submitit.SlurmJob(self.home / SUBMITIT_DIR / "%j", job_id).state
@@ -97,23 +98,40 @@ class Slurm(Launcher):
         return None if state in ("UNKNOWN", "") else False
 
     def cancel(self, job: str) -> bool:
-        cluster, _, job_id = job.partition(":")
+        cluster, job_id = parse_job(job)
+        if job_id is None:
+            return False
         submitted = None if cluster == "local" else _submitit().SlurmJob(self.home / SUBMITIT_DIR / "%j", job_id)
         return cancel_job(job, submitted)
 
 
+# A local job's pid must belong to a submitit controller: the id comes from the index, which
+# anyone may edit, and "local:-1" handed to os.kill would signal every process of the user.
+LOCAL_CONTROLLER = "submitit.local._local"
+_JOB_ID = {"local": re.compile(r"[0-9]+"), "slurm": re.compile(r"[0-9]+(_[0-9]+)?")}
+
+
+def parse_job(job: object) -> tuple[str, str | None]:
+    """``CLUSTER:ID`` split in two; the id is None unless it has the form that cluster's ids
+    take (digits; a Slurm array task's ``123_4``), so that nothing else reaches ``os.kill`` or
+    ``scancel`` (where ``--user=me`` would cancel every job of the user)."""
+    cluster, _, job_id = str(job).partition(":")
+    form = _JOB_ID.get(cluster)
+    return cluster, job_id if form is not None and form.fullmatch(job_id) else None
+
+
 def cancel_job(job: str, submitted) -> bool:
     """Stop a submitit job cleanly: ``job`` is ``CLUSTER:ID``, ``submitted`` its submitit Job
-    (not needed for the local backend)."""
-    cluster, _, job_id = job.partition(":")
+    (not needed for the local backend). False if ``job`` names no job of ours."""
+    cluster, job_id = parse_job(job)
+    if job_id is None:
+        return False
     if cluster == "local":
         # submitit's local job id is its controller's pid, which forwards SIGTERM to the
         # worker. (Its own cancel sends SIGINT, which a shell's background job ignores.)
-        try:
-            os.kill(int(job_id), signal.SIGTERM)
-        except (ProcessLookupError, ValueError):
-            return False
-        return True
+        from critui.processes import signal_process
+
+        return signal_process(int(job_id), signal.SIGTERM, LOCAL_CONTROLLER)
     submitted.cancel(check=False)  # scancel: SIGTERM to the job's processes, SIGKILL later
     return True
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -62,14 +61,12 @@ def export_json(store, docs: list[dict[str, Any]], problems: list[Problem] | Non
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that a failure never leaves a half-written file."""
+    """Write ``text`` to ``path`` so that a failure never leaves a half-written file; a device
+    (``-o /dev/null``) is written in place, and a symlink or folder there is refused."""
+    from critui.files import atomic_write
+
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write(path, text)
     except OSError as exc:
         raise CritUIError(f"Could not write {path}: {exc.strerror or exc}. Check the folder exists and is writable.") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -434,13 +432,12 @@ def fork_run(store, registry, parent_ref: str, epoch: int, sets: list[str] | tup
     record_changes(store, doc["id"], changes, action="fork")
     source = fork_source(store, parent, epoch)
     if source is not None:
+        from critui.files import atomic_copy
         from critui.train.checkpoint import LATEST
 
         latest = store.run_dir(doc["id"]) / "ckpt" / LATEST
         latest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = latest.with_name(f".{latest.name}.fork.tmp")
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, latest)
+        atomic_copy(source, latest)
     return doc, source is not None
 
 

@@ -28,6 +28,7 @@ class RunMonitor:
         events_file = self.run_dir / "events.jsonl"
         self.tail.offset = events_file.stat().st_size if events_file.exists() else 0
         self.end: dict[str, Any] | None = None
+        self._stopping = False  # cancel() has asked the worker to stop
         # What the index said before this start, put back should the worker find the run busy.
         before = store.get(run_id)
         self._before = {k: before.get(k) for k in ("status", "pid", "manager_pid", "job", "launcher", "launcher_settings")}
@@ -66,6 +67,8 @@ class RunMonitor:
                     f"run {self.run_id} is being trained by another critui process already; "
                     "nothing was started, and that run goes on."
                 )}
+            elif self._stopping:  # stopped by us, but too slowly to record it (killed after the grace)
+                self.end = {"event": "cancelled"}
             else:
                 self.end = {"event": "failed", "reason": "exception", "error": self._silent_exit()}
         if self.end is not None:
@@ -96,6 +99,7 @@ class RunMonitor:
         """Stop the worker cleanly (it records ``cancelled``) and settle the run."""
         if self.done:
             return
+        self._stopping = True
         stop_worker(self.process)
         self.poll()
         if self.end is None:

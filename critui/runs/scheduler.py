@@ -15,9 +15,7 @@ which gives the same result, only slower.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -26,7 +24,7 @@ from typing import Any
 
 from critui.devices import place_on_gpu, usable_cores, worker_slots
 from critui.errors import CritUIError
-from critui.files import atomic_write
+from critui.files import atomic_copy, atomic_write
 from critui.params import short_repr
 from critui.runs.ids import check_sweep_id, is_run_id, is_sweep_id, new_sweep_id
 from critui.runs.lineage import summarise_fork
@@ -334,9 +332,7 @@ class SweepScheduler:
         kept = self.store.run_dir(self.entries[parent]["run_id"]) / "ckpt" / epoch_checkpoint_name(k)
         if kept.exists():
             latest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = latest.with_name(f".{latest.name}.fork.tmp")
-            shutil.copyfile(kept, tmp)
-            os.replace(tmp, latest)
+            atomic_copy(kept, latest)
             return True
         parent_waiting = parent in self.pending or parent in self.running
         if parent_waiting:

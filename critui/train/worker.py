@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -52,7 +53,9 @@ class Diverged(Exception):
 # A signal raises Cancelled wherever the worker is, except inside ``_bookkeeping()``. An
 # exception raised inside torch.save's C++ writer comes out as a RuntimeError ("unexpected
 # pos"), or aborts the process from a destructor, so the run would end as crashed; there
-# the cancel waits until the checkpoint and its event are complete.
+# the cancel waits until the checkpoint and its event are complete. The worker starts
+# shielded, too, until its events file is open: a cancel that arrives while it starts up
+# is recorded like any other.
 _signals = {"shield": 0, "pending": None}
 
 
@@ -64,6 +67,14 @@ def _on_signal(signum, frame):
     raise Cancelled(name)
 
 
+def _unshield() -> None:
+    """Leave one shielded stretch; raise Cancelled for a signal that came during it."""
+    _signals["shield"] -= 1
+    if not _signals["shield"] and (name := _signals["pending"]):
+        _signals["pending"] = None
+        raise Cancelled(name)
+
+
 @contextmanager
 def _bookkeeping():
     """Defer the stop signals (SIGTERM, SIGINT, a launcher's requeue signal) to the end of the
@@ -71,11 +82,10 @@ def _bookkeeping():
     _signals["shield"] += 1
     try:
         yield
-    finally:
-        _signals["shield"] -= 1
-    if not _signals["shield"] and (name := _signals["pending"]):
-        _signals["pending"] = None
-        raise Cancelled(name)
+    except BaseException:
+        _signals["shield"] -= 1  # the block failed: its own exception goes first
+        raise
+    _unshield()
 
 
 def main(argv: list[str] | None = None, requeue_signal: int | None = None) -> int:
@@ -93,6 +103,22 @@ def main(argv: list[str] | None = None, requeue_signal: int | None = None) -> in
     if not (run_dir / "spec.json").is_file():
         print(f"{run_dir} has no spec.json: not a critui run directory.", file=sys.stderr)
         return EXIT_USER
+    # Restored on the way out: a second signal while the process exits (a terminal's Ctrl-C
+    # reaches a whole process group) must not raise Cancelled into the interpreter's clean-up.
+    stops = [signal.SIGTERM, signal.SIGINT] + ([requeue_signal] if requeue_signal is not None else [])
+    _signals["shield"], _signals["pending"] = 1, None  # until the events file is open
+    previous = {s: signal.signal(s, _on_signal) for s in stops}
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)  # a local manager starts us with them blocked
+    try:
+        return _locked(run_dir, requeue_signal)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        _signals["shield"], _signals["pending"] = 0, None
+
+
+def _locked(run_dir: Path, requeue_signal: int | None) -> int:
+    """Take the run directory's lock, clear what a killed worker left, and train."""
     # One worker per run directory, for as long as it lives (the OS drops the lock with the
     # process, even on SIGKILL): two managers starting one run at the same moment must not
     # both append to its events and replace its checkpoint.
@@ -108,19 +134,41 @@ def main(argv: list[str] | None = None, requeue_signal: int | None = None) -> in
         print(f"Cannot lock {run_dir / LOCK_FILE}: {exc}. Free some space or fix the folder's "
               "permissions, then resume the run.", file=sys.stderr)
         return EXIT_CRASHED
-    # Restored on the way out: a second signal while the process exits (a terminal's Ctrl-C
-    # reaches a whole process group) must not raise Cancelled into the interpreter's clean-up.
-    stops = [signal.SIGTERM, signal.SIGINT] + ([requeue_signal] if requeue_signal is not None else [])
-    previous = {s: signal.signal(s, _on_signal) for s in stops}
+    _remove_stale_temps(run_dir)
 
     from critui.events import EventLog
 
     log = EventLog(run_dir)
+    try:
+        return _logged(run_dir, log, requeue_signal)
+    finally:
+        log.close()
+
+
+def _remove_stale_temps(run_dir: Path) -> None:
+    """Temporary files that a killed worker left half-written: no one else writes here while
+    this worker holds the lock. (Older critui versions named theirs ``.NAME.<pid>.tmp``.)"""
+    from critui.files import remove_stale_temps
+
+    for folder in (run_dir, run_dir / "ckpt"):
+        remove_stale_temps(folder)
+        for path in folder.glob(".*.tmp") if folder.is_dir() else ():
+            if _LEGACY_TEMP.fullmatch(path.name) and (path.is_symlink() or path.is_file()):
+                path.unlink(missing_ok=True)  # a link itself, never what it points to
+
+
+_LEGACY_TEMP = re.compile(r"\..+\.([0-9]+\.|fork\.|)tmp")
+
+
+def _logged(run_dir: Path, log, requeue_signal: int | None) -> int:
+    """Train, and record how it ended as the last event; return the exit code."""
     state = {"epoch": None}
     try:
+        _unshield()  # a cancel that came while starting up is raised here, and recorded
         run(run_dir, log, state)
         return EXIT_FINISHED
     except Cancelled as exc:
+        _signals["shield"] += 1  # the last event is written whole, whatever comes now
         if requeue_signal is not None and str(exc) == signal.Signals(requeue_signal).name:
             log.write("paused", epoch=state["epoch"], signal=str(exc),
                       reason="its job is to be requeued (time limit or preemption); it resumes from its last checkpoint")
@@ -128,9 +176,11 @@ def main(argv: list[str] | None = None, requeue_signal: int | None = None) -> in
         log.write("cancelled", epoch=state["epoch"], signal=str(exc))
         return EXIT_CANCELLED
     except Diverged as exc:
+        _signals["shield"] += 1
         log.write("failed", epoch=state["epoch"], reason="nan", error=str(exc))
         return EXIT_NAN
     except Exception as exc:  # noqa: BLE001 - every failure must reach the events
+        _signals["shield"] += 1
         from critui.errors import CritUIError
 
         if isinstance(exc, CritUIError):
@@ -148,11 +198,6 @@ def main(argv: list[str] | None = None, requeue_signal: int | None = None) -> in
         log.write("failed", epoch=state["epoch"], reason="exception", error=message, traceback=traceback.format_exc())
         traceback.print_exc()
         return EXIT_CRASHED
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        _signals["pending"] = None
-        log.close()
 
 
 def _disk_full(exc: BaseException | None) -> str | None:
@@ -281,6 +326,7 @@ def run(run_dir: Path, log, state: dict) -> None:
         with _bookkeeping():
             _checkpoint(spec, model, optimizer, epoch + 1, ckpt_dir, log, lr_at(spec, epoch))
 
+    _signals["shield"] += 1  # every epoch is trained and kept: a stop now has nothing to cancel
     from critui.events import epoch_table, final_accuracy, read_events
 
     rows = epoch_table(read_events(run_dir))
@@ -327,16 +373,14 @@ def _record_speed(run_dir: Path, spec, speed) -> None:
     if all(spec.train.get(k) == v for k, v in resolved.items()):
         return
     spec.train.update(resolved)
-    path = run_dir / "spec.json"
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(spec.to_json(), indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    from critui.files import atomic_write
+
+    atomic_write(run_dir / "spec.json", json.dumps(spec.to_json(), indent=2, sort_keys=True))
 
 
 def _checkpoint(spec, model, optimizer, next_epoch: int, ckpt_dir: Path, log, lr: float) -> None:
     """Replace the latest checkpoint; keep a copy when the caller asked for this epoch."""
-    import shutil
-
+    from critui.files import atomic_copy
     from critui.train import checkpoint
 
     state = checkpoint.make_state(model, optimizer, next_epoch, {"lr": lr})
@@ -345,9 +389,7 @@ def _checkpoint(spec, model, optimizer, next_epoch: int, ckpt_dir: Path, log, lr
     kept = None
     if next_epoch in spec.keep_checkpoints:
         kept = ckpt_dir / checkpoint.epoch_checkpoint_name(next_epoch)
-        tmp = kept.with_name(f".{kept.name}.tmp")
-        shutil.copyfile(latest, tmp)
-        os.replace(tmp, kept)
+        atomic_copy(latest, kept)
     log.write("checkpoint", epoch=next_epoch, path=str(kept.relative_to(ckpt_dir.parent)) if kept else None)
 
 

@@ -14,7 +14,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from critui.events import EVENTS_FILE, EventTail, epoch_table, pid_alive, worker_pid
+from critui.events import EVENTS_FILE, EventTail, epoch_table, worker_pid
+from critui.processes import signal_process
 from critui.runs.lineage import summarise_fork
 
 RECONCILE_EVERY = 5  # polls between reconciliations (settles runs whose manager died)
@@ -200,7 +201,6 @@ class RunsFeed:
             return "signalled" if job_cancel(doc, self.store.home) else "not running"
         history = self.histories.get(run_id)
         pid = history.worker_pid if history else None
-        if not pid_alive(pid, run_id):
-            return "not running"
-        os.kill(pid, signal.SIGTERM)  # the worker records `cancelled` and exits
-        return "signalled"
+        # Only this run's live worker: never a pid that a damaged events line names (-1 is every
+        # process the user may signal). The worker records `cancelled` and exits.
+        return "signalled" if signal_process(pid, signal.SIGTERM, marker=run_id) else "not running"
