@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import signal
 import sys
 import textwrap
@@ -129,7 +130,8 @@ def print_problems(store) -> None:
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="critui")
 @click.option("--home", "tui_home", type=click.Path(file_okay=False), envvar="CRITUI_HOME", callback=_home_path,
-              help="With no command: the critui home the interactive session opens (default: CRITUI_HOME).")
+              help="The critui home: the one the interactive session opens, and the default of any command "
+              "after it (default: CRITUI_HOME).")
 @click.pass_context
 def cli(ctx: click.Context, tui_home: Path | None) -> None:
     """critui: train networks with a sensory deficit during a window of epochs, remove it,
@@ -144,6 +146,11 @@ def cli(ctx: click.Context, tui_home: Path | None) -> None:
     critui report last                          its table and chart
     critui                                      the interactive session (dashboard, forms, live charts)
     """
+    if ctx.invoked_subcommand is not None:
+        if tui_home is not None and ctx.get_parameter_source("tui_home") == click.core.ParameterSource.COMMANDLINE:
+            # `critui --home DIR runs` means DIR: the command's own --home still wins
+            os.environ["CRITUI_HOME"] = str(tui_home)
+        return
     if ctx.invoked_subcommand is None:
         from critui.tui.app import run_app
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -139,3 +140,15 @@ def test_only_errors_the_machine_caused_lose_their_traceback(code, fix):
         assert message is None  # anything else is a bug, and keeps its traceback
     else:
         assert fix in message and "(/data/critui/history.json)" in message and "--home DIR" in message
+
+
+def test_home_before_the_command_is_the_commands_home(critui, tmp_path):
+    """`critui --home DIR runs` reads DIR, not CRITUI_HOME or the per-user folder."""
+    other = tmp_path / "other-home"
+    made = critui("--home", str(other), "run", "--epochs", "1", "--set", "dataset.n_train=300",
+                  "--set", "dataset.n_test=200", "--set", "train.threads=1")
+    assert made.returncode == 0, made.stderr
+    assert (other / "runs").is_dir() and len(list((other / "runs").iterdir())) == 1
+    listed = critui("--home", str(other), "runs", "--json")
+    assert listed.returncode == 0 and len(json.loads(listed.stdout)) == 1
+    assert "No runs" in critui("runs").stdout or critui("runs", "--json").stdout.strip() == "[]"

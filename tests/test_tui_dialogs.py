@@ -24,7 +24,7 @@ from tests.test_tui import T0, fake_home, wait_for, write_run
 
 RUNNING = "20260101-000000-aaaa"  # marked running in the feed, so that `x` asks
 CHILDLESS = "20260101-000100-bbbb"  # no fork inherits from it, so that `del` asks
-SWEEP = "20261130-130308-ef2c"
+SWEEP = "removal-20261130-130308-ef2c0a"
 SIZES = [(60, 20), (80, 24), (120, 35)]
 
 
@@ -58,7 +58,7 @@ def write_sweeps(home: Path) -> None:
     from critui.runs.scheduler import SWEEP_FILE, sweeps_dir
 
     store = RunStore(home)
-    for i, (sweep_id, name) in enumerate(((SWEEP, "removal"), ("20261130-140000-abcd", "onset"))):
+    for i, (sweep_id, name) in enumerate(((SWEEP, "removal"), ("onset-20261130-140000-abcd01", "onset"))):
         folder = sweeps_dir(store) / sweep_id
         folder.mkdir(parents=True)
         record = {"id": sweep_id, "name": name, "created": T0 + 3600 * i, "runs": []}

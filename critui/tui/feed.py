@@ -135,12 +135,14 @@ class RunsFeed:
                 self.store.reconcile()
             self.polls += 1
             docs, changed = self._read_docs(ended)
+            grown = self._grown(docs)
             for run_id, history in list(dict.items(self.histories)):
                 if run_id not in docs:
                     del self.histories[run_id]
-                elif (run_id in changed or docs[run_id].get("status") in ACTIVE) and history.refresh():
+                elif (run_id in changed or run_id in grown or docs[run_id].get("status") in ACTIVE) \
+                        and history.refresh():
                     changed.add(run_id)
-            for run_id in self._active + self._grown(docs):
+            for run_id in self._active + grown:
                 if not dict.__contains__(self.histories, run_id):
                     history = RunHistory(self.store.run_dir(run_id))
                     history.refresh()
@@ -155,13 +157,14 @@ class RunsFeed:
         caught up with yet (reconcile marks it running later); a stat each, no read."""
         grown = []
         for run_id in self._interrupted:
-            if dict.__contains__(self.histories, run_id) or run_id not in docs:
+            if run_id not in docs:
                 continue
             try:
                 size = os.stat(self.store.run_dir(run_id) / EVENTS_FILE).st_size
             except OSError:
                 size = 0
-            if self._sizes.setdefault(run_id, size) != size:
+            before, self._sizes[run_id] = self._sizes.get(run_id, size), size
+            if before != size:  # loaded or not: a history already shown must follow it too
                 grown.append(run_id)
         return grown
 

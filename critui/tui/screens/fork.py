@@ -74,6 +74,8 @@ class ForkModal(ModalScreen[dict[str, Any] | None]):
     def compose(self) -> ComposeResult:
         with Vertical():
             with VerticalScroll(id="fork-body"):
+                # First: a refusal is what the user must read, and at the top it needs no scrolling.
+                yield Static("", id="fork-error", markup=False)
                 yield Static(
                     f"Fork run {self.run_id} into a new run that starts from its state after epoch K "
                     f"(1 to {self.epochs_done}) and records it as its parent. Changes may act only "
@@ -91,7 +93,6 @@ class ForkModal(ModalScreen[dict[str, Any] | None]):
                     id="fork-sets",
                 )
                 yield Static("Looking for the checkpoints the run kept...", id="fork-source", markup=False)
-                yield Static("", id="fork-error", markup=False)
             with Horizontal():
                 yield Button("Cancel (esc)", id="no")
                 yield Button("Fork (enter)", id="yes", variant="primary")
@@ -164,8 +165,7 @@ class ForkModal(ModalScreen[dict[str, Any] | None]):
         error.update(message)
         error.display = True
         self.query_one("#yes", Button).disabled = False
-        # On a short terminal the message may be below the fold: bring it into view.
-        self.call_after_refresh(error.scroll_visible, animate=False)
+        self.call_after_refresh(self.query_one("#fork-body").scroll_home, animate=False)
 
     def _forked(self, doc: dict[str, Any], from_checkpoint: bool) -> None:
         how = (
