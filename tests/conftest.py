@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +39,26 @@ def critui(home: Path):
         return result
 
     return run
+
+
+@pytest.fixture(scope="session")
+def one_epoch_template(tmp_path_factory) -> Path:
+    """A home holding one finished run of ``critui run --epochs 1 FAST``, trained once per
+    session. Use :func:`one_epoch_home`, which copies it: never change this one."""
+    path = tmp_path_factory.mktemp("one-epoch") / "home"
+    env = {**os.environ, "CRITUI_HOME": str(path), "COLUMNS": "160"}
+    done = subprocess.run([sys.executable, "-m", "critui", "run", "--epochs", "1", *FAST], capture_output=True,
+                          text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return path
+
+
+@pytest.fixture
+def one_epoch_home(home: Path, one_epoch_template: Path) -> Path:
+    """``home``, holding a copy of one finished one-epoch run (the index, the run's folder
+    and checkpoint): what ``critui run --epochs 1`` leaves, without training it again."""
+    shutil.copytree(one_epoch_template, home, dirs_exist_ok=True, symlinks=True)
+    return home
 
 
 def index_docs(home: Path) -> list[dict]:
