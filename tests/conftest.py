@@ -12,6 +12,34 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+MAX_WORKERS = 4  # more would mostly wait on one another's subprocesses
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config):
+    """The whole suite (`python -m pytest`, no path given) runs its test files on two workers
+    or more, one file to a worker, when pytest-xdist (in the dev extra) is installed: most tests
+    wait on one single-threaded critui process at a time, so one worker leaves a core idle. A
+    path, ``-n N`` (``-n 0``: one process), ``-s``, ``--pdb`` or ``-p no:xdist`` is left as
+    given, so running one file is as it was."""
+    option = config.option
+    if not config.pluginmanager.has_plugin("xdist") or hasattr(config, "workerinput"):
+        return None
+    if (option.file_or_dir or option.numprocesses is not None or option.usepdb or option.capture == "no"
+            or option.collectonly):
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    workers = min(cores, MAX_WORKERS)
+    if workers < 2:
+        return None
+    # What xdist makes of `-n WORKERS --dist loadfile`; loadfile keeps a module's fixtures
+    # (the Ray head, a trained home) in one worker.
+    option.numprocesses = workers
+    option.dist = "loadfile"
+    option.tx = ["popen"] * workers
+    return None
+
+
 # Small enough to train an epoch in well under a second on one core, big enough to learn.
 FAST = ["--set", "dataset.n_train=600", "--set", "dataset.n_test=400", "--set", "train.threads=1"]
 
