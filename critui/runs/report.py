@@ -5,7 +5,8 @@ axes other than the primary one (the removal epoch, the onset, or the first swep
 parameter); the drop is measured against the series' reference: its no-deficit baseline
 when the sweep has one, else its earliest removal (or first value). Each run's final
 accuracy is the mean test accuracy of its last 5 epochs, over its whole history (a forked
-run's inherited epochs included, see :mod:`critui.runs.lineage`).
+run's inherited epochs included, see :mod:`critui.runs.lineage`). A drop within the seeds'
+spread is marked ``~`` (:func:`within_spread`), so a reader sees which points are noise.
 """
 
 from __future__ import annotations
