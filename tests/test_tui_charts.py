@@ -335,6 +335,34 @@ def test_exporting_a_run_asks_where_and_carries_deficit_window_and_seed(tmp_path
     asyncio.run(scenario())
 
 
+def test_exporting_marked_runs_from_the_dashboard_asks_where_and_never_overwrites(tmp_path, monkeypatch):
+    home = charts_home(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "critui-runs.csv").write_text("earlier export")
+
+    async def scenario():
+        from textual.widgets import Input
+
+        from critui.tui.widgets.runs_table import RunsTable
+        from critui.tui.widgets.save import SaveModal
+
+        app = make_app(home, poll_interval=0.2)
+        async with app.run_test(size=(120, 30)) as pilot:
+            table = app.screen.query_one(RunsTable)
+            assert await wait_for(pilot, lambda: len(table.shown) == 2)
+            await pilot.press("space", "down", "space", "e")
+            assert await wait_for(pilot, lambda: isinstance(app.screen, SaveModal))
+            assert app.screen.query_one(Input).value == str(tmp_path / "critui-runs-2.csv")
+            await pilot.press("enter")
+            assert await wait_for(pilot, lambda: (tmp_path / "critui-runs-2.csv").exists())
+        rows = (tmp_path / "critui-runs-2.csv").read_text().splitlines()
+        assert rows[0].startswith("run,epoch,inherited,deficit,window_start,window_end,seed,")
+        assert {line.split(",")[0] for line in rows[1:]} == {RUN, OFF}
+        assert (tmp_path / "critui-runs.csv").read_text() == "earlier export"
+
+    asyncio.run(scenario())
+
+
 def test_saving_charts_as_png_and_svg_with_matplotlib(tmp_path):
     pytest.importorskip("matplotlib")
     from critui.tui.widgets.charts import Canvas, accuracy_draw, fisher_draw
@@ -367,3 +395,21 @@ def test_report_png_draws_the_baseline_reference_line(tmp_path):
               "rows": [row("baseline", 0.8, True), row(2, 0.75), row(8, 0.6)]}
     draw_png(report, tmp_path / "r.svg")
     assert "reference, its no-deficit baseline" in (tmp_path / "r.svg").read_text()
+
+
+def test_metrics_tab_snapshot(snap_compare, tmp_path):
+    from tests.test_tui_snapshots import SIZE, loaded, settle
+    from tests.test_tui_snapshots import make_app as snapshot_app
+
+    app = snapshot_app(charts_home(tmp_path))
+
+    async def open_metrics(pilot) -> None:
+        await loaded(app, runs=2)(pilot)
+        from critui.tui.screens.run_detail import RunDetailScreen
+
+        app.push_screen(RunDetailScreen(RUN))
+        await wait_for(pilot, lambda: bool(app.screen.query("#metric-warnings")))
+        await pilot.press("5")
+        await settle(app, pilot)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=open_metrics)

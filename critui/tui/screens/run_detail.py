@@ -164,6 +164,24 @@ def config_table(doc: dict[str, Any], spec: dict[str, Any], joined: JoinedHistor
 class RunDetailScreen(Screen):
     """Everything about one run, updating live while it trains."""
 
+    DEFAULT_CSS = """
+    RunDetailScreen #metric-pick {
+        width: 30;
+        max-width: 40%;
+    }
+    RunDetailScreen #metric-keys {
+        height: auto;
+        max-height: 1fr;
+    }
+    RunDetailScreen #metric-main {
+        width: 1fr;
+    }
+    RunDetailScreen #metric-warnings {
+        height: auto;
+        max-height: 8;
+    }
+    """
+
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back", tooltip="Back to the dashboard"),
         Binding("x", "cancel_run", "Cancel run", tooltip="Stop this run cleanly (asks first)"),
@@ -440,15 +458,7 @@ class RunDetailScreen(Screen):
         ask_delete(self.app, self.run_id, then=self.dismiss)
 
     def action_export(self) -> None:
-        from critui.tui.widgets.save import ask_save
-
-        doc = self.doc
-        if doc is None:
-            return
-        from critui.runs.export import export_csv
-
-        ask_save(self.app, f"run {self.run_id}'s per-epoch rows (CSV)", [], self.run_id,
-                 csv_text=lambda: export_csv(self.app.store, [doc], with_run=True), figure=False)
+        self.app.export_runs([self.run_id])  # asks where; with the deficit, window and seed
 
     def action_save_chart(self) -> None:
         """Save the chart(s) of the tab on screen: the figure as PNG/SVG and its CSV."""

@@ -329,10 +329,11 @@ class SaveModal(ModalScreen[list[Path] | None]):
 
 
 def ask_save(app, what: str, charts: list[tuple[str, Any]], stem: str, csv_text: CsvText = None,
-             figure: bool = True) -> None:
-    """Open the save dialog for ``charts`` (name, recorded canvas) named after ``stem``;
-    ``figure`` False when there is only data to save."""
-    app.push_screen(SaveModal(what, charts, default_path(stem, figure=figure and bool(charts)), csv_text))
+             figure: bool = True, folder: Path | None = None) -> None:
+    """Open the save dialog for ``charts`` (name, recorded canvas) named after ``stem``, in
+    ``folder`` (the current one by default); ``figure`` False when there is only data."""
+    default = default_path(stem, folder, figure=figure and bool(charts))
+    app.push_screen(SaveModal(what, charts, default, csv_text))
 
 
 def save_screen_charts(screen, stem: str, what: str) -> None:
