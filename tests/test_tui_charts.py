@@ -413,3 +413,52 @@ def test_metrics_tab_snapshot(snap_compare, tmp_path):
         await settle(app, pilot)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=open_metrics)
+
+
+def test_the_sweep_view_saves_its_figure_and_its_report_csv(tmp_path, monkeypatch):
+    from tests.test_tui_sweep import SWEEP_ID, write_sweep
+
+    home = tmp_path / "home"
+    write_sweep(home)
+    monkeypatch.chdir(tmp_path)
+    plot = True
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        plot = False
+
+    async def scenario():
+        from textual.widgets import Input
+
+        from critui.tui.screens.sweep import SweepScreen
+        from critui.tui.widgets.charts import Chart
+        from critui.tui.widgets.save import SaveModal
+
+        app = make_app(home, poll_interval=0.2)
+        async with app.run_test(size=(120, 40)) as pilot:
+            assert await wait_for(pilot, lambda: app.polls_done >= 1)
+            await pilot.press("w")
+            assert await wait_for(pilot, lambda: isinstance(app.screen, SweepScreen))
+            screen = app.screen
+            chart = screen.query_one(Chart)
+            assert await wait_for(pilot, lambda: chart.points >= 5 and not chart.busy)
+            await pilot.press("p")
+            assert await wait_for(pilot, lambda: isinstance(app.screen, SaveModal))
+            default = Path(app.screen.query_one(Input).value)
+            assert default == tmp_path / f"sweep-{SWEEP_ID}{'.png' if plot else '.csv'}"
+            await pilot.press("enter")
+            csv_path = default.with_suffix(".csv")
+            assert await wait_for(pilot, lambda: csv_path.exists())
+            if plot:
+                assert default.read_bytes()[:4] == b"\x89PNG"
+            # the CSV behind it: each run, its series and axis value, deficit, window and seed
+            import csv
+
+            rows = list(csv.DictReader(csv_path.open()))
+            assert len(rows) == len(screen.record["runs"])
+            assert list(rows[0])[:7] == ["run", "series", "value", "deficit", "window_start", "window_end", "seed"]
+            flip2 = next(r for r in rows if r["series"] == "deficit=flip" and r["value"] == "2")
+            assert (flip2["window_start"], flip2["window_end"], flip2["status"]) == ("0", "2", "finished")
+            assert float(flip2["final_acc"]) == pytest.approx(float(flip2["final_acc_mean"]))
+
+    asyncio.run(scenario())

@@ -336,17 +336,50 @@ def ask_save(app, what: str, charts: list[tuple[str, Any]], stem: str, csv_text:
     app.push_screen(SaveModal(what, charts, default, csv_text))
 
 
+SWEEP_COLUMNS = ("run", "series", "value", "deficit", "window_start", "window_end", "seed", "status",
+                 "final_acc", "final_acc_mean")
+
+
+def sweep_csv(app, record: dict[str, Any], report: dict[str, Any] | None) -> str:
+    """One row per run of a sweep: its series and axis value (as the figure groups them), its
+    deficit, window and seed, its status, its final accuracy, and the mean over seeds the
+    figure plots for its group."""
+    from critui.runs.export import run_columns
+    from critui.sweeps import axis_text
+    from critui.tui.histories import joined_history
+
+    primary = record.get("primary")
+    means = {(r["series"], str(r["value"])): r.get("final_acc_mean") for r in (report or {}).get("rows", [])}
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=SWEEP_COLUMNS, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    for entry in record.get("runs", []):
+        axis = entry.get("axis") or {}
+        series = ", ".join(axis_text(k, v) for k, v in axis.items() if k not in (primary, "seed")) or "all"
+        value = "baseline" if entry.get("baseline") else axis.get(primary)
+        doc = app.feed.docs.get(entry.get("run_id")) or {"id": entry.get("run_id")}
+        columns = run_columns(doc)
+        if entry.get("window") and columns["window_start"] is None:
+            columns["window_start"], columns["window_end"] = entry["window"]
+        done = doc.get("status") == "finished"
+        writer.writerow({
+            "run": entry.get("run_id"), "series": series, "value": value, **columns,
+            "seed": axis.get("seed", columns["seed"]), "status": doc.get("status", "missing"),
+            "final_acc": joined_history(app.feed, doc["id"]).final_acc if done else None,
+            "final_acc_mean": means.get((series, str(value))),
+        })
+    return out.getvalue()
+
+
 def save_screen_charts(screen, stem: str, what: str) -> None:
-    """Save every chart shown on ``screen`` (the sweep view's figure); the CSV is the
-    screen's sweep report when it has one (every run's final accuracy, its deficit window
-    and seed), else the charts' points."""
+    """Save every chart shown on ``screen`` (the sweep view's figure); the CSV has one row
+    per run of the screen's sweep (:func:`sweep_csv`) when it shows one, else the points."""
     from critui.tui.widgets.charts import Chart
 
     charts = [(chart.title, chart.figure()) for chart in screen.query(Chart) if chart.display]
-    report = getattr(screen, "report", None)
+    record = getattr(screen, "record", None)
     csv_text = None
-    if isinstance(report, dict) and report.get("rows") is not None:
-        from critui.runs.report import to_csv
-
-        csv_text = to_csv(report)
+    if isinstance(record, dict) and isinstance(record.get("runs"), list):
+        report = getattr(screen, "report", None)
+        csv_text = lambda: sweep_csv(screen.app, record, report)  # noqa: E731 - written on save
     ask_save(screen.app, what, charts, stem, csv_text)
