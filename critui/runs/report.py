@@ -416,6 +416,10 @@ def run_chart(
         plt.theme("clear")
         xs, ys = zip(*points, strict=True)
         plt.plot(list(xs), list(ys), marker="braille")
+        # whole epochs on a 1-2-5 step, never 2.5
+        span = max(xs) - min(xs)
+        step = next(s for s in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 10**9) if span // s + 1 <= max(width // 10, 2))
+        plt.xticks(list(range(min(xs) - min(xs) % step, max(xs) + 1, step)))
         if window and window[1] > window[0]:
             for epoch in window:
                 plt.vline(epoch)
