@@ -462,3 +462,20 @@ def test_the_sweep_view_saves_its_figure_and_its_report_csv(tmp_path, monkeypatc
             assert float(flip2["final_acc"]) == pytest.approx(float(flip2["final_acc_mean"]))
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("width", [60, 80, 200])
+def test_a_long_run_heatmap_shares_columns_between_epochs_and_labels_whole_epochs(width):
+    from critui.tui.widgets.charts import FisherHeatmap
+
+    rows = [{"epoch": e, "test_acc": 0.5, **({"fisher.a": 1.0 + e, "fisher.b": 2.0} if e % 3 == 0 else {})}
+            for e in range(300)]
+    heatmap = FisherHeatmap()
+    heatmap.rows, heatmap.layer_names, heatmap.window = rows, ["a", "b"], (10, 40)
+    columns, cw = heatmap.columns(width - 3)
+    assert cw == 1 and len(columns) <= width - 3
+    assert columns[0][0] == 0 and columns[-1][1] == 300
+    assert all(lo < hi for lo, hi in columns) and all(a[1] == b[0] for a, b in zip(columns, columns[1:], strict=False))
+    axis = FisherHeatmap.axis(columns, cw)
+    labels = axis.split()[:-1]  # then "epoch"
+    assert labels[0] == "0" and all(label.isdigit() for label in labels) and len(axis) <= width - 3 + 8

@@ -361,7 +361,7 @@ class RunDetailScreen(Screen):
         keys = self._groups.get(name, []) if name else []
         chosen = self._chosen.setdefault(name, list(keys)) if name else []
         listing = self.query_one("#metric-keys", SelectionList)
-        if [o.value for o in listing._options] != keys:
+        if [listing.get_option_at_index(i).value for i in range(listing.option_count)] != keys:
             listing.clear_options()
             listing.add_options([(k.split(".", 1)[-1], k, k in chosen) for k in keys])
 

@@ -607,7 +607,7 @@ class FisherHeatmap(Widget):
         ticks = integer_ticks(first, last, max(width // 6, 2))
         if last not in ticks and (not ticks or last - ticks[-1] > 0):
             ticks.append(last)
-        taken = -1
+        placed: list[tuple[int, str]] = []
         for tick in ticks:
             col = next((i for i, (lo, hi) in enumerate(columns) if lo <= tick < hi), None)
             if col is None:
@@ -616,8 +616,11 @@ class FisherHeatmap(Widget):
             pos = col * cw
             if tick == last:
                 pos = max(min(pos, width - len(label)), 0)
-            if pos <= taken:
+                while placed and placed[-1][0] + len(placed[-1][1]) >= pos:
+                    placed.pop()  # the last epoch's label wins over a tick crowding it
+            elif placed and placed[-1][0] + len(placed[-1][1]) >= pos:
                 continue
+            placed.append((pos, label))
+        for pos, label in placed:
             line[pos : pos + len(label)] = label
-            taken = pos + len(label)
         return "".join(line).rstrip() + "  epoch"
