@@ -137,6 +137,7 @@ class Canvas:
         self.xrange: tuple[float, float] | None = None  # of the series drawn
         self.windows: list[tuple[tuple[int, int], int]] = []
         self.epochs = False  # the x axis is epochs: integer ticks, clipped to the data
+        self.for_file = plt is None or width >= 10**6  # recorded for saving, not for the terminal
 
     def line(self, xs, ys, *, label: str | None = None, color: int = SERIES_COLOURS[0],
              meta: dict[str, Any] | None = None) -> None:
@@ -180,12 +181,15 @@ class Canvas:
         lo, hi = self.xrange
         drawn = set()
         for (start, end), colour in self.windows:
+            # for a saved figure, which shades the window (plotext has only lines)
+            self.plt.calls.append({"name": "window", "args": (max(start, lo), min(end, hi), colour), "kwargs": {}})
             for x in (start, end):
                 if lo <= x <= hi and (x, colour) not in drawn:
                     drawn.add((x, colour))
                     self.plt.vline(x, colour)
         if self.epochs:
-            ticks = integer_ticks(lo, hi, max(self.width // 8, 2))
+            most = 12 if self.for_file else max(self.width // 8, 2)
+            ticks = integer_ticks(lo, hi, most)
             if hi > lo:
                 self.plt.xlim(lo, hi)
             self.plt.xticks(ticks, [str(t) for t in ticks])
@@ -435,8 +439,9 @@ def fisher_draw(
 
 def metric_draw(rows: list[dict[str, Any]], keys: Sequence[str], window, ylabel: str,
                 meta: dict[str, Any] | None = None, log: bool = False) -> Draw:
-    """Any recorded metric's keys (a plugin metric's layers) against the epoch; epochs where a
-    value is null (the metric returned NaN) are gaps. ``log`` when every value is positive."""
+    """Any recorded metric's keys (a plugin metric's layers) against the epoch; an epoch where
+    a value is null (the metric returned NaN) has no point. ``log``: a log scale when every
+    value is positive."""
 
     def draw(c: Canvas) -> None:
         positive = True

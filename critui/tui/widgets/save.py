@@ -118,6 +118,10 @@ def draw_figure(charts: list[tuple[str, Any]], suffix: str) -> bytes:
             style = "-" if call["name"] == "plot" else "none"
             ax.plot(xs, ys, linestyle=style, marker="." if len(xs) < 40 else None, color=colour,
                     label=call.get("label"))
+        for call in _calls(canvas, "window"):
+            start, end, colour = call["args"]
+            if end > start:
+                ax.axvspan(start, end, color=xterm_hex(colour), alpha=0.08, linewidth=0)
         for call in _calls(canvas, "vline"):
             ax.axvline(call["args"][0], color=xterm_hex(call["args"][1] if len(call["args"]) > 1 else None),
                        linewidth=1)
@@ -136,7 +140,7 @@ def draw_figure(charts: list[tuple[str, Any]], suffix: str) -> bytes:
             ax.set_xticks(list(args[0]), list(args[1]) if len(args) > 1 else None)
         ax.set_xlabel(str(_last(canvas, "xlabel", "")))
         ax.set_ylabel(str(_last(canvas, "ylabel", "")))
-        ax.set_title(str(_last(canvas, "title", name)))
+        ax.set_title(str(_last(canvas, "title", name)), pad=14 if _calls(canvas, "heatmap") else 6)
         if any(call.get("label") for call in _calls(canvas, "plot")):
             ax.legend(fontsize="small")
     fig.tight_layout()
@@ -156,11 +160,17 @@ def _heatmap(fig, ax, call: dict[str, Any]) -> None:
     cells = np.array([[np.nan if v is None else v for v in row] for row in call["cells"]], dtype=float)
     image = ax.imshow(np.ma.masked_invalid(cells), aspect="auto", cmap="viridis", vmin=0, vmax=1,
                       interpolation="nearest", extent=(epochs[0] - 0.5, epochs[-1] + 0.5, len(layers) - 0.5, -0.5))
+    from matplotlib.ticker import MaxNLocator
+
     ax.set_yticks(range(len(layers)), layers)
-    fig.colorbar(image, ax=ax, label="share of the epoch's trace")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs: never 2.5
+    fig.colorbar(image, ax=ax, label="share of the epoch's trace (blank: not measured)")
     if call.get("window"):
         start, end = call["window"]
-        ax.axvspan(start - 0.5, end - 0.5, ymin=1.0, ymax=1.04, color="red", clip_on=False)
+        # a red bar over the window's epochs, above the layers, as in the terminal
+        ax.axvspan(start - 0.5, end - 0.5, ymin=1.01, ymax=1.05, color="red", clip_on=False)
+        ax.annotate("deficit", xy=(end - 0.5, 1.03), xycoords=("data", "axes fraction"), xytext=(3, 0),
+                    textcoords="offset points", va="center", fontsize="small", color="red")
 
 
 def targets(path: Path) -> list[Path]:
@@ -371,6 +381,19 @@ def sweep_csv(app, record: dict[str, Any], report: dict[str, Any] | None) -> str
     return out.getvalue()
 
 
+def name_series(charts: list[tuple[str, Any]], report: dict[str, Any]) -> None:
+    """Label a sweep figure's unlabelled lines with their series (on screen the table below
+    is the legend; a saved figure has no table): the series' colour says which it is."""
+    from critui.runs.report import series_names
+    from critui.tui.widgets.charts import SERIES_COLOURS
+
+    by_colour = {SERIES_COLOURS[i % len(SERIES_COLOURS)]: name for i, name in enumerate(series_names(report))}
+    for _name, canvas in charts:
+        for call in _calls(canvas, "plot"):
+            if not call.get("label") and call["kwargs"].get("color") in by_colour:
+                call["label"] = by_colour[call["kwargs"]["color"]]
+
+
 def save_screen_charts(screen, stem: str, what: str) -> None:
     """Save every chart shown on ``screen`` (the sweep view's figure); the CSV has one row
     per run of the screen's sweep (:func:`sweep_csv`) when it shows one, else the points."""
@@ -378,8 +401,10 @@ def save_screen_charts(screen, stem: str, what: str) -> None:
 
     charts = [(chart.title, chart.figure()) for chart in screen.query(Chart) if chart.display]
     record = getattr(screen, "record", None)
+    report = getattr(screen, "report", None)
     csv_text = None
     if isinstance(record, dict) and isinstance(record.get("runs"), list):
-        report = getattr(screen, "report", None)
         csv_text = lambda: sweep_csv(screen.app, record, report)  # noqa: E731 - written on save
+    if isinstance(report, dict) and report.get("rows"):
+        name_series(charts, report)
     ask_save(screen.app, what, charts, stem, csv_text)
