@@ -479,3 +479,60 @@ def test_a_long_run_heatmap_shares_columns_between_epochs_and_labels_whole_epoch
     axis = FisherHeatmap.axis(columns, cw)
     labels = axis.split()[:-1]  # then "epoch"
     assert labels[0] == "0" and all(label.isdigit() for label in labels) and len(axis) <= width - 3 + 8
+
+
+def test_save_dialog_snapshot(snap_compare, tmp_path, monkeypatch):
+    """The save dialog at 80×24 without matplotlib: its text wraps, the fix is on screen."""
+    from tests.test_tui_snapshots import settle
+    from tests.test_tui_snapshots import make_app as snapshot_app
+
+    no_matplotlib(monkeypatch)
+    monkeypatch.chdir(tmp_path)  # the default path is in the current folder: fixed here
+    monkeypatch.setattr(Path, "cwd", classmethod(lambda cls: Path("/home/lab/results")))
+    app = snapshot_app(charts_home(tmp_path))
+
+    async def open_dialog(pilot) -> None:
+        await wait_for(pilot, lambda: app.polls_done >= 1)
+        from critui.tui.screens.run_detail import RunDetailScreen
+        from critui.tui.widgets.save import SaveModal
+
+        app.push_screen(RunDetailScreen(RUN))
+        await wait_for(pilot, lambda: bool(app.screen.query("#metric-warnings")))
+        await pilot.press("p")
+        await wait_for(pilot, lambda: isinstance(app.screen, SaveModal))
+        await settle(app, pilot)
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=open_dialog)
+
+
+def test_compare_draws_each_runs_window_in_its_colour_and_saves_with_run_columns(tmp_path, monkeypatch):
+    home = charts_home(tmp_path)
+    monkeypatch.chdir(tmp_path)
+
+    async def scenario():
+        from textual.widgets import Input
+
+        from critui.tui.screens.compare import CompareScreen
+        from critui.tui.widgets.charts import SERIES_COLOURS, Chart
+        from critui.tui.widgets.save import SaveModal
+
+        app = make_app(home, poll_interval=0.2)
+        async with app.run_test(size=(120, 30)) as pilot:
+            assert await wait_for(pilot, lambda: app.polls_done >= 1)
+            app.push_screen(CompareScreen([RUN, OFF]))
+            assert await wait_for(pilot, lambda: isinstance(app.screen, CompareScreen) and bool(app.screen.query(Chart)))
+            chart = app.screen.query_one(Chart)
+            assert await wait_for(pilot, lambda: chart.points == 26)
+            vlines = [c["args"] for c in chart.figure().plt.calls if c["name"] == "vline"]
+            # RUN's [0, 8) in the first colour, OFF's [0, 4) in the second
+            assert vlines == [(0, SERIES_COLOURS[0]), (8, SERIES_COLOURS[0]), (0, SERIES_COLOURS[1]),
+                              (4, SERIES_COLOURS[1])]
+            await pilot.press("p")
+            assert await wait_for(pilot, lambda: isinstance(app.screen, SaveModal))
+            app.screen.query_one(Input).value = str(tmp_path / "compare.csv")
+            await pilot.press("enter")
+            assert await wait_for(pilot, lambda: (tmp_path / "compare.csv").exists())
+        lines = (tmp_path / "compare.csv").read_text().splitlines()
+        assert f",{OFF},deficits.flip,0,4,3,5," in lines[-1]  # run, deficit, window, seed, epoch 5
+
+    asyncio.run(scenario())
