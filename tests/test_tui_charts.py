@@ -483,8 +483,8 @@ def test_a_long_run_heatmap_shares_columns_between_epochs_and_labels_whole_epoch
 
 def test_save_dialog_snapshot(snap_compare, tmp_path, monkeypatch):
     """The save dialog at 80×24 without matplotlib: its text wraps, the fix is on screen."""
-    from tests.test_tui_snapshots import settle
     from tests.test_tui_snapshots import make_app as snapshot_app
+    from tests.test_tui_snapshots import settle
 
     no_matplotlib(monkeypatch)
     monkeypatch.chdir(tmp_path)  # the default path is in the current folder: fixed here
