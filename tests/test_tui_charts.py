@@ -536,3 +536,26 @@ def test_compare_draws_each_runs_window_in_its_colour_and_saves_with_run_columns
         assert f",{OFF},deficits.flip,0,4,3,5," in lines[-1]  # run, deficit, window, seed, epoch 5
 
     asyncio.run(scenario())
+
+
+def test_show_splits_a_wide_fisher_table_instead_of_cutting_its_values(tmp_path, critui):
+    home = tmp_path / "home"
+    run_dir = write_run(home, RUN, window=(0, 4), epochs=6, created=T0)
+    names = [f"layer{i}.0.conv{j}" for i in range(1, 5) for j in (1, 2)]
+
+    def many_layers(events):
+        for e in events:
+            if e["event"] == "metric":
+                e["values"] = {name: 0.012345 * (k + 1) for k, name in enumerate(names)}
+                e["values"]["total"] = sum(e["values"].values())
+        return events
+
+    edit_events(run_dir, many_layers)
+    RunStore(home).reconcile()
+    result = critui("show", RUN, env={"CRITUI_HOME": str(home), "COLUMNS": "80"})
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    tables = out[out.index("per-epoch metrics"):]  # (the overview cuts the long tmp directory)
+    assert max(len(line) for line in out.splitlines()) <= 80 and "…" not in tables
+    assert "Fisher trace per layer (raw) (1/2)" in out and "(2/2)" in out
+    assert all(name in out for name in names) and "0.09876" in out  # the last layer, in full
