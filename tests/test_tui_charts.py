@@ -559,3 +559,16 @@ def test_show_splits_a_wide_fisher_table_instead_of_cutting_its_values(tmp_path,
     assert max(len(line) for line in out.splitlines()) <= 80 and "…" not in tables
     assert "Fisher trace per layer (raw) (1/2)" in out and "(2/2)" in out
     assert all(name in out for name in names) and "0.09876" in out  # the last layer, in full
+
+
+def test_a_save_path_must_name_a_figure_or_csv_and_an_existing_folder(tmp_path):
+    from critui.errors import CritUIError
+    from critui.tui.widgets.save import save
+
+    with pytest.raises(CritUIError, match=r"\.png, \.svg or \.csv"):
+        save(tmp_path / "figure.txt", [])
+    with pytest.raises(CritUIError, match="does not exist"):
+        save(tmp_path / "missing" / "figure.csv", [])
+    with pytest.raises(CritUIError, match="no chart here"):
+        save(tmp_path / "figure.svg", [])
+    assert list(tmp_path.iterdir()) == []  # nothing half-written

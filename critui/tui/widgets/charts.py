@@ -348,8 +348,12 @@ class Chart(PlotextPlot):
             canvas = Canvas(Plot(), 10**9, self.title)
             canvas.plt.title(self.title)
             if self._draw is not None:
-                self._draw(canvas)
-                canvas.finish()
+                try:
+                    self._draw(canvas)
+                    canvas.finish()
+                except Exception as exc:  # noqa: BLE001 - as on screen: a chart never takes the app down
+                    canvas = Canvas(Plot(), 10**9, self.title)
+                    canvas.plt.title(f"cannot draw ({type(exc).__name__}): {self.title}")
             return canvas
 
     def build(self) -> Text:
