@@ -419,10 +419,18 @@ def draw_png(report: dict[str, Any], path) -> None:
         rows = [r for r in report["rows"] if r["series"] == series and not r["baseline"]
                 and r["final_acc_mean"] is not None and isinstance(r["value"], (int, float))]
         rows.sort(key=lambda r: r["value"])
+        colour = None
         if rows:
-            ax.errorbar([r["value"] for r in rows], [r["final_acc_mean"] for r in rows],
-                        yerr=[r["final_acc_std"] for r in rows], marker="o", capsize=3,
-                        label=series if series != "all" else None)
+            bars = ax.errorbar([r["value"] for r in rows], [r["final_acc_mean"] for r in rows],
+                               yerr=[r["final_acc_std"] for r in rows], marker="o", capsize=3,
+                               label=series if series != "all" else None)
+            colour = bars.lines[0].get_color()
+        # the reference line the terminal chart and the TUI's sweep view draw
+        ref = reference_row(report, series)
+        if ref is not None and ref.get("final_acc_mean") is not None:
+            whose = f"{series}: " if series != "all" else ""
+            ax.axhline(ref["final_acc_mean"], linestyle="--", linewidth=1, color=colour or "grey",
+                       label=f"{whose}reference, {reference_text(report)}")
     ax.set_xlabel(str(report["primary"]))
     ax.set_ylabel(f"final test accuracy (mean of last {report['final_window']})")
     ax.set_title(str(report.get("name") or report["sweep"]))
@@ -457,6 +465,10 @@ def run_chart(
         plt.theme("clear")
         xs, ys = zip(*points, strict=True)
         plt.plot(list(xs), list(ys), marker="braille")
+        # whole epochs on a 1-2-5 step, never 2.5
+        span = max(xs) - min(xs)
+        step = next(s for s in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 10**9) if span // s + 1 <= max(width // 10, 2))
+        plt.xticks(list(range(min(xs) - min(xs) % step, max(xs) + 1, step)))
         if window and window[1] > window[0]:
             for epoch in window:
                 plt.vline(epoch)

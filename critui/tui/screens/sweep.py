@@ -108,7 +108,13 @@ class SweepScreen(Screen):
             "Per seed",
             tooltip="Each seed's final accuracy and its drop from that seed's reference, or the mean",
         ),
+        Binding("p", "save_chart", "Save plot", tooltip="Save the figure as PNG or SVG and its CSV (asks where)"),
     ]
+
+    def action_save_chart(self) -> None:
+        from critui.tui.widgets.save import save_screen_charts
+
+        save_screen_charts(self, f"sweep-{self.sweep_id}", f"sweep {self.sweep_id}")
 
     def __init__(self, sweep_id: str, record: dict[str, Any] | None = None):
         super().__init__()
