@@ -51,14 +51,19 @@ def home_option(func):
     )(func)
 
 
-def _home_path(ctx, param, value: str | None) -> Path | None:
-    """``--home ''`` is refused: Path('') is the current folder, which is not a home anyone meant."""
+def _given_path(value: str | None, if_blank: str) -> Path | None:
+    """An option's path; a blank one is refused with ``if_blank``: Path('') is the current
+    folder, which nobody who typed ``''`` meant."""
     if value is None:
         return None
     if not value.strip():
-        raise CritUIError("--home '' names no folder. Give the critui home's folder, e.g. --home ~/critui, "
-                          "or leave --home out to use CRITUI_HOME or the per-user data folder.")
+        raise CritUIError(if_blank)
     return Path(value)
+
+
+def _home_path(ctx, param, value: str | None) -> Path | None:
+    return _given_path(value, "--home '' names no folder. Give the critui home's folder, e.g. --home ~/critui, "
+                       "or leave --home out to use CRITUI_HOME or the per-user data folder.")
 
 
 def _print_version(ctx: click.Context, value: bool) -> None:
@@ -76,12 +81,35 @@ def plain(text: Any) -> str:
     return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in str(text))
 
 
+class LauncherOption(click.Option):
+    """``--launcher``, whose help names the launchers registered now (built-in and plugins'):
+    looked up only when help is shown, so that other commands never load the plugins for it."""
+
+    def get_help_record(self, ctx: click.Context):
+        self.help = launcher_help()
+        return super().get_help_record(ctx)
+
+
+def launcher_help() -> str:
+    """``--launcher``'s help: each registered launcher's name and the first sentence of its description."""
+    from critui.plugins import get_registry
+
+    try:
+        launchers = sorted(get_registry().of_kind("launchers"), key=lambda p: (p.name != "local", p.name))
+    except Exception:  # noqa: BLE001 - help must show even if the plugins cannot be loaded
+        launchers = []
+    named = "; ".join(f"{plain(p.name)} ({_gist(p.description)})" for p in launchers)
+    return (f"Where workers run: {named or 'local (this machine)'}. local is the default; settings as "
+            "--set launcher.NAME=VALUE. `critui plugins` lists the launchers and their settings.")
+
+
+def _gist(description: object) -> str:
+    """A plugin's description up to its first aside: "Each worker as a Slurm job, through submitit"."""
+    return plain(str(description).split("; ")[0].split(" (")[0].rstrip("."))
+
+
 def launcher_option(func):
-    return click.option(
-        "--launcher", metavar="NAME",
-        help="Where workers run: local (this machine, the default) or slurm (Slurm jobs through submitit; "
-        "settings as --set launcher.partition=gpu). `critui plugins` lists the launchers and their settings.",
-    )(func)
+    return click.option("--launcher", metavar="NAME", cls=LauncherOption)(func)
 
 
 def pick_launcher(registry, launcher_id: str | None, plugins, sets, home: Path, default: tuple[str | None, dict] = (None, {}),
@@ -217,13 +245,29 @@ def run(plugins, sets, epochs, seed, device, config_path, name, dry_run, launche
 
 
 def _output_path(value: str | None) -> Path | None:
-    """``-o ''`` is refused: Path('') is the current folder, not a file to write."""
-    if value is None:
-        return None
-    if not value.strip():
-        raise CritUIError("-o '' names no file. Give the file to write, e.g. -o runs.csv, or leave -o out "
-                          "to print to standard output.")
-    return Path(value)
+    return _given_path(value, "-o '' names no file. Give the file to write, e.g. -o runs.csv, or leave -o out "
+                       "to print to standard output.")
+
+
+def _how_to_stop(registry, docs: list[dict[str, Any]], home: Path | None) -> str:
+    """How to cancel the cluster jobs of ``docs`` by hand: each launcher names its own command
+    (``scancel`` for Slurm, ``ray job stop`` for Ray), for at most five jobs of each."""
+    from critui.runs.launcher import make_launcher
+    from critui.runs.store import default_home
+
+    by_launcher: dict[str, list[str]] = {}
+    for doc in docs:
+        by_launcher.setdefault(doc.get("launcher") or "", []).append(doc["job"])
+    commands = []
+    for launcher_id, jobs in by_launcher.items():
+        try:
+            launcher = make_launcher(registry, launcher_id, {}, home or default_home(), check=False)
+            command = launcher.stop_command(jobs[:5])
+        except Exception:  # noqa: BLE001 - a launcher gone or without the method: say so plainly
+            command = None
+        commands.append(f"`{plain(command)}`" if command else
+                        f"stop them with {plain(launcher_id or 'their launcher')}'s own command")
+    return "cancel them with " + " and ".join(commands)
 
 
 def _plugin_source(info) -> dict[str, str]:
@@ -487,8 +531,8 @@ class RunsListing:
     wrap: str  # the one column that may be cut to fit
 
     def __post_init__(self):
-        self.cells = [list(col) for col in zip(*self.rows)] or [[] for _ in self.columns]
-        self.widths = [max(_width(c), _column_width(col)) for c, col in zip(self.columns, self.cells)]
+        self.cells = [list(col) for col in zip(*self.rows, strict=True)] or [[] for _ in self.columns]
+        self.widths = [max(_width(c), _column_width(col)) for c, col in zip(self.columns, self.cells, strict=True)]
 
     @property
     def width(self) -> int:
@@ -527,7 +571,7 @@ class RunsListing:
         title = [paint(part.replace("\u00a0", " ").center(total).rstrip(), "italic")
                  for part in textwrap.wrap(self.title, max(total, 20))]
         head = "  ".join(column(i, [c])[0] for i, c in enumerate(self.columns)).rstrip()
-        body = ["  ".join(cells).rstrip() for cells in zip(*(column(i, col) for i, col in enumerate(self.cells)))]
+        body = ["  ".join(cells).rstrip() for cells in zip(*(column(i, col) for i, col in enumerate(self.cells)), strict=True)]
         console.file.write("\n".join([*title, paint(head, "bold"), "─" * total, *body]) + "\n")
         console.file.flush()
 
@@ -940,11 +984,12 @@ def sweep(config_path, dry_run, jobs, gpus, per_gpu, sets, seeds, max_runs, resu
         record = sched.load_record(store, resume_ref)
         docs = {d["id"]: d for d in store.all()}
         busy = [docs[e["run_id"]] for e in record["runs"] if docs.get(e["run_id"], {}).get("status") == "running"]
-        job_ids = [d["job"].partition(":")[2] for d in busy if d.get("job")]
-        if job_ids:  # its manager may be gone; the cluster still trains them
-            raise CritUIError(f"Sweep {record['id']} still has {len(job_ids)} job(s) on the cluster (e.g. run "
-                              f"{busy[0]['id']}, job {job_ids[0]}). Wait for them to end (`critui runs --status running`), "
-                              f"or cancel them with `scancel {' '.join(job_ids[:5])}`, then resume it.")
+        jobs_left = [d for d in busy if d.get("job")]
+        if jobs_left:  # its manager may be gone; the cluster still trains them
+            raise CritUIError(f"Sweep {record['id']} still has {len(jobs_left)} job(s) on the cluster (e.g. run "
+                              f"{jobs_left[0]['id']}, job {plain(jobs_left[0]['job'])}). Wait for them to end "
+                              f"(`critui runs --status running`), or {_how_to_stop(registry, jobs_left, home)}, "
+                              "then resume it.")
         if busy:
             raise CritUIError(f"Sweep {record['id']} is still running ({len(busy)} run(s) have a live worker, "
                               f"e.g. {busy[0]['id']}). Stop that `critui sweep` first, or wait for it.")

@@ -105,10 +105,10 @@ MAX_SHAPES = 1024  # a hostile index of all-different shapes costs time, never m
 def _shape_ok(keys: tuple, types: tuple) -> bool:
     """Whether an entry with these keys and value types has every required field and a right type
     for every known one (unknown fields are kept as they are)."""
-    present = {k for k, t in zip(keys, types) if t is not _NONE}
+    present = {k for k, t in zip(keys, types, strict=True) if t is not _NONE}
     if not present.issuperset(REQUIRED):
         return False
-    return all(t is _NONE or k not in FIELD_CHECKS or t in FIELD_CHECKS[k][0] for k, t in zip(keys, types))
+    return all(t is _NONE or k not in FIELD_CHECKS or t in FIELD_CHECKS[k][0] for k, t in zip(keys, types, strict=True))
 
 
 def entry_problem(doc: Any) -> str | None:
