@@ -493,7 +493,9 @@ def plugins(as_json: bool) -> None:
 def runs(status, deficit, model, dataset, limit, as_json, home) -> None:
     """List the run history, oldest first."""
     store = open_store(home)
-    docs = [d for d in store.all() if _matches(d, status, deficit, model, dataset)]
+    docs = store.all()
+    if status or deficit is not None or model is not None or dataset is not None:
+        docs = [d for d in docs if _matches(d, status, deficit, model, dataset)]
     if limit:
         docs = docs[-limit:]
     if as_json:

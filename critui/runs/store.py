@@ -48,7 +48,7 @@ from critui.events import (
     pid_alive,
     worker_pid,
 )
-from critui.files import TEMP_SUFFIX, atomic_write, remove_stale_temps
+from critui.files import TEMP_SUFFIX, atomic_write, is_temp, remove_stale_temps
 from critui.runs.ids import check_run_id, is_run_id, new_run_id
 from critui.runs.journal import (
     FIELD_CHECKS,
@@ -395,13 +395,15 @@ class RunStore:
             return []
         # Staging folders a killed create() left; only when the runs folder is read anyway (a
         # new process always reads it once), as 10,000 entries are not listed at every poll.
-        remove_stale_temps(self.runs_dir, older_than_s=STAGING_MAX_AGE_S)
+        with os.scandir(self.runs_dir) as listing:
+            names = [(entry.name, entry.path) for entry in listing]
+        if any(is_temp(name) for name, _ in names):
+            remove_stale_temps(self.runs_dir, older_than_s=STAGING_MAX_AGE_S)
         docs, waiting = [], False
-        for entry in os.scandir(self.runs_dir):
-            name = entry.name
+        for name, entry_path in names:
             if name.startswith(".") or name in state.by_run:
                 continue
-            path = Path(entry.path)
+            path = Path(entry_path)
             if not (path / "spec.json").exists() and not (path / "run.json").exists():
                 waiting = True  # not a run, or one still being copied in: look again next time
                 continue
