@@ -143,6 +143,25 @@ BAD_ENTRIES = {
 }
 
 
+def test_the_fast_entry_check_refuses_exactly_what_the_field_by_field_one_refuses():
+    """Entries are checked once per shape (keys and value types) and then by value: every field
+    given every hostile value, twice (the second time from the shapes already seen), is judged
+    as the plain field-by-field check judges it."""
+    from critui.runs.journal import FIELD_CHECKS, _entry_problem_in_words, entry_problem
+
+    values = [None, 0, -1, 1.5, True, "", "x", "../../victim", "/etc", "finished", "20260101-000000-aaaa",
+              [], [0, 4], [0, "4"], [0, 4, 8], {}, {"a": 1}]
+    base = entry(A, name="n", window=[0, 4], parent=B, fork_epoch=2, plugins={})
+    for _ in range(2):
+        for key in [*FIELD_CHECKS, "unknown"]:
+            for value in values:
+                doc = {**base, key: value}
+                assert (entry_problem(doc) is None) == (_entry_problem_in_words(doc) is None), (key, value)
+            missing = {k: v for k, v in base.items() if k != key}
+            assert (entry_problem(missing) is None) == (_entry_problem_in_words(missing) is None), key
+    assert entry_problem(base) is None and entry_problem([base]) is not None
+
+
 @pytest.mark.parametrize("bad", BAD_ENTRIES.values(), ids=BAD_ENTRIES.keys())
 def test_a_bad_index_entry_is_skipped_and_the_run_rebuilt_from_its_folder(critui, home, bad):
     write_run(home, A)
