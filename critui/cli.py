@@ -617,12 +617,21 @@ def _runs_table(docs: list[dict[str, Any]], home: Path, wide: bool) -> RunsListi
             described[key] = " / ".join(parts)
         return described[key]
 
+    minutes: dict[float, str] = {}  # runs of a sweep are made in the same few minutes
+
+    def made(d: dict[str, Any]) -> str:
+        created = d.get("created", 0)
+        minute = created // 60  # time zones are offset by whole minutes (since 1972, everywhere)
+        if minute not in minutes:
+            minutes[minute] = time.strftime("%m-%d %H:%M", time.localtime(created))
+        return minutes[minute]
+
     rows = []
     for d in docs:
         row = [
             d["id"], d["status"], describe(d),
             f"{d.get('epochs_done', 0)}/{d['epochs']}", _fmt_acc(d.get("final_acc")),
-        ] + ([time.strftime("%m-%d %H:%M", time.localtime(d.get("created", 0)))] if wide else [])
+        ] + ([made(d)] if wide else [])
         if forks:
             # The id's random suffix is enough to name the parent (`critui show a092` finds it).
             row.append(f"…{d['parent'][-4:]}@{d['fork_epoch']}" if d.get("parent") else "")
