@@ -437,3 +437,20 @@ def test_the_tui_lists_the_good_runs_and_tells_what_it_skipped(tmp_path):
             assert history is not None and len(history.rows) == 8
 
     asyncio.run(scenario())
+
+
+def test_critui_runs_loads_no_plugins_torch_or_tui(home):
+    """The listing's start-up is most of its time: `critui runs` imports neither the plugins
+    (pluggy, critui.builtin), torch, Textual, nor importlib.metadata (the version, looked up
+    only for --version)."""
+    import subprocess
+    import sys
+
+    write_run(home, A)
+    code = ("import runpy, sys\nsys.argv = ['critui', 'runs', '--home', sys.argv[1]]\n"
+            "try:\n    runpy.run_module('critui', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            "print(' '.join(sorted(sys.modules)), file=sys.stderr)")
+    result = subprocess.run([sys.executable, "-c", code, str(home)], capture_output=True, text=True, check=True)
+    assert A in result.stdout
+    loaded = set(result.stderr.split())
+    assert not loaded & {"pluggy", "torch", "textual", "critui.plugins", "critui.builtin", "importlib.metadata"}
