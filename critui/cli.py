@@ -7,6 +7,7 @@ one paragraph (what, the value, the fix) with exit status 2, never a traceback.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 import signal
@@ -24,7 +25,6 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from critui import __version__
 from critui.config import (
     build_spec,
     deficit_label,
@@ -51,14 +51,28 @@ def home_option(func):
     )(func)
 
 
-def _home_path(ctx, param, value: str | None) -> Path | None:
-    """``--home ''`` is refused: Path('') is the current folder, which is not a home anyone meant."""
+def _given_path(value: str | None, if_blank: str) -> Path | None:
+    """An option's path; a blank one is refused with ``if_blank``: Path('') is the current
+    folder, which nobody who typed ``''`` meant."""
     if value is None:
         return None
     if not value.strip():
-        raise CritUIError("--home '' names no folder. Give the critui home's folder, e.g. --home ~/critui, "
-                          "or leave --home out to use CRITUI_HOME or the per-user data folder.")
+        raise CritUIError(if_blank)
     return Path(value)
+
+
+def _home_path(ctx, param, value: str | None) -> Path | None:
+    return _given_path(value, "--home '' names no folder. Give the critui home's folder, e.g. --home ~/critui, "
+                       "or leave --home out to use CRITUI_HOME or the per-user data folder.")
+
+
+def _print_version(ctx: click.Context, value: bool) -> None:
+    """``--version``, as click's option prints it; the version is looked up only when asked for."""
+    if value and not ctx.resilient_parsing:
+        from critui import __version__
+
+        click.echo(f"critui, version {__version__}")
+        ctx.exit()
 
 
 def plain(text: Any) -> str:
@@ -67,12 +81,35 @@ def plain(text: Any) -> str:
     return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in str(text))
 
 
+class LauncherOption(click.Option):
+    """``--launcher``, whose help names the launchers registered now (built-in and plugins'):
+    looked up only when help is shown, so that other commands never load the plugins for it."""
+
+    def get_help_record(self, ctx: click.Context):
+        self.help = launcher_help()
+        return super().get_help_record(ctx)
+
+
+def launcher_help() -> str:
+    """``--launcher``'s help: each registered launcher's name and the first sentence of its description."""
+    from critui.plugins import get_registry
+
+    try:
+        launchers = sorted(get_registry().of_kind("launchers"), key=lambda p: (p.name != "local", p.name))
+    except Exception:  # noqa: BLE001 - help must show even if the plugins cannot be loaded
+        launchers = []
+    named = "; ".join(f"{plain(p.name)} ({_gist(p.description)})" for p in launchers)
+    return (f"Where workers run: {named or 'local (this machine)'}. local is the default; settings as "
+            "--set launcher.NAME=VALUE. `critui plugins` lists the launchers and their settings.")
+
+
+def _gist(description: object) -> str:
+    """A plugin's description up to its first aside: "Each worker as a Slurm job, through submitit"."""
+    return plain(str(description).split("; ")[0].split(" (")[0].rstrip("."))
+
+
 def launcher_option(func):
-    return click.option(
-        "--launcher", metavar="NAME",
-        help="Where workers run: local (this machine, the default) or slurm (Slurm jobs through submitit; "
-        "settings as --set launcher.partition=gpu). `critui plugins` lists the launchers and their settings.",
-    )(func)
+    return click.option("--launcher", metavar="NAME", cls=LauncherOption)(func)
 
 
 def pick_launcher(registry, launcher_id: str | None, plugins, sets, home: Path, default: tuple[str | None, dict] = (None, {}),
@@ -128,7 +165,8 @@ def print_problems(store) -> None:
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="critui")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=lambda ctx, param, value: _print_version(ctx, value),
+              help="Show the version and exit.")
 @click.option("--home", "tui_home", type=click.Path(file_okay=False), envvar="CRITUI_HOME", callback=_home_path,
               help="The critui home: the one the interactive session opens, and the default of any command "
               "after it (default: CRITUI_HOME).")
@@ -207,13 +245,29 @@ def run(plugins, sets, epochs, seed, device, config_path, name, dry_run, launche
 
 
 def _output_path(value: str | None) -> Path | None:
-    """``-o ''`` is refused: Path('') is the current folder, not a file to write."""
-    if value is None:
-        return None
-    if not value.strip():
-        raise CritUIError("-o '' names no file. Give the file to write, e.g. -o runs.csv, or leave -o out "
-                          "to print to standard output.")
-    return Path(value)
+    return _given_path(value, "-o '' names no file. Give the file to write, e.g. -o runs.csv, or leave -o out "
+                       "to print to standard output.")
+
+
+def _how_to_stop(registry, docs: list[dict[str, Any]], home: Path | None) -> str:
+    """How to cancel the cluster jobs of ``docs`` by hand: each launcher names its own command
+    (``scancel`` for Slurm, ``ray job stop`` for Ray), for at most five jobs of each."""
+    from critui.runs.launcher import make_launcher
+    from critui.runs.store import default_home
+
+    by_launcher: dict[str, list[str]] = {}
+    for doc in docs:
+        by_launcher.setdefault(doc.get("launcher") or "", []).append(doc["job"])
+    commands = []
+    for launcher_id, jobs in by_launcher.items():
+        try:
+            launcher = make_launcher(registry, launcher_id, {}, home or default_home(), check=False)
+            command = launcher.stop_command(jobs[:5])
+        except Exception:  # noqa: BLE001 - a launcher gone or without the method: say so plainly
+            command = None
+        commands.append(f"`{plain(command)}`" if command else
+                        f"stop them with {plain(launcher_id or 'their launcher')}'s own command")
+    return "cancel them with " + " and ".join(commands)
 
 
 def _plugin_source(info) -> dict[str, str]:
@@ -439,7 +493,9 @@ def plugins(as_json: bool) -> None:
 def runs(status, deficit, model, dataset, limit, as_json, home) -> None:
     """List the run history, oldest first."""
     store = open_store(home)
-    docs = [d for d in store.all() if _matches(d, status, deficit, model, dataset)]
+    docs = store.all()
+    if status or deficit is not None or model is not None or dataset is not None:
+        docs = [d for d in docs if _matches(d, status, deficit, model, dataset)]
     if limit:
         docs = docs[-limit:]
     if as_json:
@@ -467,7 +523,8 @@ def _width(text: str) -> int:
 @dataclasses.dataclass
 class RunsListing:
     """The runs listing, laid out as a rich table with a simple head would be, but in time
-    linear in the runs: rich measures and renders every cell twice, 1.5 s per 1,000 runs."""
+    linear in the runs: rich measures and renders every cell twice, 1.5 s per 1,000 runs.
+    Work is done a column at a time (10,000 runs are 70,000 cells)."""
 
     title: str
     columns: list[str]
@@ -476,7 +533,8 @@ class RunsListing:
     wrap: str  # the one column that may be cut to fit
 
     def __post_init__(self):
-        self.widths = [max([_width(c), *(_width(r[i]) for r in self.rows)]) for i, c in enumerate(self.columns)]
+        self.cells = [list(col) for col in zip(*self.rows, strict=True)] or [[] for _ in self.columns]
+        self.widths = [max(_width(c), _column_width(col)) for c, col in zip(self.columns, self.cells, strict=True)]
 
     @property
     def width(self) -> int:
@@ -500,38 +558,80 @@ class RunsListing:
 
         codes = {s: paint("\0", c).split("\0") for s, c in STATUS_COLOURS.items()} if colour else {}
 
-        def line(cells: list[str]) -> str:
-            parts = []
-            for i, cell in enumerate(cells):
-                if _width(cell) > widths[i]:
-                    cell = cell[: widths[i] - 1] + "…"
-                pad = " " * (widths[i] - _width(cell))
-                shown = cell.join(codes[cell]) if i == status and cell in codes else cell
-                parts.append(pad + shown if right[i] else shown + pad)
-            return "  ".join(parts).rstrip()
+        def column(i: int, cells: list[str]) -> list[str]:
+            width = widths[i]
+            measure = len if "".join(cells).isascii() else _width  # "…" below is one cell wide, too
+            if max(map(measure, cells), default=0) > width:
+                cells = [c if measure(c) <= width else _cut(c, width) for c in cells]
+            if i == status and codes:  # padded as the plain text, then coloured
+                return [c.join(codes[c]) + " " * (width - len(c)) if c in codes else _pad(c, width, False)
+                        for c in cells]
+            if measure is len:
+                return list(map(str.rjust if right[i] else str.ljust, cells, itertools.repeat(width)))
+            return [_pad(c, width, right[i]) for c in cells]
 
         title = [paint(part.replace("\u00a0", " ").center(total).rstrip(), "italic")
                  for part in textwrap.wrap(self.title, max(total, 20))]
-        head = [*title, paint(line(self.columns), "bold"), "─" * total]
-        console.file.write("\n".join(head + [line(r) for r in self.rows]) + "\n")
+        head = "  ".join(column(i, [c])[0] for i, c in enumerate(self.columns)).rstrip()
+        body = ["  ".join(cells).rstrip() for cells in zip(*(column(i, col) for i, col in enumerate(self.cells)), strict=True)]
+        console.file.write("\n".join([*title, paint(head, "bold"), "─" * total, *body]) + "\n")
         console.file.flush()
+
+
+def _column_width(cells: list[str]) -> int:
+    """The widest cell's width; measured by len when the column is ASCII (nearly always)."""
+    if not cells:
+        return 0
+    if "".join(cells).isascii():
+        return max(map(len, cells))
+    return max(map(_width, cells))
+
+
+def _cut(text: str, width: int) -> str:
+    text = text[: width - 1]
+    while _width(text) > width - 1:
+        text = text[:-1]
+    return text + "…"
+
+
+def _pad(text: str, width: int, right: bool) -> str:
+    pad = " " * (width - _width(text))
+    return pad + text if right else text + pad
 
 
 def _runs_table(docs: list[dict[str, Any]], home: Path, wide: bool) -> RunsListing:
     forks = any(d.get("parent") for d in docs)
-    datasets = {short_id(d["dataset"]) for d in docs}
+    datasets = {short_id(name) for name in {d["dataset"] for d in docs}}
     one_dataset = not wide and len(datasets) == 1
     # No-break spaces keep "all on DATASET" on one line when a long home wraps the title.
     title = f"runs in {home}" + (f", all\u00a0on\u00a0{datasets.pop()}" if one_dataset else "")
     experiment = "model / deficit" if one_dataset else "model / dataset / deficit"
     columns = ["id", "status", experiment, "epochs", "final acc"] + (["created"] if wide else [])
+    described: dict[tuple, str] = {}  # a home holds few experiments, repeated over many runs
+
+    def describe(d: dict[str, Any]) -> str:
+        window = d.get("window")
+        key = (d["model"], d["dataset"], d.get("deficit"), tuple(window) if window else None)
+        if key not in described:
+            parts = [short_id(d["model"])] + ([] if one_dataset else [short_id(d["dataset"])]) + [_deficit_text(d)]
+            described[key] = " / ".join(parts)
+        return described[key]
+
+    minutes: dict[float, str] = {}  # runs of a sweep are made in the same few minutes
+
+    def made(d: dict[str, Any]) -> str:
+        created = d.get("created", 0)
+        minute = created // 60  # time zones are offset by whole minutes (since 1972, everywhere)
+        if minute not in minutes:
+            minutes[minute] = time.strftime("%m-%d %H:%M", time.localtime(created))
+        return minutes[minute]
+
     rows = []
     for d in docs:
-        parts = [short_id(d["model"])] + ([] if one_dataset else [short_id(d["dataset"])]) + [_deficit_text(d)]
         row = [
-            d["id"], d["status"], " / ".join(parts),
+            d["id"], d["status"], describe(d),
             f"{d.get('epochs_done', 0)}/{d['epochs']}", _fmt_acc(d.get("final_acc")),
-        ] + ([time.strftime("%m-%d %H:%M", time.localtime(d.get("created", 0)))] if wide else [])
+        ] + ([made(d)] if wide else [])
         if forks:
             # The id's random suffix is enough to name the parent (`critui show a092` finds it).
             row.append(f"…{d['parent'][-4:]}@{d['fork_epoch']}" if d.get("parent") else "")
@@ -955,11 +1055,12 @@ def sweep(config_path, dry_run, jobs, gpus, per_gpu, sets, seeds, max_runs, resu
         record = sched.load_record(store, resume_ref)
         docs = {d["id"]: d for d in store.all()}
         busy = [docs[e["run_id"]] for e in record["runs"] if docs.get(e["run_id"], {}).get("status") == "running"]
-        job_ids = [d["job"].partition(":")[2] for d in busy if d.get("job")]
-        if job_ids:  # its manager may be gone; the cluster still trains them
-            raise CritUIError(f"Sweep {record['id']} still has {len(job_ids)} job(s) on the cluster (e.g. run "
-                              f"{busy[0]['id']}, job {job_ids[0]}). Wait for them to end (`critui runs --status running`), "
-                              f"or cancel them with `scancel {' '.join(job_ids[:5])}`, then resume it.")
+        jobs_left = [d for d in busy if d.get("job")]
+        if jobs_left:  # its manager may be gone; the cluster still trains them
+            raise CritUIError(f"Sweep {record['id']} still has {len(jobs_left)} job(s) on the cluster (e.g. run "
+                              f"{jobs_left[0]['id']}, job {plain(jobs_left[0]['job'])}). Wait for them to end "
+                              f"(`critui runs --status running`), or {_how_to_stop(registry, jobs_left, home)}, "
+                              "then resume it.")
         if busy:
             raise CritUIError(f"Sweep {record['id']} is still running ({len(busy)} run(s) have a live worker, "
                               f"e.g. {busy[0]['id']}). Stop that `critui sweep` first, or wait for it.")
