@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +12,7 @@ from tests.conftest import FAST, index_docs
 from tests.plugin_catalogue import deficit_source, plugin_site_fixture
 
 plugin_site = pytest.fixture(plugin_site_fixture)
+REPO = Path(__file__).resolve().parents[1]
 
 
 def two_contrasts(site, folders=("a", "b")):
@@ -182,6 +184,23 @@ def test_an_unknown_plugin_error_mentions_plugins_that_failed_to_load(plugin_sit
         plugin_site.registry().get("deficits.sharpen")
     message = str(caught.value)
     assert "failed to load" in message and "tp-crash 1.0" in message and "cv2" in message
+
+
+def test_critui_run_and_sweep_warn_in_one_line_of_plugins_that_failed_to_load(critui, plugin_site, tmp_path):
+    # Defect 4: `critui run` never mentioned failed plugins.
+    plugin_site.install("tp-crash", "1.0", {"tp_crash": "raise ImportError('no module named cv2')\n"},
+                        {"crash": "tp_crash"})
+    env = {"PYTHONPATH": plugin_site.pythonpath()}
+    run = critui("run", "--dry-run", env=env, check=True)
+    (warning,) = [line for line in run.stderr.splitlines() if "failed to load" in line]
+    assert "tp-crash 1.0" in warning and "`critui plugins`" in warning and "Warning" in warning
+    sweep = critui("sweep", str(REPO / "configs" / "demo-removal.toml"), "--dry-run", env=env, check=True)
+    assert "tp-crash 1.0" in sweep.stderr and "`critui plugins`" in sweep.stderr
+    unknown = critui("run", "--plugin", "deficits.sharpen", "--dry-run", env=env)
+    assert unknown.returncode == 2 and "Traceback" not in unknown.stderr
+    assert "failed to load" in " ".join(unknown.stderr.split()) and "cv2" in unknown.stderr
+    # Nothing failed: no warning.
+    assert "failed to load" not in critui("run", "--dry-run", env={"CRITUI_LOAD_PLUGINS": ""}, check=True).stderr
 
 
 def test_new_plugin_refuses_an_id_that_is_loaded_already(critui, tmp_path):
