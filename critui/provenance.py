@@ -48,7 +48,9 @@ class PluginChange:
 def plugin_changes(recorded: dict[str, dict[str, str]], registry) -> list[PluginChange]:
     """Every recorded plugin whose provider differs now, in id order."""
     changes = []
-    for plugin_id, source in sorted((recorded or {}).items()):
+    recorded = recorded if isinstance(recorded, dict) else {}  # an index is read from disk: untrusted
+    for plugin_id, source in sorted(recorded.items()):
+        source = source if isinstance(source, dict) else {}
         was = (str(source.get("distribution", "?")), str(source.get("version", "?")))
         info = registry.plugins.get(registry.aliases.get(plugin_id, plugin_id))
         now = None if info is None else (info.distribution, info.version)
