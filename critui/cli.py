@@ -962,10 +962,13 @@ def sweep(config_path, dry_run, jobs, gpus, per_gpu, sets, seeds, max_runs, resu
 def _check_sweep_provenance(store, registry, record, docs, allow_change: bool) -> None:
     """Every unfinished run of a resumed sweep must find its plugins where it recorded them."""
     from critui.provenance import check_provenance, record_changes
+    from critui.runs.lineage import read_spec
 
     unfinished = [docs[e["run_id"]] for e in record["runs"]
                   if e["run_id"] in docs and docs[e["run_id"]].get("status") != "finished"]
-    allowed = [(doc["id"], check_provenance(doc, registry, allow_change, action="resume")) for doc in unfinished]
+    allowed = [(doc["id"], check_provenance(doc, registry, allow_change, action="resume",
+                                            spec=read_spec(store.run_dir(doc["id"]), [])))
+               for doc in unfinished]
     for run_id, changes in allowed:
         record_changes(store, run_id, changes)
 

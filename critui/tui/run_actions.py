@@ -60,11 +60,14 @@ def ask_resume(app: Any, run_id: str) -> None:
     ``--allow-plugin-change`` does, recording the change in the run's events.
     """
     from critui.provenance import check_provenance
+    from critui.runs.lineage import read_spec
 
     doc = app.feed.docs.get(run_id) or {"id": run_id}
     try:
-        # allow_change: the changes come back to be asked about; a missing plugin still raises.
-        changes = check_provenance(doc, app.registry, allow_change=True)
+        # allow_change: the changes come back to be asked about; a missing plugin, or a new
+        # provider that takes other parameters than the run has, still raises.
+        spec = read_spec(app.store.run_dir(run_id), [])
+        changes = check_provenance(doc, app.registry, allow_change=True, spec=spec)
     except CritUIError as exc:
         app.notify(f"Could not resume: {exc}", severity="error", timeout=20)
         return
