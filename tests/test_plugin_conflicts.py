@@ -283,3 +283,71 @@ def test_a_worker_imports_only_the_distributions_its_run_uses(critui, home, plug
     importers = spy_log.read_text().splitlines()
     assert importers, "the manager lists every plugin, so it imports the spy"
     assert not [line for line in importers if "critui/train/worker" in line], importers
+
+
+# --- the target: real wheels in a scratch environment ---------------------------------------------
+
+COUNTER = """
+from critui.hookspecs import hookimpl
+from critui.kinds import Metric
+
+
+class Count(Metric):
+    name = "wheel-count"
+    description = "The epoch, as a float (a test metric)."
+
+    def compute(self, ctx):
+        return {"epoch": float(ctx.epoch)}
+
+
+@hookimpl
+def critui_register_metrics(register):
+    register(Count)
+"""
+
+
+def test_real_wheels_conflicting_with_a_builtin_and_each_other_report_it_and_every_other_id_runs(
+        critui_scratch_env, tmp_path):
+    from tests.wheels import build_wheel
+
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    alpha = build_wheel(wheels, "tp-wheel-alpha", "1.0",
+                        {"tp_wheel_alpha": deficit_source(("Blur", "blur"), ("Contrast", "contrast"), ("Sharpen", "sharpen")),
+                         "tp_wheel_alpha_metrics": COUNTER},
+                        {"alpha": "tp_wheel_alpha", "alpha-metrics": "tp_wheel_alpha_metrics"})
+    beta = build_wheel(wheels, "tp-wheel-beta", "2.0",
+                       {"tp_wheel_beta": deficit_source(("Contrast", "contrast"), ("Dim", "dim"))}, {"beta": "tp_wheel_beta"})
+    env = critui_scratch_env
+    env.pip_install(str(alpha), str(beta))
+    home = {"CRITUI_HOME": str(tmp_path / "home")}
+
+    listing = json.loads(env.critui("plugins", "--json").stdout)
+    conflicts = {c["id"]: c for c in listing["conflicts"]}
+    assert conflicts["deficits.blur"]["owner"] == "critui"
+    assert "tp-wheel-alpha" in [d["distribution"] for d in conflicts["deficits.blur"]["distributions"]]
+    assert conflicts["deficits.contrast"]["owner"] is None
+    assert {d["distribution"] for d in conflicts["deficits.contrast"]["distributions"]} == {"tp-wheel-alpha", "tp-wheel-beta"}
+    assert [f for f in listing["failed"] if f["distribution"].startswith("tp-wheel")] == []
+    status = {d["distribution"]: d["status"] for d in listing["distributions"]}
+    assert status["tp-wheel-alpha"] == "loaded with 2 conflict(s)"
+    assert status["tp-wheel-beta"] == "loaded with 1 conflict(s)"
+    ids = {p["id"]: p["distribution"] for p in listing["plugins"]}
+    assert ids["deficits.blur"] == "critui" and "deficits.contrast" not in ids
+    assert {ids["deficits.sharpen"], ids["metrics.wheel-count"], ids["deficits.dim"]} == {"tp-wheel-alpha", "tp-wheel-beta"}
+
+    # Every id that is not in a conflict runs, from either distribution (the built-in blur is
+    # the built-in's); the id both claim is refused.
+    tiny = ["--epochs", "1", "--set", "dataset.n_train=64", "--set", "dataset.n_test=64", "--set", "train.threads=1",
+            "--set", "model.width=4"]
+    env.critui("run", "--plugin", "deficits.sharpen", "--plugin", "metrics.wheel-count", *tiny, env=home)
+    env.critui("run", "--plugin", "deficits.dim", *tiny, env=home)
+    runs = json.loads(env.critui("runs", "--json", env=home).stdout)
+    assert [r["status"] for r in runs] == ["finished"] * 2
+    recorded = {pid: source["distribution"] for r in runs for pid, source in r["plugins"].items()}
+    assert recorded["deficits.sharpen"] == recorded["metrics.wheel-count"] == "tp-wheel-alpha"
+    assert recorded["deficits.dim"] == "tp-wheel-beta"
+    assert json.loads(env.critui("run", "--plugin", "deficits.blur", "--dry-run").stdout)["deficit"]["id"] == "deficits.blur"
+    refused = env.critui("run", "--plugin", "deficits.contrast", "--dry-run", env=home, check=False)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "tp-wheel-alpha 1.0" in refused.stderr and "tp-wheel-beta 2.0" in refused.stderr
