@@ -306,6 +306,7 @@ def critui_register_metrics(register):
 """
 
 
+@pytest.mark.slow
 def test_real_wheels_conflicting_with_a_builtin_and_each_other_report_it_and_every_other_id_runs(
         critui_scratch_env, tmp_path):
     from tests.wheels import build_wheel

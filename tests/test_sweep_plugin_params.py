@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from critui.plugins import get_registry
 from critui.sweeps import expand, load_sweep
 
@@ -107,6 +109,7 @@ def test_a_per_plugin_axis_is_checked_before_any_run(tmp_path, critui):
     assert "start" in message and "sweep.removal" in message
 
 
+@pytest.mark.slow
 def test_a_per_plugin_sweep_trains_and_records_each_plugins_settings(tmp_path, home, critui):
     path = write(tmp_path, '\n[sweep]\nseeds = [0]\n\n[sweep.set]\n'
                  '"deficit" = [{id = "deficits.blur", size = 8, end = 1}, {id = "deficits.noise", std = 0.5, end = 1}]\n')
