@@ -436,8 +436,9 @@ def _check_kept_settings(sweep: SweepSpec, registry, sets, raw: dict[str, Any], 
     given = {name: ("base", value) for name, value in table.items() if name != "id"}
     for item in sets:
         name, _, value = item.partition("=")
-        if name.strip().startswith(f"{section}."):
-            given[name.strip()[len(section) + 1:]] = ("--set", value)
+        param = name.strip()[len(section) + 1:] if name.strip().startswith(f"{section}.") else "id"
+        if param != "id":  # --set deficit.id=... picks the plugin itself; build_spec applies it
+            given[param] = ("--set", value)
     unknown = {name: how for name, how in given.items() if name not in declared}
     if not unknown:
         return
