@@ -220,6 +220,7 @@ def run(plugins, sets, epochs, seed, device, config_path, name, dry_run, launche
     from critui.plugins import get_registry
 
     registry = get_registry()
+    warn_failed_plugins(registry)
     worker_launcher, plugins, sets = pick_launcher(registry, launcher, plugins, sets, home, check=not dry_run)
     config, source = ({}, None)
     if config_path is not None:
@@ -242,6 +243,17 @@ def run(plugins, sets, epochs, seed, device, config_path, name, dry_run, launche
         doc = store.create(spec, versions)
         code = watch_run(store, doc["id"], spec, worker_launcher, stop)
     sys.exit(code)
+
+
+def warn_failed_plugins(registry) -> None:
+    """One line on stderr naming the plugins that failed to load: a run that does not use them
+    goes on, but the user should not learn of a broken install only from an "Unknown plugin"."""
+    if not registry.failures:
+        return
+    names = sorted({f"{f.distribution} {f.version} ({f.source})" for f in registry.failures})
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    err_console.print(f"[yellow]Warning:[/] {len(registry.failures)} plugin(s) failed to load: {escape(shown)}; "
+                      "`critui plugins` shows why.", soft_wrap=True)
 
 
 def _output_path(value: str | None) -> Path | None:
@@ -1046,6 +1058,7 @@ def sweep(config_path, dry_run, jobs, gpus, per_gpu, sets, seeds, max_runs, resu
     from critui.runs import scheduler as sched
 
     registry = get_registry()
+    warn_failed_plugins(registry)
     if resume_ref and config_path:
         raise CritUIError("Give either a sweep config (FILE.toml) to start a sweep or --resume SWEEP to "
                           "continue one, not both.")
@@ -1110,10 +1123,13 @@ def sweep(config_path, dry_run, jobs, gpus, per_gpu, sets, seeds, max_runs, resu
 def _check_sweep_provenance(store, registry, record, docs, allow_change: bool) -> None:
     """Every unfinished run of a resumed sweep must find its plugins where it recorded them."""
     from critui.provenance import check_provenance, record_changes
+    from critui.runs.lineage import read_spec
 
     unfinished = [docs[e["run_id"]] for e in record["runs"]
                   if e["run_id"] in docs and docs[e["run_id"]].get("status") != "finished"]
-    allowed = [(doc["id"], check_provenance(doc, registry, allow_change, action="resume")) for doc in unfinished]
+    allowed = [(doc["id"], check_provenance(doc, registry, allow_change, action="resume",
+                                            spec=read_spec(store.run_dir(doc["id"]), [])))
+               for doc in unfinished]
     for run_id, changes in allowed:
         record_changes(store, run_id, changes)
 

@@ -170,8 +170,9 @@ class CritUIApp(App):
         self.feed.add_monitor(RunMonitor(self.store, run_id, launcher=launcher))
 
     @work(thread=True, group="actions", exit_on_error=False)
-    def resume_run(self, run_id: str) -> None:
-        """Continue a stopped run from its last checkpoint, as ``critui resume`` does."""
+    def resume_run(self, run_id: str, allow_plugin_change: bool = False) -> None:
+        """Continue a stopped run from its last checkpoint, as ``critui resume`` does
+        (``allow_plugin_change``: as ``--allow-plugin-change``; see ``run_actions.ask_resume``)."""
         from critui.runs.launcher import make_launcher
         from critui.runs.lineage import reopen_for_resume
 
@@ -180,7 +181,7 @@ class CritUIApp(App):
             doc = self.store.get(run_id)
             launcher = make_launcher(self.registry, doc.get("launcher"), doc.get("launcher_settings") or {},
                                      self.store.home)
-            reopen_for_resume(self.store, run_id)
+            reopen_for_resume(self.store, run_id, allow_plugin_change)
             self.start_worker(run_id, launcher)
         except Exception as exc:  # noqa: BLE001 - e.g. it already finished: say so, go on
             self.call_from_thread(self.notify, f"Could not resume: {exc}", severity="error")

@@ -31,7 +31,7 @@ from critui.config import device_text, launcher_text, window_note
 from critui.launching import LOG_FILE
 from critui.runs.lineage import JoinedHistory, read_spec_json
 from critui.tui.histories import joined_history
-from critui.tui.run_actions import ask_cancel, ask_delete
+from critui.tui.run_actions import ask_cancel, ask_delete, ask_resume
 from critui.tui.widgets.charts import (
     Chart,
     FisherHeatmap,
@@ -74,6 +74,8 @@ def event_line(event: dict[str, Any]) -> str:
         return f"epoch {event.get('epoch')}: {event.get('metric')} ({len(event.get('values', {}))} values; tab 5 charts them)"
     if kind == "failed":
         return f"failed in epoch {event.get('epoch')}: {event.get('error')}"
+    if kind in ("warning", "plugins_changed"):  # the message names the plugin (and key, epoch)
+        return f"{'warning' if kind == 'warning' else 'plugins changed'}: {event.get('message')}"
     fields = ", ".join(
         f"{k}={v}" for k, v in event.items() if k not in ("event", "time", "traceback")
     )
@@ -293,12 +295,16 @@ class RunDetailScreen(Screen):
         rows = joined.rows
         window = doc.get("window")
         current = rows[-1].get("test_acc") if rows else None
+        # A plugin's warnings (a metric's NaN, a metric switched off) are counted where the eye is.
+        own = self.app.feed.histories.get(self.run_id)
+        warnings = sum(e.get("event") == "warning" for e in (own.events if own else []))
         status.update(
             Text.assemble(
                 (f"run {self.run_id}  ", "bold"),
                 (doc.get("status", "?"), STATUS_STYLES.get(doc.get("status"), "")),
                 f"  {joined.epochs_done}/{doc.get('epochs')} epochs  acc {fmt_acc(current)}"
                 f"  final {fmt_acc(joined.final_acc)}  {deficit_text(doc)}",
+                (f"  {warnings} warning(s): see the Overview's log" if warnings else "", "yellow"),
             )
         )
         self.query_one("#config-text", Static).update(config_table(doc, self.spec, joined))
@@ -437,7 +443,7 @@ class RunDetailScreen(Screen):
                 severity="warning",
             )
             return
-        self.app.resume_run(self.run_id)
+        ask_resume(self.app, self.run_id)
 
     def action_fork_run(self) -> None:
         from critui.tui.screens.fork import ForkModal
