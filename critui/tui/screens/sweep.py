@@ -2,9 +2,9 @@
 
 The figure's data is :func:`critui.runs.report.build_report`, the same table ``critui
 report`` prints; it is rebuilt in a thread worker whenever the app's poll says a run of
-this sweep changed (a new epoch too), so the figure fills in while the runs train: an axis
-value none of whose runs has finished shows its runs' current test accuracy as a hollow
-point (in progress), a finished one its final accuracy. The x axis spans the planned values
+this sweep changed (a new epoch too), so the figure fills in while the runs train: each run
+still training is a hollow point at its current test accuracy (in progress), each finished
+axis value a point of the line at its final accuracy. The x axis spans the planned values
 from the start. Each series' reference (its no-deficit baseline, else its earliest value) is
 drawn as a horizontal line in the series' colour. Below the figure's table, every run with its
 status (failed and cancelled flagged), its progress and its current accuracy; ``c`` overlays
@@ -44,7 +44,7 @@ NO_SWEEPS = "No sweeps yet: press n for the form (its sweep section), or run `cr
 # The report's caveat names a command-line flag; in the TUI the form's seeds field is the way.
 ONE_SEED_HINT = ("One seed: a drop of a few points can be run-to-run noise; for mean ± std, launch "
                  "it again with seeds (n, then the seeds field, e.g. 0,1,2)")
-IN_PROGRESS = "○"  # an axis value whose runs are still training: their current accuracy
+IN_PROGRESS = "○"  # a run still training: its current accuracy
 STATUS_STYLE = {
     "finished": ("✓ finished", "green"),
     "running": ("▶ training", "bold cyan"),
@@ -104,31 +104,22 @@ def planned_values(record: dict[str, Any] | None) -> list[Any]:
 
 
 def partial_points(report: dict[str, Any], states: list[dict[str, Any]], labels: list[str]) -> dict[str, list]:
-    """Per series, (x, mean current accuracy) of the axis values none of whose runs has finished
-    but some have trained an epoch: the figure's points in progress."""
-    done = {(r["series"], str(r["value"])) for r in report["rows"] if r["final_acc_mean"] is not None}
-    groups: dict[tuple[str, str], list[float]] = {}
-    values: dict[tuple[str, str], Any] = {}
+    """Per series, (x, current test accuracy) of each run still training that has an epoch:
+    the figure's points in progress, one per run, at its axis value."""
+    out: dict[str, list] = {}
     for st in states:
         if st["baseline"] or st["acc"] is None or st["status"] != "running":
             continue  # a failed or cancelled run is no point in progress: the runs table flags it
-        key = (st["series"], str(st["value"]))
-        if key in done:
-            continue
-        groups.setdefault(key, []).append(st["acc"])
-        values[key] = st["value"]
-    out: dict[str, list] = {}
-    for (series, text), accs in groups.items():
-        value = values[(series, text)]
+        value = st["value"]
         if labels:
-            if text not in labels:
+            if str(value) not in labels:
                 continue
-            x = float(labels.index(text))
+            x = float(labels.index(str(value)))
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             x = float(value)
         else:
             continue
-        out.setdefault(series, []).append((x, sum(accs) / len(accs)))
+        out.setdefault(st["series"], []).append((x, st["acc"]))
     return {k: sorted(v) for k, v in out.items()}
 
 
