@@ -652,7 +652,10 @@ def show(run_ref, fisher, normalised, chart, home) -> None:
         console.print("No epoch has finished yet.")
     layers = history.layers
     if fisher and layers:
-        console.print(_fisher_table(rows, layers, normalised))
+        for table in _fisher_tables(rows, layers, normalised, console.width):
+            console.print(table)
+    for table in _metric_tables(rows, console.width):  # plugin metrics, each in its own table(s)
+        console.print(table)
     if chart and rows:
         from critui.runs.report import run_chart
 
@@ -733,12 +736,10 @@ def _print_overview(doc, spec, run_dir, history) -> None:
 
 
 def _epoch_table(rows) -> Table:
-    from critui.runs.lineage import metric_keys
-
     table = Table(title="per-epoch metrics (test data is always clean)", box=box.SIMPLE_HEAD)
     columns = ["epoch", "lr", "deficit", "train loss", "train acc", "test loss", "test acc"]
     has_fisher = any("fisher.total" in r for r in rows)
-    extra = metric_keys(rows)
+    extra: list[str] = []  # plugin metrics get their own tables (_metric_tables): this one stays readable
     for column in columns + (["fisher total"] if has_fisher else []) + extra:
         table.add_column(column, justify="right")
     for r in rows:
@@ -760,20 +761,79 @@ def _fisher_layers(rows) -> list[str]:
     return fisher_layers(rows)
 
 
-def _fisher_table(rows, layers, normalised) -> Table:
+def _fisher_tables(rows, layers, normalised, width: int) -> list[Table]:
+    """The Fisher table, its layers split over several tables when they do not fit ``width``."""
+    parts = _column_parts(layers, [r for r in rows if "fisher.total" in r], lambda r, layer: r.get(f"fisher.{layer}"),
+                          width, name=lambda layer: layer)
+    tables = []
+    for i, part in enumerate(parts):
+        table = _fisher_table(rows, layers, normalised, shown=part)
+        if len(parts) > 1:
+            table.title = f"{table.title} ({i + 1}/{len(parts)})"
+        tables.append(table)
+    return tables
+
+
+def _column_parts(keys, rows, value, width: int, name) -> list[list[str]]:
+    """``keys`` in runs that fit ``width`` next to an epoch column, each at its widest cell."""
+    epoch_w = max([len("epoch"), *(len(str(r["epoch"])) + 1 for r in rows)])
+    parts: list[list[str]] = [[]]
+    used = epoch_w + 2
+    for key in keys:
+        need = max([len(name(key)), *(len(_fmt_num(value(r, key)) or "null") for r in rows)]) + 2
+        if parts[-1] and used + need > width:
+            parts.append([])
+            used = epoch_w + 2
+        parts[-1].append(key)
+        used += need
+    return parts
+
+
+def _fisher_table(rows, layers, normalised, shown=None) -> Table:
+    """Per-layer Fisher traces of the epochs that measured them; ``shown``: only those layers."""
     title = "Fisher trace per layer" + (" / sum over layers" if normalised else " (raw)")
     table = Table(title=title, box=box.SIMPLE_HEAD)
     table.add_column("epoch", justify="right")
-    for layer in layers:
+    shown = layers if shown is None else shown
+    for layer in shown:
         table.add_column(escape(layer), justify="right")
     for r in rows:
         if "fisher.total" not in r:
             continue
         total = sum(r.get(f"fisher.{layer}") or 0.0 for layer in layers) or 1.0
-        values = [r.get(f"fisher.{layer}") for layer in layers]
+        values = [r.get(f"fisher.{layer}") for layer in shown]
         cells = [f"{v / total:.3f}" if normalised and v is not None else _fmt_num(v) for v in values]
         table.add_row(f"{r['epoch']}*" if r.get("inherited") else str(r["epoch"]), *cells)
     return table
+
+
+def _metric_tables(rows, width: int) -> list[Table]:
+    """Each plugin metric's values as a table like the Fisher one: an epoch row per
+    measurement, a column per key (a per-layer metric: per layer). Keys that do not fit
+    ``width`` go on to a further table, the epoch column repeated, so that no value is cut."""
+    from critui.runs.lineage import metric_keys
+
+    groups: dict[str, list[str]] = {}
+    for key in metric_keys(rows):
+        groups.setdefault(key.split(".", 1)[0], []).append(key)
+    tables = []
+    for name, keys in groups.items():
+        measured = [r for r in rows if any(k in r for k in keys)]
+        parts = _column_parts(keys, measured, lambda r, k: r.get(k), width, name=lambda k: k.split(".", 1)[1])
+        for i, part in enumerate(parts):
+            more = f" ({i + 1}/{len(parts)})" if len(parts) > 1 else ""
+            table = Table(title=f"metrics.{escape(name)}{more}", box=box.SIMPLE_HEAD)
+            table.add_column("epoch", justify="right", no_wrap=True)
+            for key in part:
+                table.add_column(escape(key.split(".", 1)[1]), justify="right", no_wrap=True)
+            for r in measured:
+                if not any(k in r for k in part):
+                    continue
+                # null: the metric returned something not finite (the warnings below say which)
+                cells = [("null" if r.get(k) is None and k in r else _fmt_num(r.get(k))) for k in part]
+                table.add_row(f"{r['epoch']}*" if r.get("inherited") else str(r["epoch"]), *cells)
+            tables.append(table)
+    return tables
 
 
 def _fmt_num(value, spec: str = ".4g") -> str:

@@ -144,20 +144,17 @@ class CritUIApp(App):
         self.call_from_thread(self.notify, f"Deleted {run_id}.")
         self.call_from_thread(self.poll_runs)
 
-    @work(thread=True, group="actions", exit_on_error=False)
     def export_runs(self, run_ids: list[str], folder: Path | None = None) -> None:
-        from critui.runs.export import export_csv, write_atomic
+        """Ask where (default: the current folder, never over a file), then write the runs'
+        per-epoch rows as CSV, with their deficit, window and seed."""
+        from critui.runs.export import export_csv
+        from critui.tui.widgets.save import ask_save
 
-        try:
-            docs = [self.feed.docs[r] for r in run_ids if r in self.feed.docs]
-            path = Path(folder or Path.cwd()) / (
-                f"{run_ids[0]}.csv" if len(run_ids) == 1 else "critui-runs.csv"
-            )
-            write_atomic(path, export_csv(self.store, docs))
-        except Exception as exc:  # noqa: BLE001
-            self.call_from_thread(self.notify, f"Could not export: {exc}", severity="error")
-            return
-        self.call_from_thread(self.notify, f"Wrote {path}")
+        docs = [self.feed.docs[r] for r in run_ids if r in self.feed.docs]
+        if docs:
+            stem = docs[0]["id"] if len(docs) == 1 else "critui-runs"
+            ask_save(self, f"{len(docs)} run(s)' per-epoch rows (CSV)", [], stem, folder=folder,
+                     csv_text=lambda: export_csv(self.store, docs, with_run=True), figure=False)
 
     def launch(self, spec, versions: dict[str, dict[str, str]], launcher=None) -> dict[str, Any]:
         """Create the run and start its worker (from a thread worker: both touch the disk)."""

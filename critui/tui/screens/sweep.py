@@ -244,7 +244,13 @@ class SweepScreen(Screen):
             "Curves",
             tooltip="Every run's test accuracy by epoch overlaid, or the figure (final accuracy by axis value)",
         ),
+        Binding("p", "save_chart", "Save plot", tooltip="Save the figure as PNG or SVG and its CSV (asks where)"),
     ]
+
+    def action_save_chart(self) -> None:
+        from critui.tui.widgets.save import save_screen_charts
+
+        save_screen_charts(self, f"sweep-{self.sweep_id}", f"sweep {self.sweep_id}")
 
     def __init__(self, sweep_id: str, record: dict[str, Any] | None = None):
         super().__init__()
