@@ -1067,25 +1067,25 @@ def sweep(config_path, dry_run, jobs, gpus, per_gpu, sets, seeds, max_runs, resu
         store = open_store(home)
         record = sched.load_record(store, resume_ref)
         docs = {d["id"]: d for d in store.all()}
-        busy = [docs[e["run_id"]] for e in record["runs"] if docs.get(e["run_id"], {}).get("status") == "running"]
-        jobs_left = [d for d in busy if d.get("job")]
+        live = sched.left_behind(store, record, docs)
+        jobs_left = live["jobs"]
         if jobs_left:  # its manager may be gone; the cluster still trains them
             raise CritUIError(f"Sweep {record['id']} still has {len(jobs_left)} job(s) on the cluster (e.g. run "
                               f"{jobs_left[0]['id']}, job {plain(jobs_left[0]['job'])}). Wait for them to end "
                               f"(`critui runs --status running`), or {_how_to_stop(registry, jobs_left, home)}, "
                               "then resume it.")
-        if busy:
-            raise CritUIError(f"Sweep {record['id']} is still running ({len(busy)} run(s) have a live worker, "
-                              f"e.g. {busy[0]['id']}). Stop that `critui sweep` first, or wait for it.")
+        if busy := live["managed"]:
+            raise CritUIError(f"Sweep {record['id']} is still running: {len(busy)} run(s) have a live worker "
+                              f"(e.g. {busy[0]['id']}) followed by the critui process {busy[0]['manager_pid']} "
+                              "(a `critui sweep` or the TUI). Stop that process first, or wait for it.")
         previous = record.get("launcher") or {}
         worker_launcher, _, _ = pick_launcher(registry, launcher, (), sets, home,
                                               default=(previous.get("id"), previous.get("settings") or {}))
         _check_sweep_provenance(store, registry, record, docs, allow_plugin_change)
-        sys.exit(_run_sweep(store, record, jobs, gpus, per_gpu, worker_launcher))
+        sys.exit(_run_sweep(store, record, jobs, gpus, per_gpu, worker_launcher, adopt=live["orphans"]))
     if config_path is None:
         raise CritUIError("Give a sweep config, e.g. `critui sweep configs/demo-removal.toml`, or continue "
                           "one with `critui sweep --resume SWEEP`.")
-    from critui.runs.planner import cost, plan_tree
     from critui.sweeps import expand, load_sweep
 
     # A dry run plans on a laptop what a cluster will train: the launcher's settings are
@@ -1095,13 +1095,8 @@ def sweep(config_path, dry_run, jobs, gpus, per_gpu, sets, seeds, max_runs, resu
     if seeds is not None:
         spec_sweep = dataclasses.replace(spec_sweep, seeds=_parse_seeds(seeds))
     planned = expand(spec_sweep, registry, sets)
-    if worker_launcher.local:  # elsewhere each worker has its own machine's (or job's) cores
-        threads = sched.cpu_threads_per_worker(jobs)
-        for run in planned:
-            if not run.spec.train["threads"]:
-                run.spec.train["threads"] = threads
-    nodes = plan_tree([run.spec for run in planned])
-    scratch, forked = cost(nodes)
+    # The cores split between --jobs local workers, then the fork tree (as the TUI's form does).
+    nodes, scratch, forked = sched.plan_sweep(planned, jobs, worker_launcher.local)
     if notes := [note for run in planned if (note := run.spec.window_note())]:
         err_console.print(f"[yellow]Note:[/] {len(notes)} of the {len(planned)} runs: {escape(notes[0])}")
     if worker_launcher.local:
@@ -1213,7 +1208,7 @@ def _device_of(store, run_id: str) -> str:
 
 
 def _run_sweep(store, record: dict[str, Any], jobs: int, gpus_option: str | None, per_gpu: int | None = None,
-               launcher=None) -> int:
+               launcher=None, adopt=()) -> int:
     """Train a sweep's pending runs with a progress display; Ctrl-C cancels the whole sweep."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -1265,8 +1260,12 @@ def _run_sweep(store, record: dict[str, Any], jobs: int, gpus_option: str | None
 
     scheduler = sched.SweepScheduler(store, record, jobs, gpus, per_gpu, on_event=on_event, on_start=on_start,
                                      on_end=on_end, launcher=launcher)
+    if adopt:  # workers a TUI (or a killed `critui sweep`) left training: followed, not restarted
+        err_console.print(f"Following {len(adopt)} run(s) still training from an earlier session "
+                          f"(e.g. {adopt[0][0]['id']}); they count towards --jobs.")
     with StopSignals() as stop:
         with progress:
+            scheduler.adopt(list(adopt))
             while not stop.received and scheduler.step():
                 time.sleep(0.2)
         if stop.received and (scheduler.pending or scheduler.running):  # else every run had ended

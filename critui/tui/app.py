@@ -190,8 +190,8 @@ class CritUIApp(App):
         self.call_from_thread(self.poll_runs)
 
     @work(thread=True, group="sweeps", exit_on_error=False)
-    def run_sweep(self, record: dict[str, Any], gpus: list[str], launcher=None) -> None:
-        """Train a sweep's runs with the scheduler ``critui sweep`` uses, one worker at a time.
+    def run_sweep(self, record: dict[str, Any], gpus: list[str], launcher=None, jobs: int = 1) -> None:
+        """Train a sweep's runs with the scheduler ``critui sweep`` uses, ``jobs`` workers at once.
 
         Should the app quit first, the runs not started yet stay queued in the sweep's record,
         and ``critui sweep --resume`` continues them.
@@ -199,7 +199,7 @@ class CritUIApp(App):
         from critui.runs.scheduler import SweepScheduler
 
         worker = get_current_worker()
-        scheduler = SweepScheduler(self.store, record, jobs=1, gpus=gpus, launcher=launcher)
+        scheduler = SweepScheduler(self.store, record, jobs=jobs, gpus=gpus, launcher=launcher)
         self.sweeps[record["id"]] = scheduler
         try:
             while scheduler.step() and not worker.is_cancelled:
