@@ -32,7 +32,7 @@ def build_report(store, record: dict[str, Any], problems: list[Problem] | None =
     A run whose events or spec.json cannot be read counts as unfinished; what was skipped
     goes to ``problems``.
     """
-    from critui.train.loop import lr_at
+    from critui.train.schedule import lr_at
 
     docs = {d["id"]: d for d in store.all()}
     primary = record.get("primary")
