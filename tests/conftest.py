@@ -54,6 +54,17 @@ def home(tmp_path: Path) -> Path:
 @pytest.fixture
 def critui(home: Path):
     """Run ``critui ARGS`` in a subprocess with its own home; returns the CompletedProcess."""
+    return critui_subprocess_runner(home)
+
+
+@pytest.fixture
+def critui_subprocess(home: Path):
+    """``critui`` as a subprocess, for a module whose ``critui`` fixture runs in process."""
+    return critui_subprocess_runner(home)
+
+
+def critui_subprocess_runner(home: Path):
+    """``run(*args)``: ``critui ARGS`` in a subprocess with ``home`` as its critui home."""
 
     def run(*args: str, env: dict[str, str] | None = None, timeout: float = 240, check: bool = False,
             input: str = ""):
@@ -65,6 +76,55 @@ def critui(home: Path):
         if check and result.returncode != 0:
             raise AssertionError(f"critui {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
         return result
+
+    return run
+
+
+def critui_here(home: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``critui ARGS`` through its console entry point in this process, for commands that are
+    refused or stop before any worker (``--dry-run``, a bad value): the same code path as the
+    installed script, without a second interpreter importing torch for every case. Anything
+    but a clean exit (a traceback) is raised, so it fails the test as the script would, and so
+    is starting a worker."""
+    import contextlib
+    import io
+
+    from critui import cli, launching
+    from critui.builtin import launchers
+
+    def no_worker(*_args, **_kwargs):
+        raise AssertionError(f"critui {' '.join(args)} started a worker; it was expected to stop before one")
+
+    environment = {"CRITUI_HOME": str(home), "COLUMNS": "160", **(env or {})}
+    saved = {key: os.environ.get(key) for key in environment}
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    starters = launching.start_worker, launchers.start_worker
+    try:
+        os.environ.update(environment)
+        launching.start_worker = launchers.start_worker = no_worker
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                cli.main(list(args))
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        launching.start_worker, launchers.start_worker = starters
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return subprocess.CompletedProcess(["critui", *args], code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture
+def critui_refused(home: Path):
+    """Like ``critui``, in this process (:func:`critui_here`), for commands that are expected to
+    be refused or to stop at a ``--dry-run``: a worker it would start fails the test."""
+
+    def run(*args: str, env: dict[str, str] | None = None, timeout: float = 240, check: bool = False):
+        return critui_here(home, *args, env=env)
 
     return run
 

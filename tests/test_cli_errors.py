@@ -10,6 +10,14 @@ import pytest
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
+
+@pytest.fixture
+def critui(critui_refused):
+    """Every command here is refused before a worker starts (or is a ``--dry-run``): run in this
+    process through the console entry point; one that starts a worker fails its test."""
+    return critui_refused
+
+
 def assert_clean_error(result, *phrases: str) -> None:
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert "Traceback" not in result.stderr + result.stdout
@@ -142,8 +150,9 @@ def test_only_errors_the_machine_caused_lose_their_traceback(code, fix):
         assert fix in message and "(/data/critui/history.json)" in message and "--home DIR" in message
 
 
-def test_home_before_the_command_is_the_commands_home(critui, tmp_path):
+def test_home_before_the_command_is_the_commands_home(critui_subprocess, tmp_path):
     """`critui --home DIR runs` reads DIR, not CRITUI_HOME or the per-user folder."""
+    critui = critui_subprocess  # it trains a run: a real worker, not a refusal
     other = tmp_path / "other-home"
     made = critui("--home", str(other), "run", "--epochs", "1", "--set", "dataset.n_train=300",
                   "--set", "dataset.n_test=200", "--set", "train.threads=1")

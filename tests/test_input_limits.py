@@ -16,6 +16,13 @@ from tests.conftest import FAST, index_docs
 from tests.test_cli_errors import assert_clean_error
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.fixture
+def critui(critui_refused):
+    """Checks at the door, in this process (the console entry point, as typed): each of these
+    commands is refused or stops at ``--dry-run``; one that starts a worker fails its test."""
+    return critui_refused
 MARKUP_NAME = "[bold red]loud[/] [link=https://example.org]here[/link]"
 
 
