@@ -294,22 +294,31 @@ def _show_progress(progress, task, event: dict[str, Any], compact: bool = False)
     elif event["event"] == "paused":
         progress.update(task, description="paused", status="its job is requeued; it resumes from the last checkpoint")
     elif event["event"] == "epoch":
-        test, train, lr = f"{event['test_acc']:.3f}", f"{event['train_loss']:.3f}", f"{event['lr']:.3g}"
+        from critui.events import score_text
+
+        test, train, lr = score_text(event), f"{event['train_loss']:.3f}", f"{event['lr']:.3g}"
         if compact:
-            status = f"acc {test} loss {train} lr {lr}" + (" deficit" if event.get("deficit_active") else "")
+            test = test.replace("test acc ", "acc ")
+            status = f"{test} loss {train} lr {lr}" + (" deficit" if event.get("deficit_active") else "")
         else:
-            status = f"test acc {test}  train loss {train}  lr {lr}" + ("  deficit on" if event.get("deficit_active") else "")
+            status = f"{test}  train loss {train}  lr {lr}" + ("  deficit on" if event.get("deficit_active") else "")
         progress.update(task, completed=event["epoch"] + 1, status=status)
 
 
 def _print_outcome(run_id, run_dir, end, rows, final) -> int:
     kind = end["event"]
     if kind == "finished":
-        best = max((r["test_acc"] for r in rows), default=None)
+        from critui.events import epochs_covered, score_kind, score_label, score_of
+
+        higher = score_kind(rows)[1]
+        scores = [v for r in rows if (v := score_of(r)) is not None]
+        best = (max if higher else min)(scores, default=None)
+        label = "test accuracy" if higher and score_kind(rows)[0] == "test_acc" else score_label(rows)
         table = Table(title=f"run {run_id} finished", show_header=False, box=None)
-        table.add_row("final test accuracy", f"{final:.4f}  (mean of the last {min(5, len(rows))} epochs)")
-        table.add_row("best test accuracy", f"{best:.4f}")
-        table.add_row("epochs", str(len(rows)))
+        table.add_row(f"final {label}", "-" if final is None else
+                      f"{final:.4f}  (mean of the last {min(5, len(rows))} epochs)")
+        table.add_row(f"best {label}", "-" if best is None else f"{best:.4f}")
+        table.add_row("epochs", str(epochs_covered(rows)))
         table.add_row("time", f"{end.get('seconds', 0):.1f} s")
         table.add_row("stored in", str(run_dir))
         console.print(table)
@@ -703,7 +712,9 @@ def _print_overview(doc, spec, run_dir, history) -> None:
     table.add_row("name", escape(str(doc.get("name", ""))))
     inherited = f" ({history.inherited} inherited)" if history.inherited else ""
     table.add_row("progress", f"{history.epochs_done}/{doc['epochs']} epochs{inherited}")
-    table.add_row("final test acc", _fmt_acc(history.final_acc) + "  (mean of the last 5 epochs)")
+    from critui.events import score_label
+
+    table.add_row(f"final {score_label(history.rows)}", _fmt_acc(history.final_acc) + "  (mean of the last 5 epochs)")
     table.add_row("seed", str(doc.get("seed")))
     table.add_row("device", device_text(doc))
     if launched := launcher_text(doc):
@@ -736,7 +747,12 @@ def _epoch_table(rows) -> Table:
     from critui.runs.lineage import metric_keys
 
     table = Table(title="per-epoch metrics (test data is always clean)", box=box.SIMPLE_HEAD)
-    columns = ["epoch", "lr", "deficit", "train loss", "train acc", "test loss", "test acc"]
+    from critui.events import score_kind
+
+    name, _ = score_kind(rows)
+    score_key = "test_acc" if name == "test_acc" else "score"
+    columns = ["epoch", "lr", "deficit", "train loss", "train acc", "test loss",
+               "test acc" if score_key == "test_acc" else name]
     has_fisher = any("fisher.total" in r for r in rows)
     extra = metric_keys(rows)
     for column in columns + (["fisher total"] if has_fisher else []) + extra:
@@ -744,7 +760,7 @@ def _epoch_table(rows) -> Table:
     for r in rows:
         cells = [f"{r['epoch']}*" if r.get("inherited") else str(r["epoch"]), _fmt_num(r.get("lr"), ".3g"),
                  "on" if r.get("deficit_active") else "", *(_fmt_num(r.get(key), ".4f") for key in
-                                                           ("train_loss", "train_acc", "test_loss", "test_acc"))]
+                                                           ("train_loss", "train_acc", "test_loss", score_key))]
         if has_fisher:
             cells.append(_fmt_num(r.get("fisher.total")))
         cells += [_fmt_num(r.get(k)) for k in extra]
@@ -1058,7 +1074,7 @@ def _run_sweep(store, record: dict[str, Any], jobs: int, gpus_option: str | None
     if per_gpu is not None and not gpus:
         err_console.print(f"Note: --per-gpu {per_gpu} is ignored: these runs train on the CPU, where --jobs "
                           f"({jobs}) sets how many run at once.")
-    from critui.events import epoch_table, read_events
+    from critui.events import epoch_table, read_events, score_text
 
     kept = [e for e in record["runs"] if e["run_id"] in present]
     total = sum(e["epochs"] - (e.get("fork_epoch") or 0) for e in kept)
@@ -1075,7 +1091,7 @@ def _run_sweep(store, record: dict[str, Any], jobs: int, gpus_option: str | None
     def on_event(entry, event) -> None:
         task = tasks.get(entry["index"])
         if event["event"] == "epoch" and task is not None:
-            progress.update(task, completed=event["epoch"] + 1, status=f"test acc {event['test_acc']:.3f}")
+            progress.update(task, completed=event["epoch"] + 1, status=score_text(event))
             progress.advance(overall)
 
     def on_end(entry, status: str) -> None:

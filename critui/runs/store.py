@@ -35,16 +35,18 @@ from typing import Any
 from filelock import FileLock, Timeout
 from tinydb import TinyDB
 
-from critui.config import RunSpec
+from critui.config import RunSpec, drop_default_cadence
 from critui.errors import CritUIError
 from critui.events import (
     EVENTS_FILE,
     TERMINAL,
     epoch_table,
+    epochs_covered,
     final_accuracy,
     outcome,
     parse_lines,
     pid_alive,
+    score_of,
     worker_pid,
 )
 from critui.files import TEMP_SUFFIX, atomic_write, remove_stale_temps
@@ -414,8 +416,8 @@ class RunStore:
         from critui.runs.lineage import full_rows
 
         rows = full_rows(self, doc, docs_by_id)
-        return {"epochs_done": len(rows), "final_acc": final_accuracy(rows),
-                "last_acc": rows[-1].get("test_acc") if rows else None}
+        return {"epochs_done": epochs_covered(rows), "final_acc": final_accuracy(rows),
+                "last_acc": score_of(rows[-1]) if rows else None}
 
     def _settle(self, doc: dict[str, Any], docs_by_id: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
         run_dir = self.run_dir(doc["id"])
@@ -494,9 +496,9 @@ class RunStore:
 
         Values of the wrong type in an events line are left out rather than copied in."""
         rows = epoch_table(events)
-        last = rows[-1].get("test_acc") if rows else None
+        last = score_of(rows[-1]) if rows else None
         fields: dict[str, Any] = {
-            "epochs_done": len(rows),
+            "epochs_done": epochs_covered(rows),
             "final_acc": _checked("final_acc", final_accuracy(rows)),
             "last_acc": _checked("last_acc", last),
         }
@@ -546,6 +548,9 @@ def spec_fields(spec: dict[str, Any], spec_hash: str | None = None) -> dict[str,
     window = [int(params["start"]), int(params["end"])] if deficit else None
     if spec_hash is None:
         hashed = {k: v for k, v in spec.items() if k not in ("name", "keep_checkpoints")}
+        if isinstance(hashed.get("train"), dict):
+            hashed["train"] = dict(hashed["train"])
+            drop_default_cadence(hashed)
         blob = json.dumps(hashed, sort_keys=True, separators=(",", ":"))
         spec_hash = hashlib.sha256(blob.encode()).hexdigest()[:16]
     for section in ("dataset", "model") + (("deficit",) if deficit else ()):
