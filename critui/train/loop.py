@@ -238,9 +238,18 @@ def train_epoch(
     active = deficit is not None and spec.deficit_active(epoch)
     for group in optimizer.param_groups:
         group["lr"] = lr_at(spec, epoch)
-    # Dropout and any plugin that uses the global RNG see a per-epoch seed too.
-    torch.manual_seed(derive_seed(seed, epoch, "global"))
-    order = torch.randperm(len(data.train_y), generator=generator(device, seed, epoch, "order"), device=device)
+    # Dropout and any plugin that uses the global RNG see a per-epoch seed too. On the CPU
+    # only the CPU generator is seeded: torch.manual_seed also seeds every accelerator
+    # backend, formatting a stack trace for each (~2 ms, more than a small model's step).
+    if device.type == "cpu":
+        torch.default_generator.manual_seed(derive_seed(seed, epoch, "global"))
+    else:
+        torch.manual_seed(derive_seed(seed, epoch, "global"))
+    n = len(data.train_y)
+    if batch_size >= n:  # full-batch gradient descent: the order of one batch changes nothing
+        order = torch.arange(n, device=device)
+    else:
+        order = torch.randperm(n, generator=generator(device, seed, epoch, "order"), device=device)
     deficit_gen = generator(device, seed, epoch, "deficit")
     augment_gen = generator(device, seed, epoch, "augment")
 
@@ -252,7 +261,10 @@ def train_epoch(
         idx = order[start : start + batch_size]
         if len(idx) < 2:  # BatchNorm cannot train on a single sample
             break
-        x, y = data.train_x[idx], data.train_y[idx]
+        if len(idx) == n:  # the whole set, in order: no copy
+            x, y = data.train_x, data.train_y
+        else:
+            x, y = data.train_x[idx], data.train_y[idx]
         if active:
             x, y = deficit.apply(x, y, epoch, deficit_gen)  # type: ignore[union-attr]
         if data.augment == "crop-flip":
