@@ -389,7 +389,8 @@ def _check_before_epoch(cls: type, deficit: Deficit, model: torch.nn.Module, set
     start, end = settings["start"], max(settings["end"], settings["start"] + 1)
     before = snapshot()
     states = {}
-    for epoch, active in ((start, True), (end, False), (start, True), (end, False)):
+    # Each state twice in a row: a deficit that toggles instead of setting shows up.
+    for epoch, active in ((start, True), (start, True), (end, False), (end, False), (start, True)):
         try:
             deficit.before_epoch(model, epoch, active)
         except Exception as exc:

@@ -108,7 +108,8 @@ class TaskSwitch(Deficit):
     def apply(self, x, y, epoch, generator):
         n = self.settings["n"]
         key = str(x.device)
-        if key not in self._on and (x.dim() != 2 or x.shape[1] != 2 or bool((x < 0).any() | (x >= n).any())):
+        # The shape always; the range (a host sync) once per device, since the positions are fixed.
+        if x.dim() != 2 or x.shape[1] != 2 or (key not in self._on and bool((x < 0).any() | (x >= n).any())):
             raise CritUIError(f"deficits.task-switch expects matrix positions (row, column) in 0..{n - 1}, as "
                               f"datasets.matrix-completion gives them; it got inputs of shape {tuple(x.shape)}. "
                               "Use it with that dataset and the same n (--set deficit.n=N).")
