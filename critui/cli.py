@@ -1074,11 +1074,11 @@ def _run_sweep(store, record: dict[str, Any], jobs: int, gpus_option: str | None
     if per_gpu is not None and not gpus:
         err_console.print(f"Note: --per-gpu {per_gpu} is ignored: these runs train on the CPU, where --jobs "
                           f"({jobs}) sets how many run at once.")
-    from critui.events import epoch_table, read_events, score_text
+    from critui.events import epoch_table, epochs_covered, read_events, score_text
 
     kept = [e for e in record["runs"] if e["run_id"] in present]
     total = sum(e["epochs"] - (e.get("fork_epoch") or 0) for e in kept)
-    done = sum(len(epoch_table(read_events(store.run_dir(e["run_id"])))) for e in kept)
+    done = sum(epochs_covered(epoch_table(read_events(store.run_dir(e["run_id"])))) for e in kept)
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                         TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=console)
     overall = progress.add_task(f"sweep {record['id']}", total=total, completed=min(done, total), status="epochs")
@@ -1088,11 +1088,20 @@ def _run_sweep(store, record: dict[str, Any], jobs: int, gpus_option: str | None
         tasks[entry["index"]] = progress.add_task(f"  #{entry['index']} {escape(entry['label'])}", total=entry["epochs"],
                                                   completed=entry.get("fork_epoch") or 0, status="starting")
 
+    scored: dict[int, str] = {}  # a regression's score name, per entry
+    reached: dict[int, int] = {}  # the epochs each entry's events have covered
+
     def on_event(entry, event) -> None:
         task = tasks.get(entry["index"])
         if event["event"] == "epoch" and task is not None:
+            # train.log_every > 1 logs every N-th epoch: advance by the epochs it covers
+            # (the first event of a run counts one epoch: a resumed run's earlier ones are in `done`)
+            before = reached.get(entry["index"], event["epoch"])
+            reached[entry["index"]] = event["epoch"] + 1
             progress.update(task, completed=event["epoch"] + 1, status=score_text(event))
-            progress.advance(overall)
+            progress.advance(overall, max(1, event["epoch"] + 1 - before))
+            if "score" in event:
+                scored[entry["index"]] = str(event.get("score_name") or "score")
 
     def on_end(entry, status: str) -> None:
         task = tasks.pop(entry["index"], None)
@@ -1100,7 +1109,8 @@ def _run_sweep(store, record: dict[str, Any], jobs: int, gpus_option: str | None
             progress.remove_task(task)
         doc = store.get(entry["run_id"])
         progress.console.print(f"#{entry['index']} {escape(entry['label'])}: {_status_markup(status)}"
-                               + (f"  final acc {doc['final_acc']:.4f}" if doc.get("final_acc") is not None else ""))
+                               + (f"  final {scored.get(entry['index'], 'acc')} {doc['final_acc']:.4f}"
+                                  if doc.get("final_acc") is not None else ""))
 
     scheduler = sched.SweepScheduler(store, record, jobs, gpus, per_gpu, on_event=on_event, on_start=on_start,
                                      on_end=on_end, launcher=launcher)
