@@ -83,7 +83,7 @@ def build_report(store, record: dict[str, Any], problems: list[Problem] | None =
     sign = 1 if higher else -1
     for row in rows_out:
         ref = _reference(rows_out, row["series"])
-        row["drop"] = (sign * (ref["final_acc_mean"] - row["final_acc_mean"])
+        row["drop"] = (sign * (ref["final_acc_mean"] - row["final_acc_mean"]) + 0.0  # no -0.0
                        if ref and ref["final_acc_mean"] is not None and row["final_acc_mean"] is not None else None)
         if not higher:
             row["lower_is_better"] = True
@@ -93,7 +93,7 @@ def build_report(store, record: dict[str, Any], problems: list[Problem] | None =
         own = {item["seed"]: item["final_acc"] for item in ref["per_seed"]} if ref else {}
         for item in row["per_seed"]:
             base = own.get(item["seed"])
-            item["drop"] = sign * (base - item["final_acc"]) if base is not None and item["final_acc"] is not None else None
+            item["drop"] = sign * (base - item["final_acc"]) + 0.0 if base is not None and item["final_acc"] is not None else None
     return {
         "sweep": record["id"], "name": record.get("name"), "primary": primary, "final_window": FINAL_WINDOW,
         "rows": rows_out, **({} if score == "test_acc" else {"score": score, "higher_is_better": higher}),
