@@ -250,8 +250,9 @@ def train_epoch(
         order = torch.arange(n, device=device)
     else:
         order = torch.randperm(n, generator=generator(device, seed, epoch, "order"), device=device)
-    deficit_gen = generator(device, seed, epoch, "deficit")
-    augment_gen = generator(device, seed, epoch, "augment")
+    # Seeded only when used (seeding is a hash and a generator: a small model's step costs less)
+    deficit_gen = generator(device, seed, epoch, "deficit") if active else None
+    augment_gen = generator(device, seed, epoch, "augment") if data.augment == "crop-flip" else None
 
     model.train()
     loss_sum = torch.zeros((), device=device)
