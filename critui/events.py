@@ -281,7 +281,7 @@ def epochs_covered(rows: list[dict[str, Any]]) -> int:
     are spaced (``train.log_every`` > 1 logs every N-th epoch only)."""
     if not rows:
         return 0
-    spaced = any(b["epoch"] - a["epoch"] > 1 for a, b in zip(rows, rows[1:]))
+    spaced = any(b["epoch"] - a["epoch"] > 1 for a, b in zip(rows, rows[1:], strict=False))
     return rows[-1]["epoch"] + 1 if spaced else len(rows)
 
 

@@ -26,7 +26,15 @@ from typing import Any
 
 from critui.config import RunSpec
 from critui.errors import CritUIError
-from critui.events import Problem, epoch_table, final_accuracy, read_events, score_kind, score_of, epochs_covered
+from critui.events import (
+    Problem,
+    epoch_table,
+    epochs_covered,
+    final_accuracy,
+    read_events,
+    score_kind,
+    score_of,
+)
 
 SPEC_FILE = "spec.json"
 

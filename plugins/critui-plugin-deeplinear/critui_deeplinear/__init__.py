@@ -14,7 +14,6 @@ pathways with one frozen. Registers, through critui's hooks:
 from __future__ import annotations
 
 from critui.hookspecs import hookimpl
-
 from critui_deeplinear.metrics import PathwayShare, SingularValues
 from critui_deeplinear.models import DeepLinear, PathwayFreeze, TwoPathway
 from critui_deeplinear.tasks import Hierarchy, MatrixCompletion, TaskSwitch

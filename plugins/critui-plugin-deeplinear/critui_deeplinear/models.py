@@ -74,8 +74,8 @@ class Pathways(nn.Module):
     def __init__(self, n_in: int, n_out: int, depth: int, width: int, init_scale: float):
         super().__init__()
         sizes = [n_in] + [width] * (depth - 1) + [n_out]
-        self.a = nn.ModuleList(nn.Linear(i, o, bias=False) for i, o in zip(sizes, sizes[1:]))
-        self.b = nn.ModuleList(nn.Linear(i, o, bias=False) for i, o in zip(sizes, sizes[1:]))
+        self.a = nn.ModuleList(nn.Linear(i, o, bias=False) for i, o in zip(sizes, sizes[1:], strict=False))
+        self.b = nn.ModuleList(nn.Linear(i, o, bias=False) for i, o in zip(sizes, sizes[1:], strict=False))
         for pathway in (self.a, self.b):
             gaussian_init(pathway, depth, init_scale, width)
         self.frozen: frozenset[str] = frozenset()

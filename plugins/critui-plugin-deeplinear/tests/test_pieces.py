@@ -54,7 +54,7 @@ def test_pathway_freeze_stops_learning_in_b_only_while_active():
         optimizer.zero_grad()
         (0.5 * (model(x) - y).pow(2).sum()).backward()
         optimizer.step()
-        moved = [not torch.equal(b, p) for b, p in zip(before, model.parameters())]
+        moved = [not torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=True)]
         return moved[:2], moved[2:]  # pathway a's two layers, then b's
 
     a, b = step(active=True)
