@@ -360,22 +360,31 @@ def _show_progress(progress, task, event: dict[str, Any], compact: bool = False)
     elif event["event"] == "paused":
         progress.update(task, description="paused", status="its job is requeued; it resumes from the last checkpoint")
     elif event["event"] == "epoch":
-        test, train, lr = f"{event['test_acc']:.3f}", f"{event['train_loss']:.3f}", f"{event['lr']:.3g}"
+        from critui.events import score_text
+
+        test, train, lr = score_text(event), f"{event['train_loss']:.3f}", f"{event['lr']:.3g}"
         if compact:
-            status = f"acc {test} loss {train} lr {lr}" + (" deficit" if event.get("deficit_active") else "")
+            test = test.replace("test acc ", "acc ")
+            status = f"{test} loss {train} lr {lr}" + (" deficit" if event.get("deficit_active") else "")
         else:
-            status = f"test acc {test}  train loss {train}  lr {lr}" + ("  deficit on" if event.get("deficit_active") else "")
+            status = f"{test}  train loss {train}  lr {lr}" + ("  deficit on" if event.get("deficit_active") else "")
         progress.update(task, completed=event["epoch"] + 1, status=status)
 
 
 def _print_outcome(run_id, run_dir, end, rows, final) -> int:
     kind = end["event"]
     if kind == "finished":
-        best = max((r["test_acc"] for r in rows), default=None)
+        from critui.events import epochs_covered, score_kind, score_label, score_of
+
+        higher = score_kind(rows)[1]
+        scores = [v for r in rows if (v := score_of(r)) is not None]
+        best = (max if higher else min)(scores, default=None)
+        label = "test accuracy" if higher and score_kind(rows)[0] == "test_acc" else score_label(rows)
         table = Table(title=f"run {run_id} finished", show_header=False, box=None)
-        table.add_row("final test accuracy", f"{final:.4f}  (mean of the last {min(5, len(rows))} epochs)")
-        table.add_row("best test accuracy", f"{best:.4f}")
-        table.add_row("epochs", str(len(rows)))
+        table.add_row(f"final {label}", "-" if final is None else
+                      f"{final:.4f}  (mean of the last {min(5, len(rows))} epochs)")
+        table.add_row(f"best {label}", "-" if best is None else f"{best:.4f}")
+        table.add_row("epochs", str(epochs_covered(rows)))
         table.add_row("time", f"{end.get('seconds', 0):.1f} s")
         table.add_row("stored in", str(run_dir))
         console.print(table)
@@ -818,7 +827,9 @@ def _print_overview(doc, spec, run_dir, history) -> None:
     table.add_row("name", escape(str(doc.get("name", ""))))
     inherited = f" ({history.inherited} inherited)" if history.inherited else ""
     table.add_row("progress", f"{history.epochs_done}/{doc['epochs']} epochs{inherited}")
-    table.add_row("final test acc", _fmt_acc(history.final_acc) + "  (mean of the last 5 epochs)")
+    from critui.events import score_label
+
+    table.add_row(f"final {score_label(history.rows)}", _fmt_acc(history.final_acc) + "  (mean of the last 5 epochs)")
     table.add_row("seed", str(doc.get("seed")))
     table.add_row("device", device_text(doc))
     if launched := launcher_text(doc):
@@ -849,7 +860,12 @@ def _print_overview(doc, spec, run_dir, history) -> None:
 
 def _epoch_table(rows) -> Table:
     table = Table(title="per-epoch metrics (test data is always clean)", box=box.SIMPLE_HEAD)
-    columns = ["epoch", "lr", "deficit", "train loss", "train acc", "test loss", "test acc"]
+    from critui.events import score_kind
+
+    name, _ = score_kind(rows)
+    score_key = "test_acc" if name == "test_acc" else "score"
+    columns = ["epoch", "lr", "deficit", "train loss", "train acc", "test loss",
+               "test acc" if score_key == "test_acc" else name]
     has_fisher = any("fisher.total" in r for r in rows)
     extra: list[str] = []  # plugin metrics get their own tables (_metric_tables): this one stays readable
     for column in columns + (["fisher total"] if has_fisher else []) + extra:
@@ -857,7 +873,7 @@ def _epoch_table(rows) -> Table:
     for r in rows:
         cells = [f"{r['epoch']}*" if r.get("inherited") else str(r["epoch"]), _fmt_num(r.get("lr"), ".3g"),
                  "on" if r.get("deficit_active") else "", *(_fmt_num(r.get(key), ".4f") for key in
-                                                           ("train_loss", "train_acc", "test_loss", "test_acc"))]
+                                                           ("train_loss", "train_acc", "test_loss", score_key))]
         if has_fisher:
             cells.append(_fmt_num(r.get("fisher.total")))
         cells += [_fmt_num(r.get(k)) for k in extra]
@@ -1230,11 +1246,11 @@ def _run_sweep(store, record: dict[str, Any], jobs: int, gpus_option: str | None
     if per_gpu is not None and not gpus:
         err_console.print(f"Note: --per-gpu {per_gpu} is ignored: these runs train on the CPU, where --jobs "
                           f"({jobs}) sets how many run at once.")
-    from critui.events import epoch_table, read_events
+    from critui.events import epoch_table, epochs_covered, read_events, score_text
 
     kept = [e for e in record["runs"] if e["run_id"] in present]
     total = sum(e["epochs"] - (e.get("fork_epoch") or 0) for e in kept)
-    done = sum(len(epoch_table(read_events(store.run_dir(e["run_id"])))) for e in kept)
+    done = sum(epochs_covered(epoch_table(read_events(store.run_dir(e["run_id"])))) for e in kept)
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                         TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=console)
     overall = progress.add_task(f"sweep {record['id']}", total=total, completed=min(done, total), status="epochs")
@@ -1244,11 +1260,20 @@ def _run_sweep(store, record: dict[str, Any], jobs: int, gpus_option: str | None
         tasks[entry["index"]] = progress.add_task(f"  #{entry['index']} {escape(entry['label'])}", total=entry["epochs"],
                                                   completed=entry.get("fork_epoch") or 0, status="starting")
 
+    scored: dict[int, str] = {}  # a regression's score name, per entry
+    reached: dict[int, int] = {}  # the epochs each entry's events have covered
+
     def on_event(entry, event) -> None:
         task = tasks.get(entry["index"])
         if event["event"] == "epoch" and task is not None:
-            progress.update(task, completed=event["epoch"] + 1, status=f"test acc {event['test_acc']:.3f}")
-            progress.advance(overall)
+            # train.log_every > 1 logs every N-th epoch: advance by the epochs it covers
+            # (the first event of a run counts one epoch: a resumed run's earlier ones are in `done`)
+            before = reached.get(entry["index"], event["epoch"])
+            reached[entry["index"]] = event["epoch"] + 1
+            progress.update(task, completed=event["epoch"] + 1, status=score_text(event))
+            progress.advance(overall, max(1, event["epoch"] + 1 - before))
+            if "score" in event:
+                scored[entry["index"]] = str(event.get("score_name") or "score")
 
     def on_end(entry, status: str) -> None:
         task = tasks.pop(entry["index"], None)
@@ -1256,7 +1281,8 @@ def _run_sweep(store, record: dict[str, Any], jobs: int, gpus_option: str | None
             progress.remove_task(task)
         doc = store.get(entry["run_id"])
         progress.console.print(f"#{entry['index']} {escape(entry['label'])}: {_status_markup(status)}"
-                               + (f"  final acc {doc['final_acc']:.4f}" if doc.get("final_acc") is not None else ""))
+                               + (f"  final {scored.get(entry['index'], 'acc')} {doc['final_acc']:.4f}"
+                                  if doc.get("final_acc") is not None else ""))
 
     scheduler = sched.SweepScheduler(store, record, jobs, gpus, per_gpu, on_event=on_event, on_start=on_start,
                                      on_end=on_end, launcher=launcher)

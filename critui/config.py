@@ -46,7 +46,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 TRAIN_PARAMS = (
-    Param("epochs", "int", 24, "number of training epochs", min=1, max=100_000),
+    Param("epochs", "int", 24, "number of training epochs (with a full-batch optim.batch_size, one epoch is one "
+          "gradient step)", min=1, max=10_000_000),
     Param("seed", "int", 0, "run seed: model init, batch order, augmentation and deficit state", min=0,
           max=2**32 - 1),
     Param("device", "str", "auto", "auto (CUDA when present, else CPU), cpu, cuda or cuda:N"),
@@ -67,6 +68,12 @@ TRAIN_PARAMS = (
         max=1024,
     ),
     Param("eval_batch_size", "int", 1000, "batch size for evaluation passes", min=1),
+    # Cadences for step-based runs (one full-batch step per epoch, 100k+ epochs): they change
+    # what is recorded and how much a kill can lose, never what is trained.
+    Param("log_every", "int", 1, "evaluate and write an epoch event (and run the metrics) every N epochs; the first "
+          "and last epoch and each deficit window edge are always logged", min=1, max=10_000_000),
+    Param("checkpoint_every", "int", 1, "replace the latest checkpoint every N epochs (and at the end and at every "
+          "fork point); a killed run resumes from it, losing at most N epochs", min=1, max=10_000_000),
     # The GPU speed settings. "auto" is resolved by the worker on the device it trains on and
     # the resolved value replaces it in the run's spec.json (and its started event).
     Param(
@@ -210,6 +217,7 @@ class RunSpec:
         data = self.to_json()
         data.pop("name", None)
         data.pop("keep_checkpoints", None)
+        drop_default_cadence(data)
         blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -217,6 +225,19 @@ class RunSpec:
         """One line: dataset, model, deficit and window."""
         deficit = deficit_label(self.deficit.id if self.deficit else None, self.window())
         return f"{short_id(self.dataset.id)} / {short_id(self.model.id)} / {deficit}"
+
+
+CADENCE_KEYS = ("log_every", "checkpoint_every")
+
+
+def drop_default_cadence(data: dict[str, Any]) -> None:
+    """Leave the default cadences out of what a spec hash covers, so that every spec written
+    before they existed keeps its hash."""
+    train = data.get("train")
+    if isinstance(train, dict):
+        for key in CADENCE_KEYS:
+            if train.get(key) == 1:
+                train.pop(key)
 
 
 def window_note(spec: dict[str, Any]) -> str | None:

@@ -11,7 +11,9 @@ writer always starts on a fresh line.
 Events, each with ``event`` and ``time``:
 
 - ``started``: epoch (first epoch this process trains), pid, device, torch, resumed
-- ``epoch``: epoch, lr, deficit_active, train_loss, train_acc, test_loss, test_acc, seconds
+- ``epoch``: epoch, lr, deficit_active, train_loss, train_acc, test_loss, test_acc, seconds; a
+  regression has score, score_name, higher_is_better instead of train_acc and test_acc; with
+  ``train.log_every`` > 1 only every N-th epoch (and the first, last and window edges) has one
 - ``metric``: epoch, metric (plugin id), values {key: float}
 - ``checkpoint``: epoch (the next epoch to train), path
 - ``finished``: epochs, final_acc (mean of the last 5 test accuracies), seconds
@@ -139,7 +141,8 @@ _EPOCH_OR_NULL = (_maybe(_count), "a whole number ≥ 0 or null")
 FIELDS: dict[str, dict[str, tuple[Callable[[Any], bool], str, bool]]] = {
     "started": {"epoch": (*_COUNT, False), "pid": (_count, "a process id (a whole number)", False),
                 "resumed": (*_FLAG, False), "lr_at_removal": (*_NUMBER, False)},
-    "epoch": {"epoch": (*_COUNT, True), "test_acc": (*_NUMBER, True), "lr": (*_NUMBER, False),
+    "epoch": {"epoch": (*_COUNT, True), "test_acc": (*_NUMBER, False), "score": (*_NUMBER, False),
+              "score_name": (*_TEXT, False), "higher_is_better": (*_FLAG, False), "lr": (*_NUMBER, False),
               "train_loss": (*_NUMBER, False), "train_acc": (*_NUMBER, False),
               "test_loss": (*_NUMBER, False), "deficit_active": (*_FLAG, False),
               "seconds": (*_NUMBER, False)},
@@ -169,6 +172,8 @@ def check_event(record: Any) -> str | None:
                 return f"{_event_name(kind)} without `{field}`"
         elif not check(value):
             return f"`{field}` of {_event_name(kind)} should be {expected}, not {_shown(value)}"
+    if kind == "epoch" and "test_acc" not in record and "score" not in record:
+        return f"{_event_name(kind)} without `test_acc` (or a regression's `score`)"
     return None
 
 
@@ -268,12 +273,52 @@ def epoch_table(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
             name = e["metric"].split(".", 1)[-1]
             for key, value in e.get("values", {}).items():
                 row[f"{name}.{key}"] = value
-    return [rows[k] for k in sorted(rows) if "test_acc" in rows[k]]
+    return [rows[k] for k in sorted(rows) if "test_acc" in rows[k] or "score" in rows[k]]
+
+
+def epochs_covered(rows: list[dict[str, Any]]) -> int:
+    """How many epochs the rows account for: their count, or the last epoch + 1 when they
+    are spaced (``train.log_every`` > 1 logs every N-th epoch only)."""
+    if not rows:
+        return 0
+    spaced = any(b["epoch"] - a["epoch"] > 1 for a, b in zip(rows, rows[1:], strict=False))
+    return rows[-1]["epoch"] + 1 if spaced else len(rows)
+
+
+def score_of(row: dict[str, Any]) -> float | None:
+    """A row's primary test score: its ``score`` (a regression's test MSE), else ``test_acc``."""
+    return row["score"] if "score" in row else row.get("test_acc")
+
+
+def score_kind(rows: list[dict[str, Any]]) -> tuple[str, bool]:
+    """The rows' score name and whether higher is better: ``("test_acc", True)`` unless the
+    last row says otherwise (a regression: ``("test_mse", False)``)."""
+    last = rows[-1] if rows else {}
+    if "score" in last:
+        return str(last.get("score_name") or "score"), last.get("higher_is_better") is not False
+    return "test_acc", True
+
+
+def score_text(event: dict[str, Any], digits: int = 3) -> str:
+    """An epoch event's score as a progress line shows it: ``test acc 0.812`` or ``test_mse 0.0123``."""
+    if "score" in event:
+        value = event["score"]
+        return f"{event.get('score_name') or 'score'} " + ("-" if value is None else f"{value:.{digits + 1}g}")
+    value = event.get("test_acc")
+    return "test acc " + ("-" if value is None else f"{value:.{digits}f}")
+
+
+def score_label(rows: list[dict[str, Any]]) -> str:
+    """The final score's name as tables head it: ``test acc``, or a regression's (``test_mse``,
+    lower is better)."""
+    name, higher = score_kind(rows)
+    return "test acc" if name == "test_acc" else f"{name} ({'higher' if higher else 'lower'} is better)"
 
 
 def final_accuracy(rows: list[dict[str, Any]]) -> float | None:
-    """The paper's final metric, as an accuracy: mean test accuracy of the last 5 epochs."""
-    accs = [r["test_acc"] for r in rows if r.get("test_acc") is not None]
+    """The paper's final metric: the mean primary score (:func:`score_of`; test accuracy for
+    a classification) of the last 5 logged epochs."""
+    accs = [v for r in rows if (v := score_of(r)) is not None]
     if not accs:
         return None
     tail = accs[-FINAL_WINDOW:]

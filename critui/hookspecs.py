@@ -37,7 +37,9 @@ def critui_register_deficits(register: Register) -> None:
     Called once at plugin load. A deficit's ``apply(x, y, epoch, generator)`` transforms a
     normalised training batch on the device while the run's window ``start <= epoch < end``
     is open; test data is never touched. Every deficit automatically gets the ``start`` and
-    ``end`` window parameters besides its own.
+    ``end`` window parameters besides its own. A deficit that acts on the learner instead
+    (freezing a pathway, gating a layer) overrides ``before_epoch(model, epoch, active)``,
+    called at the start of every epoch, and returns ``(x, y)`` unchanged from ``apply``.
 
     Example::
 

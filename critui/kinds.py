@@ -59,6 +59,17 @@ class Deficit(Plugin):
         """
         raise NotImplementedError
 
+    def before_epoch(self, model: torch.nn.Module, epoch: int, active: bool) -> None:
+        """Act on the model itself, at the start of every training epoch (in or out of the window).
+
+        For deficits that change the learner rather than its input: freezing a pathway,
+        masking gradients, gating a layer. ``active`` says whether the window covers
+        ``epoch``; set the model's state from it every time (never toggle), so a run resumed
+        or forked at any epoch sees exactly what it would have seen. ``model`` is the
+        eager module (a compiled one shares its parameters and submodules). A deficit that
+        only acts on the model returns ``(x, y)`` unchanged from ``apply``. Default: nothing.
+        """
+
 
 class Model(Plugin):
     """An architecture: ``build`` returns a fresh ``torch.nn.Module`` producing logits."""
@@ -82,6 +93,14 @@ class DatasetTensors:
     (already in 0..1). ``mean``/``std`` are per channel, in 0..1 units. ``augment`` is the
     training augmentation the dataset is usually trained with: ``"crop-flip"`` (pad 4,
     random crop, horizontal flip) or ``"none"``.
+
+    ``loss`` says what kind of task it is. ``"cross_entropy"`` (the default): a
+    classification, ``y`` int64 labels, the score is test accuracy (higher is better).
+    ``"half_mse"`` (½ · mean of the squared errors over every output entry) or
+    ``"half_sse"`` (½ · their sum): a regression, ``y`` float targets shaped like the
+    model's output, ``classes`` may be empty, and the score is the test mean squared error
+    (lower is better). ``x`` need not be an image: any N×... float tensor, with ``mean`` and
+    ``std`` of one value (``(0.0,)``, ``(1.0,)`` leave it as it is).
     """
 
     train_x: torch.Tensor
@@ -93,9 +112,15 @@ class DatasetTensors:
     std: tuple[float, ...]
     augment: str = "none"
     info: dict[str, Any] = field(default_factory=dict)
+    loss: str = "cross_entropy"
 
     @property
-    def input_shape(self) -> tuple[int, int, int]:
+    def regression(self) -> bool:
+        """Whether the task is a regression (a squared-error loss, scored by test MSE)."""
+        return self.loss != "cross_entropy"
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
         return tuple(self.train_x.shape[1:])  # type: ignore[return-value]
 
 

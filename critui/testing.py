@@ -236,8 +236,17 @@ def check_deficit(
     seed: int = 0,
     batch: int = BATCH,
     processes: bool = True,
+    data: DatasetTensors | None = None,
+    model: torch.nn.Module | None = None,
 ) -> None:
     """Check a deficit the way the training loop and ``metrics.deficit-accuracy`` use it.
+
+    ``data`` (a loaded ``DatasetTensors``, e.g. a regression's) gives the batches instead of
+    random images: its first ``2 × batch`` training inputs and targets; float targets are
+    checked for finiteness instead of a class range, and the edge-case and second-process
+    checks (which need random images) are skipped. ``model``: a deficit that overrides
+    ``before_epoch`` is called on it inside and outside the window, and must set the same
+    state for the same arguments and leave the weights alone.
 
     On a normalised float batch ``batch``×C×H×W on ``device``, with int64 labels:
 
@@ -269,11 +278,19 @@ def check_deficit(
         raise _fail(cls, "does not implement apply", "it still has Deficit.apply, which raises.",
                     "define apply(self, x, y, epoch, generator) returning (x, y).")
 
-    data_gen = torch.Generator().manual_seed(seed)
-    test_x = torch.randn((2 * batch, *input_shape), generator=data_gen).to(device)
-    # Labels from 0 to num_classes - 1 in every batch, so an off-by-one shows up.
-    spread = torch.linspace(0, num_classes - 1, batch).round().long()
-    test_y = torch.cat([spread, spread.flip(0)]).to(device)
+    if data is not None:
+        batch = min(batch, len(data.train_x) // 2) or 1
+        test_x = data.train_x[: 2 * batch].float().clone().to(device)
+        test_y = data.train_y[: 2 * batch].clone().to(device)
+        input_shape = tuple(data.train_x.shape[1:])
+        if data.loss == "cross_entropy":
+            num_classes = len(data.classes)
+    else:
+        data_gen = torch.Generator().manual_seed(seed)
+        test_x = torch.randn((2 * batch, *input_shape), generator=data_gen).to(device)
+        # Labels from 0 to num_classes - 1 in every batch, so an off-by-one shows up.
+        spread = torch.linspace(0, num_classes - 1, batch).round().long()
+        test_y = torch.cat([spread, spread.flip(0)]).to(device)
     pristine_x, pristine_y = test_x.clone(), test_y.clone()
     # Views into the larger tensors: an in-place change to x or y shows up in test_x / test_y.
     x, y = test_x[:batch], test_y[:batch]
@@ -340,6 +357,10 @@ def check_deficit(
                 raise _fail(cls, "is not deterministic under a seed",
                             f"{how} gave a different {part} ({_difference(a, b, ('first', 'then'))}).", fix)
 
+    if model is not None and type(deficit).before_epoch is not Deficit.before_epoch:
+        _check_before_epoch(cls, deficit, model, settings)
+    if data is not None:
+        return
     for what, images in _edge_batches(x):
         call(deficit, inputs=images, what=what)
     if settings["end"] - epoch >= 2:
@@ -355,6 +376,39 @@ def check_deficit(
                         "or seed your own from self.seed and the epoch together.")
     if processes and device.type == "cpu":
         _check_other_process(cls, settings, seed, num_classes, input_shape, batch, epoch)
+
+
+def _check_before_epoch(cls: type, deficit: Deficit, model: torch.nn.Module, settings: dict[str, Any]) -> None:
+    """``before_epoch`` on a model: weights untouched, and the same arguments give the same
+    model state whatever came before (resume and fork call it from any epoch)."""
+    def snapshot() -> tuple[dict[str, Any], dict[str, Any]]:
+        weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        extra = {k: v for k, v in vars(model).items() if not k.startswith("_") and k != "training"}
+        return weights, extra
+
+    start, end = settings["start"], max(settings["end"], settings["start"] + 1)
+    before = snapshot()
+    states = {}
+    # Each state twice in a row: a deficit that toggles instead of setting shows up.
+    for epoch, active in ((start, True), (start, True), (end, False), (end, False), (start, True)):
+        try:
+            deficit.before_epoch(model, epoch, active)
+        except Exception as exc:
+            raise _fail(cls, "raised in before_epoch", f"before_epoch(model, {epoch}, {active}) raised "
+                        f"{type(exc).__name__}: {exc}", "make before_epoch work on the model it is checked "
+                        "with (pass the model your deficit is meant for).") from exc
+        weights, extra = snapshot()
+        for key, value in weights.items():
+            if not _same(value, before[0][key]):
+                raise _fail(cls, "changed the model's weights in before_epoch", f"{key!r} differs afterwards.",
+                            "set a switch on the model (a flag forward reads); never edit weights, which the "
+                            "optimiser and checkpoints own.")
+        if states.setdefault(active, extra) != extra:
+            raise _fail(cls, "sets a state in before_epoch that depends on its history",
+                        f"two calls with active={active} left different model attributes "
+                        f"({_short_repr(states[active])} then {_short_repr(extra)}).",
+                        "set the model's state from `active` alone, every call (never toggle it).")
+    deficit.before_epoch(model, end, False)
 
 
 def _edge_batches(x: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
@@ -459,6 +513,11 @@ def _check_output(cls: type, out: Any, x: torch.Tensor, y: torch.Tensor, num_cla
                     f"or infinite, for a batch{what or ' of normal images'}.",
                     "avoid divisions by zero (a constant image has std 0: add an epsilon) and logs of "
                     "non-positive values (inputs are normalised: negative and zero values are normal).")
+    if out_y.is_floating_point():  # a regression's targets
+        if not bool(torch.isfinite(out_y).all()):
+            raise _fail(cls, "returned non-finite targets", f"{int((~torch.isfinite(out_y)).sum())} entries of y are "
+                        "NaN or infinite.", "return finite float targets.")
+        return out_x, out_y
     bad = (out_y < 0) | (out_y >= num_classes)
     if bool(bad.any()):
         raise _fail(cls, "returned labels outside the class range",
@@ -495,8 +554,14 @@ def check_model(
     device: str | torch.device = "cpu",
     batch: int = 4,
     fisher: bool = True,
+    data: DatasetTensors | None = None,
 ) -> None:
     """Check that a model builds for ``input_shape`` and ``num_classes`` and trains.
+
+    ``data`` (a loaded ``DatasetTensors``) gives the input shape, the number of outputs and
+    the batch instead of random images; for a regression (``data.loss`` not cross-entropy)
+    the output must match the targets' shape, the loss is the regression's, and the Fisher
+    check (which samples class labels) is skipped.
 
     - ``build`` returns a ``torch.nn.Module``, the same one for the same ``torch.manual_seed``
       (the worker seeds torch's global RNG from the run seed just before building);
@@ -511,6 +576,11 @@ def check_model(
 
     settings = plugin_params(cls, params)
     device = _device(device)
+    regression = data is not None and data.loss != "cross_entropy"
+    if data is not None:
+        input_shape = tuple(data.train_x.shape[1:])
+        num_classes = int(data.train_y[0].numel()) if regression else len(data.classes)
+        fisher = fisher and not regression
     if cls.build is Model.build:
         raise _fail(cls, "does not implement build", "it still has Model.build, which raises.",
                     "define build(self, input_shape, num_classes, **params) returning an nn.Module.")
@@ -555,8 +625,13 @@ def check_model(
     model.to(device).train()
 
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn((batch, *input_shape), generator=gen).to(device)
-    y = (torch.arange(batch) % num_classes).to(device)
+    if data is not None:
+        batch = min(batch, len(data.train_x))
+        x = data.train_x[:batch].float().clone().to(device)
+        y = data.train_y[:batch].clone().to(device)
+    else:
+        x = torch.randn((batch, *input_shape), generator=gen).to(device)
+        y = (torch.arange(batch) % num_classes).to(device)
     pristine = x.clone()
     try:
         logits = model(x)
@@ -575,13 +650,18 @@ def check_model(
                     f"{bool(torch.isfinite(logits).all()) if logits.is_floating_point() else 'n/a'}.",
                     "check the initialisation and any division or log in forward.")
     sums = logits.detach().float().sum(dim=1)
-    if bool((logits >= 0).all()) and bool(((sums - 1).abs() < 1e-4).all()):
+    if not regression and bool((logits >= 0).all()) and bool(((sums - 1).abs() < 1e-4).all()):
         raise _fail(cls, "returns probabilities, not logits",
                     f"every output is >= 0 and each row sums to 1 (row sums {sums.tolist()[:3]}...), as after softmax.",
                     "end with the last linear layer and return its raw scores: critui's loss (cross_entropy) "
                     "applies log_softmax itself, and a softmax before it trains at chance.")
 
-    F.cross_entropy(logits, y).backward()
+    if regression:
+        from critui.train.loop import task_loss
+
+        task_loss(logits, y, data.loss).backward()
+    else:
+        F.cross_entropy(logits, y).backward()
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
@@ -673,6 +753,8 @@ def check_dataset(
         return data
 
     data = load()
+    if data.loss != "cross_entropy":
+        return _check_regression_dataset(cls, data, load if deterministic else None, seed)
     shapes = {}
     for part in ("train", "test"):
         images, labels = getattr(data, f"{part}_x"), getattr(data, f"{part}_y")
@@ -738,6 +820,32 @@ def check_dataset(
                             f"({_difference(a, b, ('first load', 'second'))}).",
                             "draw generated data from a torch.Generator seeded from the parameters or the "
                             "seed argument; pass deterministic=False if the data really changes between loads.")
+    return data
+
+
+def _check_regression_dataset(cls: type, data: DatasetTensors, load: Callable[[], DatasetTensors] | None,
+                              seed: int) -> DatasetTensors:
+    """A regression (``loss`` half_mse or half_sse): what the worker checks before training
+    (float inputs, finite float targets one per input, one mean and std), and determinism."""
+    from critui.train.plugin_guard import check_regression_tensors
+
+    def bad(problem: str) -> AssertionError:
+        return _fail(cls, "returned tensors a regression cannot train on", f"load returned {problem}.",
+                     "see critui.kinds.DatasetTensors: float32 N×... inputs, float32 targets, loss "
+                     "half_mse or half_sse, mean=(0.0,), std=(1.0,) to leave inputs as they are.")
+
+    try:
+        check_regression_tensors(data, bad)
+    except CritUIError as exc:  # raised as the worker would; reported as the kit does
+        raise bad(str(exc)) from exc
+    if load is not None:
+        again = load()
+        for part in ("train_x", "train_y", "test_x", "test_y"):
+            a, b = getattr(data, part), getattr(again, part)
+            if not _same(a, b):
+                raise _fail(cls, "does not load deterministically", f"two loads with seed={seed} differ in {part} "
+                            f"({_difference(a, b, ('first load', 'second'))}).",
+                            "draw generated data from a torch.Generator seeded from the parameters or the seed.")
     return data
 
 
@@ -815,8 +923,13 @@ def check_metric(
     epochs: int = 12,
     n_train: int = 64,
     n_test: int = 32,
+    data: DatasetTensors | None = None,
 ) -> None:
     """Run a metric over ``epochs`` epochs of a small context, as the worker would.
+
+    ``data`` (a loaded ``DatasetTensors``, with ``model`` built for it) replaces the random
+    images and the vertical-flip deficit: the metric sees the first ``n_train``/``n_test``
+    examples of that dataset, and no deficit.
 
     The deficit (a vertical flip) is active in the first half of the epochs. Checks:
 
@@ -845,10 +958,15 @@ def check_metric(
     test_x = torch.randn((n_test, *input_shape), generator=gen).to(device)
     train_y = (torch.arange(n_train) % num_classes).to(device)
     test_y = (torch.arange(n_test) % num_classes).to(device)
+    if data is not None:
+        train_x, train_y = data.train_x[:n_train].float().to(device), data.train_y[:n_train].to(device)
+        test_x, test_y = data.test_x[:n_test].float().to(device), data.test_y[:n_test].to(device)
+        num_classes = int(data.train_y[0].numel()) if data.loss != "cross_entropy" else len(data.classes)
     # The built-in vertical flip: cheap and deterministic, so the metric sees a real deficit.
     from critui.builtin.deficits import VerticalFlip
 
-    deficit = VerticalFlip({"start": 0, "end": epochs // 2}, seed, num_classes, input_shape)
+    deficit = None if data is not None else VerticalFlip({"start": 0, "end": epochs // 2}, seed, num_classes,
+                                                         input_shape)
     data = {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
     pristine = {k: v.clone() for k, v in data.items()}
     weights = {k: v.detach().clone() for k, v in model.state_dict().items()}

@@ -26,7 +26,15 @@ from typing import Any
 
 from critui.config import RunSpec
 from critui.errors import CritUIError
-from critui.events import Problem, epoch_table, final_accuracy, read_events
+from critui.events import (
+    Problem,
+    epoch_table,
+    epochs_covered,
+    final_accuracy,
+    read_events,
+    score_kind,
+    score_of,
+)
 
 SPEC_FILE = "spec.json"
 
@@ -54,7 +62,7 @@ class JoinedHistory:
 
     @property
     def epochs_done(self) -> int:
-        return len(self.rows)
+        return epochs_covered(self.rows)  # with train.log_every > 1 not every epoch has a row
 
     @property
     def final_acc(self) -> float | None:
@@ -62,7 +70,12 @@ class JoinedHistory:
 
     @property
     def last_acc(self) -> float | None:
-        return self.rows[-1].get("test_acc") if self.rows else None
+        return score_of(self.rows[-1]) if self.rows else None
+
+    @property
+    def score(self) -> tuple[str, bool]:
+        """The primary score's name and whether higher is better (:func:`critui.events.score_kind`)."""
+        return score_kind(self.rows)
 
     @property
     def layers(self) -> list[str]:

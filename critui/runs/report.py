@@ -36,6 +36,7 @@ def build_report(store, record: dict[str, Any], problems: list[Problem] | None =
 
     docs = {d["id"]: d for d in store.all()}
     primary = record.get("primary")
+    scores: set[tuple[str, bool]] = set()  # (score name, higher is better) of the finished runs
     groups: dict[tuple[str, Any], dict[str, Any]] = {}
     for entry in record["runs"]:
         doc = docs.get(entry["run_id"])
@@ -56,6 +57,7 @@ def build_report(store, record: dict[str, Any], problems: list[Problem] | None =
         spec = read_spec(store.run_dir(doc["id"]), problems)
         done = doc.get("status") == "finished" and spec is not None and history.epochs_done >= spec.epochs
         if done:
+            scores.add(history.score)
             group["finished"] += 1
             group["accs"].append(history.final_acc)
             group["by_seed"][axis.get("seed")] = group["accs"][-1]
@@ -77,22 +79,28 @@ def build_report(store, record: dict[str, Any], problems: list[Problem] | None =
                          for seed, acc in sorted(group["by_seed"].items(), key=lambda item: _key(item[0]))],
         })
     rows_out.sort(key=lambda r: (r["series"], not r["baseline"], _key(r["value"])))
+    # A regression's score (test MSE) is better lower: its drop is this row's minus the
+    # reference's, so a positive drop always means worse than the reference.
+    score, higher = min(scores) if scores else ("test_acc", True)
+    sign = 1 if higher else -1
     for row in rows_out:
         ref = _reference(rows_out, row["series"])
-        row["drop"] = (ref["final_acc_mean"] - row["final_acc_mean"]
+        row["drop"] = (sign * (ref["final_acc_mean"] - row["final_acc_mean"]) + 0.0  # no -0.0
                        if ref and ref["final_acc_mean"] is not None and row["final_acc_mean"] is not None else None)
+        if not higher:
+            row["lower_is_better"] = True
         row["reference"] = "baseline" if ref and ref["baseline"] else (ref["value"] if ref else None)
         # Each seed's drop is from the same seed's reference run: the seeds' baselines differ
         # by several points on the demo, more than many of the drops.
         own = {item["seed"]: item["final_acc"] for item in ref["per_seed"]} if ref else {}
         for item in row["per_seed"]:
             base = own.get(item["seed"])
-            item["drop"] = base - item["final_acc"] if base is not None and item["final_acc"] is not None else None
+            item["drop"] = sign * (base - item["final_acc"]) + 0.0 if base is not None and item["final_acc"] is not None else None
         row["drop_std"] = None if row is ref else drop_spread(row)
         row["within_spread"] = None if row is ref else within_spread(row)
     return {
         "sweep": record["id"], "name": record.get("name"), "primary": primary, "final_window": FINAL_WINDOW,
-        "rows": rows_out,
+        "rows": rows_out, **({} if score == "test_acc" else {"score": score, "higher_is_better": higher}),
     }
 
 
@@ -161,6 +169,13 @@ def one_seed(report: dict[str, Any]) -> bool:
 def row_cells(row: dict[str, Any], single: bool) -> list[str]:
     """A report row's seeds, final accuracy, drop and LR at removal, as the CLI and the TUI
     show them; ``single`` (see :func:`one_seed`) leaves the std out."""
+    if row.get("lower_is_better"):  # a regression's error: raw values, a drop > 0 is worse
+        acc = "-" if row["final_acc_mean"] is None else f"{row['final_acc_mean']:.4g}"
+        if row["final_acc_mean"] is not None and not single:
+            acc += f" ± {row['final_acc_std'] or 0.0:.2g}"
+        drop = "-" if row["drop"] is None else f"{row['drop']:+.4g}"
+        lr = "-" if row["lr_at_removal"] is None else f"{row['lr_at_removal']:.4g}"
+        return [f"{row['finished']}/{row['runs']}", acc, drop, lr]
     acc = "-" if row["final_acc_mean"] is None else f"{row['final_acc_mean']:.4f}"
     if row["final_acc_mean"] is not None and not single:
         acc += f" ± {row['final_acc_std'] or 0.0:.4f}"
@@ -190,7 +205,9 @@ def rich_table(report: dict[str, Any]):
     # One seed per row: a std of 0.0000 on every row says nothing and would push the table
     # past 80 columns, so only the mean is shown.
     single = one_seed(report)
-    table = Table(title=f"sweep {report['sweep']}: final test accuracy (mean of the last {report['final_window']} "
+    score = report.get("score")
+    table = Table(title=f"sweep {report['sweep']}: final {score or 'test accuracy'} (mean of the last "
+                  f"{report['final_window']} "
                   "epochs)" + (", one seed" if single else ", mean ± std over seeds"), box=box.SIMPLE_HEAD,
                   pad_edge=False)
     header, labels = series_column(series_names(report))
@@ -198,7 +215,7 @@ def rich_table(report: dict[str, Any]):
     if multi:
         table.add_column(header, overflow="fold")
     rows = [[str(r["value"]), *row_cells(r, single)] for r in report["rows"]]
-    columns = [primary, "seeds", "final acc", "drop", "lr at\nremoval"]
+    columns = [primary, "seeds", f"final\n{score}" if score else "final acc", "drop", "lr at\nremoval"]
     # The mark gets its own column after the drop (a terminal strips the padding a drop without
     # it would need to stay aligned), and only where some row has more than one seed.
     marks = [r["within_spread"] if "within_spread" in r else within_spread(r) for r in report["rows"]]
@@ -215,7 +232,8 @@ def rich_table(report: dict[str, Any]):
         table.add_row(*([labels[r["series"]]] if multi else []), *cells)
     ref = next((r for r in report["rows"] if r["drop"] is not None), None)
     if ref is not None:
-        table.caption = ("drop: reference accuracy minus this row's, per series; the reference is "
+        table.caption = (("drop: this row's error minus the reference's (lower is better), per series; the reference "
+                          "is " if score else "drop: reference accuracy minus this row's, per series; the reference is ")
                          + reference_text(report).replace("its ", "the ", 1))
         if single:
             table.caption += f". {ONE_SEED_CAVEAT}"
@@ -236,8 +254,8 @@ def per_seed_table(report: dict[str, Any]):
     from rich.table import Table
 
     seeds = seed_list(report)
-    table = Table(title=f"sweep {report['sweep']}: final test accuracy per seed (drop in points from "
-                  "that seed's reference)", box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(title=f"sweep {report['sweep']}: final {report.get('score') or 'test accuracy'} per seed "
+                  f"(drop{'' if report.get('score') else ' in points'} from that seed's reference)", box=box.SIMPLE_HEAD, pad_edge=False)
     header, labels = series_column(series_names(report))
     multi = has_series(list(labels))
     if multi:
@@ -260,6 +278,9 @@ def seed_cells(row: dict[str, Any], seeds: list[Any]) -> list[str]:
         item = by_seed.get(seed)
         if item is None or item["final_acc"] is None:
             cells.append("-")
+        elif row.get("lower_is_better"):
+            drop = "" if item["drop"] is None else f" ({item['drop']:+.3g})"
+            cells.append(f"{item['final_acc']:.4g}{drop}")
         else:
             drop = "" if item["drop"] is None else f" ({item['drop'] * 100:+.1f})"
             cells.append(f"{item['final_acc']:.4f}{drop}")
@@ -390,7 +411,7 @@ def terminal_chart(report: dict[str, Any], width: int = 80, height: int = 18) ->
         plt.xlim(-0.5, len(labels) - 0.5)
     lines = packed(legend, width - 6)
     plt.plotsize(width, height)  # the legend goes under it: a terminal scrolls
-    plt.title(f"final test accuracy vs {report['primary']}")
+    plt.title(f"final {report.get('score') or 'test accuracy'} vs {report['primary']}")
     plt.xlabel(str(report["primary"]))
     return "\n".join([plt.build().rstrip("\n"), *("      " + line for line in lines)])
 
@@ -432,7 +453,7 @@ def draw_png(report: dict[str, Any], path) -> None:
             ax.axhline(ref["final_acc_mean"], linestyle="--", linewidth=1, color=colour or "grey",
                        label=f"{whose}reference, {reference_text(report)}")
     ax.set_xlabel(str(report["primary"]))
-    ax.set_ylabel(f"final test accuracy (mean of last {report['final_window']})")
+    ax.set_ylabel(f"final {report.get('score') or 'test accuracy'} (mean of last {report['final_window']})")
     ax.set_title(str(report.get("name") or report["sweep"]))
     if ax.get_legend_handles_labels()[0]:
         ax.legend()
@@ -454,6 +475,8 @@ def run_chart(
 
     charts = []
     series = [("test_acc", "test accuracy")]
+    if rows and "score" in rows[-1]:  # a regression: its score (test MSE) instead
+        series = [("score", str(rows[-1].get("score_name") or "score"))]
     if any("fisher.total" in r for r in rows):
         series.append(("fisher.total", "Fisher trace, total"))
     for key, title in series:

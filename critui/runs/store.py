@@ -42,10 +42,12 @@ from critui.events import (
     EVENTS_FILE,
     TERMINAL,
     epoch_table,
+    epochs_covered,
     final_accuracy,
     outcome,
     parse_lines,
     pid_alive,
+    score_of,
     worker_pid,
 )
 from critui.files import TEMP_SUFFIX, atomic_write, is_temp, remove_stale_temps
@@ -452,8 +454,8 @@ class RunStore:
         from critui.runs.lineage import full_rows
 
         rows = full_rows(self, doc, docs_by_id)
-        return {"epochs_done": len(rows), "final_acc": final_accuracy(rows),
-                "last_acc": rows[-1].get("test_acc") if rows else None}
+        return {"epochs_done": epochs_covered(rows), "final_acc": final_accuracy(rows),
+                "last_acc": score_of(rows[-1]) if rows else None}
 
     def _settle(self, doc: dict[str, Any], docs_by_id: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
         run_dir = self.run_dir(doc["id"])
@@ -532,9 +534,9 @@ class RunStore:
 
         Values of the wrong type in an events line are left out rather than copied in."""
         rows = epoch_table(events)
-        last = rows[-1].get("test_acc") if rows else None
+        last = score_of(rows[-1]) if rows else None
         fields: dict[str, Any] = {
-            "epochs_done": len(rows),
+            "epochs_done": epochs_covered(rows),
             "final_acc": _checked("final_acc", final_accuracy(rows)),
             "last_acc": _checked("last_acc", last),
         }
@@ -584,6 +586,10 @@ def spec_fields(spec: dict[str, Any], spec_hash: str | None = None) -> dict[str,
     window = [int(params["start"]), int(params["end"])] if deficit else None
     if spec_hash is None:
         hashed = {k: v for k, v in spec.items() if k not in ("name", "keep_checkpoints")}
+        if isinstance(hashed.get("train"), dict):
+            # critui.config.drop_default_cadence, inline: the store imports no config (nor pluggy)
+            hashed["train"] = {k: v for k, v in hashed["train"].items()
+                               if not (k in ("log_every", "checkpoint_every") and v == 1)}
         blob = json.dumps(hashed, sort_keys=True, separators=(",", ":"))
         spec_hash = hashlib.sha256(blob.encode()).hexdigest()[:16]
     for section in ("dataset", "model") + (("deficit",) if deficit else ()):

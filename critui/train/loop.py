@@ -33,7 +33,12 @@ from critui.train.seeds import derive_seed, generator
 
 @dataclass
 class DeviceData:
-    """The dataset on the device: float32, normalised, test set always clean."""
+    """The dataset on the device: float32, normalised, test set always clean.
+
+    ``loss`` is the dataset's (:class:`critui.kinds.DatasetTensors`): ``cross_entropy`` for a
+    classification (``num_classes`` labels), else a regression with float targets
+    (``num_classes`` is then the width of one target).
+    """
 
     train_x: torch.Tensor
     train_y: torch.Tensor
@@ -41,26 +46,45 @@ class DeviceData:
     test_y: torch.Tensor
     num_classes: int
     augment: str
+    loss: str = "cross_entropy"
+
+    @property
+    def regression(self) -> bool:
+        return self.loss != "cross_entropy"
 
 
 def prepare_data(data: DatasetTensors, device: torch.device, augment: str) -> DeviceData:
     """Move the dataset to the device once and normalise it there."""
-    mean = torch.tensor(data.mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
-    std = torch.tensor(data.std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    regression = data.loss != "cross_entropy"
+    shape = (1, -1, 1, 1) if not regression else (1,) * data.train_x.dim()
+    mean = torch.tensor(data.mean, dtype=torch.float32, device=device).view(shape)
+    std = torch.tensor(data.std, dtype=torch.float32, device=device).view(shape)
 
     def normalise(x: torch.Tensor) -> torch.Tensor:
         x = x.to(device)
         x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
         return ((x - mean) / std).contiguous()
 
+    target = torch.float32 if regression else torch.long
     return DeviceData(
         train_x=normalise(data.train_x),
-        train_y=data.train_y.to(device=device, dtype=torch.long),
+        train_y=data.train_y.to(device=device, dtype=target),
         test_x=normalise(data.test_x),
-        test_y=data.test_y.to(device=device, dtype=torch.long),
-        num_classes=len(data.classes),
+        test_y=data.test_y.to(device=device, dtype=target),
+        num_classes=(int(data.train_y[0].numel()) if regression else len(data.classes)),
         augment=data.augment if augment == "auto" else augment,
+        loss=data.loss,
     )
+
+
+def task_loss(output: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
+    """The training loss: cross-entropy on logits, or ½ · the mean (``half_mse``) or sum
+    (``half_sse``) of the squared errors, the deep-linear literature's convention (its
+    gradient flow has no factor 2)."""
+    if loss == "cross_entropy":
+        return F.cross_entropy(output, y)
+    squared = (output.float().reshape(y.shape) - y).pow(2)
+    return 0.5 * (squared.sum() if loss == "half_sse" else squared.mean())
 
 
 @dataclass(frozen=True)
@@ -133,10 +157,13 @@ def compile_model(
         model.train()
         x, y = data.train_x[:batch_size], data.train_y[:batch_size]
         with speed.autocast(x.device):
-            loss = F.cross_entropy(fast(speed.layout(x)), y)
+            loss = task_loss(fast(speed.layout(x)), y, data.loss)
         loss.backward()
         n_eval = min(eval_batch_size, len(data.test_y))
-        evaluate(fast, data.test_x[:n_eval], data.test_y[:n_eval], eval_batch_size, speed)
+        if data.regression:
+            evaluate_regression(fast, data.test_x[:n_eval], data.test_y[:n_eval], data.loss, eval_batch_size, speed)
+        else:
+            evaluate(fast, data.test_x[:n_eval], data.test_y[:n_eval], eval_batch_size, speed)
     finally:
         model.load_state_dict(saved)
         model.zero_grad(set_to_none=True)
@@ -172,7 +199,7 @@ def make_optimizer(spec: RunSpec, model: torch.nn.Module) -> torch.optim.Optimiz
 @dataclass
 class EpochResult:
     train_loss: float
-    train_acc: float
+    train_acc: float | None  # None for a regression
     finite: bool
 
 
@@ -196,11 +223,21 @@ def train_epoch(
     active = deficit is not None and spec.deficit_active(epoch)
     for group in optimizer.param_groups:
         group["lr"] = lr_at(spec, epoch)
-    # Dropout and any plugin that uses the global RNG see a per-epoch seed too.
-    torch.manual_seed(derive_seed(seed, epoch, "global"))
-    order = torch.randperm(len(data.train_y), generator=generator(device, seed, epoch, "order"), device=device)
-    deficit_gen = generator(device, seed, epoch, "deficit")
-    augment_gen = generator(device, seed, epoch, "augment")
+    # Dropout and any plugin that uses the global RNG see a per-epoch seed too. On the CPU
+    # only the CPU generator is seeded: torch.manual_seed also seeds every accelerator
+    # backend, formatting a stack trace for each (~2 ms, more than a small model's step).
+    if device.type == "cpu":
+        torch.default_generator.manual_seed(derive_seed(seed, epoch, "global"))
+    else:
+        torch.manual_seed(derive_seed(seed, epoch, "global"))
+    n = len(data.train_y)
+    if batch_size >= n:  # full-batch gradient descent: the order of one batch changes nothing
+        order = torch.arange(n, device=device)
+    else:
+        order = torch.randperm(n, generator=generator(device, seed, epoch, "order"), device=device)
+    # Seeded only when used (seeding is a hash and a generator: a small model's step costs less)
+    deficit_gen = generator(device, seed, epoch, "deficit") if active else None
+    augment_gen = generator(device, seed, epoch, "augment") if data.augment == "crop-flip" else None
 
     model.train()
     loss_sum = torch.zeros((), device=device)
@@ -210,22 +247,27 @@ def train_epoch(
         idx = order[start : start + batch_size]
         if len(idx) < 2:  # BatchNorm cannot train on a single sample
             break
-        x, y = data.train_x[idx], data.train_y[idx]
+        if len(idx) == n:  # the whole set, in order: no copy
+            x, y = data.train_x, data.train_y
+        else:
+            x, y = data.train_x[idx], data.train_y[idx]
         if active:
             x, y = deficit.apply(x, y, epoch, deficit_gen)  # type: ignore[union-attr]
         if data.augment == "crop-flip":
             x = crop_flip(x, augment_gen)
         with speed.autocast(device):
             logits = model(speed.layout(x))
-            loss = F.cross_entropy(logits, y)  # autocast computes it in float32
+            loss = task_loss(logits, y, data.loss)  # autocast computes cross-entropy in float32
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         loss_sum += loss.detach() * len(idx)
-        correct += (logits.detach().argmax(1) == y).sum()
+        if not data.regression:
+            correct += (logits.detach().argmax(1) == y).sum()
         seen += len(idx)
     mean_loss, n_correct = _to_host(loss_sum / max(seen, 1), correct)
-    return EpochResult(mean_loss, n_correct / max(seen, 1), math.isfinite(mean_loss))
+    accuracy = None if data.regression else n_correct / max(seen, 1)
+    return EpochResult(mean_loss, accuracy, math.isfinite(mean_loss))
 
 
 @torch.inference_mode()
@@ -246,6 +288,24 @@ def evaluate(
     model.train(was_training)
     mean_loss, n_correct = _to_host(loss_sum / len(y), correct)
     return mean_loss, n_correct / len(y)
+
+
+@torch.inference_mode()
+def evaluate_regression(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str,
+                        batch_size: int, speed: Speed = FP32) -> tuple[float, float]:
+    """The loss (as training computes it, on the whole set at once) and the mean squared
+    error over every target entry, the regression's score."""
+    was_training = model.training
+    model.eval()
+    squared = torch.zeros((), device=x.device)
+    for start in range(0, len(y), batch_size):
+        with speed.autocast(x.device):
+            out = model(speed.layout(x[start : start + batch_size]))
+        target = y[start : start + batch_size]
+        squared += (out.float().reshape(target.shape) - target).pow(2).sum()
+    model.train(was_training)
+    total, mse = squared.item(), squared.item() / y.numel()
+    return (0.5 * total if loss == "half_sse" else 0.5 * mse), mse
 
 
 def _to_host(mean: torch.Tensor, count: torch.Tensor) -> tuple[float, int]:

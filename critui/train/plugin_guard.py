@@ -115,6 +115,9 @@ def check_dataset_tensors(info: Any, data: Any) -> None:
 
     if not isinstance(data, DatasetTensors):
         raise bad(f"{type(data).__name__} from load, not a critui.kinds.DatasetTensors")
+    if data.loss != "cross_entropy":
+        check_regression_tensors(data, bad)
+        return
     classes = data.classes
     if not isinstance(classes, (list, tuple)) or len(classes) < 2:
         raise bad(f"classes={_short(classes)}; it needs a list of at least two class names")
@@ -146,3 +149,36 @@ def check_dataset_tensors(info: Any, data: Any) -> None:
             raise bad(f"{stat}={_short(values)} for {channels} channel(s); give one finite number per channel")
     if min(data.std) <= 0:
         raise bad(f"std={_short(data.std)}; every channel's std must be above 0")
+
+
+REGRESSION_LOSSES = ("half_mse", "half_sse")
+
+
+def check_regression_tensors(data: Any, bad: Any) -> None:
+    """A regression's tensors: float inputs and finite float targets, one per input, alike in
+    train and test; one mean and one std (the inputs need not be images)."""
+    import torch
+
+    if data.loss not in REGRESSION_LOSSES:
+        raise bad(f"loss={_short(data.loss)}; it is one of cross_entropy, {', '.join(REGRESSION_LOSSES)}")
+    shapes = {}
+    for part in ("train", "test"):
+        x, y = getattr(data, f"{part}_x"), getattr(data, f"{part}_y")
+        if not isinstance(x, torch.Tensor) or x.ndim < 2 or len(x) == 0 or x.dtype != torch.float32:
+            got = (tuple(x.shape), x.dtype) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise bad(f"{part}_x {got}; a regression needs a non-empty float32 N×... tensor")
+        if not isinstance(y, torch.Tensor) or len(y) != len(x) or y.dtype != torch.float32:
+            got = (tuple(y.shape), y.dtype) if isinstance(y, torch.Tensor) else type(y).__name__
+            raise bad(f"{part}_y {got} for {len(x)} inputs; give one float32 target per input")
+        if not bool(torch.isfinite(y).all()):
+            raise bad(f"{part}_y with values that are not finite")
+        shapes[part] = (tuple(x.shape[1:]), tuple(y.shape[1:]))
+    if shapes["train"] != shapes["test"]:
+        raise bad(f"train inputs/targets of shapes {shapes['train']} and test ones of {shapes['test']}")
+    for stat in ("mean", "std"):
+        values = getattr(data, stat)
+        if not isinstance(values, (list, tuple)) or len(values) != 1 or not all(
+                isinstance(v, numbers.Real) and math.isfinite(v) for v in values):
+            raise bad(f"{stat}={_short(values)}; a regression gives one finite number")
+    if data.std[0] <= 0:
+        raise bad(f"std={_short(data.std)}; it must be above 0")

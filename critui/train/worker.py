@@ -225,7 +225,6 @@ def run(run_dir: Path, log, state: dict) -> None:
     from critui.train import checkpoint
     from critui.train.loop import (
         derive_seed,
-        evaluate,
         lr_at,
         make_optimizer,
         prepare_data,
@@ -292,39 +291,34 @@ def run(run_dir: Path, log, state: dict) -> None:
         setup_seconds=round(time.perf_counter() - t_start, 3),
     )
 
-    test_accs: list[float] = []
+    log_every = int(spec.train.get("log_every", 1))
+    checkpoint_every = int(spec.train.get("checkpoint_every", 1))
+    window = spec.window()
     for epoch in range(first_epoch, spec.epochs):
         state["epoch"] = epoch
         t0 = time.perf_counter()
+        if deficit is not None:  # a deficit acting on the model sets its state every epoch
+            deficit.before_epoch(model, epoch, spec.deficit_active(epoch))
         result = train_epoch(fast, optimizer, data, spec, epoch, deficit, speed)
         if not result.finite:
             raise Diverged(
                 f"the training loss became NaN or infinite in epoch {epoch} (lr {lr_at(spec, epoch):.4g}). "
                 "Lower optim.lr, or check the deficit and dataset."
             )
-        test_loss, test_acc = evaluate(fast, data.test_x, data.test_y, eval_bs, speed)
-        test_accs.append(test_acc)
-        with _bookkeeping():
-            log.write(
-                "epoch",
-                epoch=epoch,
-                lr=lr_at(spec, epoch),
+        if _logged_epoch(epoch, spec.epochs, log_every, window):
+            _log_epoch(log, fast, data, spec, epoch, result, eval_bs, speed, t0)
+            context = MetricContext(
+                model=model, epoch=epoch, epochs=spec.epochs, device=device,
+                train_x=data.train_x, train_y=data.train_y, test_x=data.test_x, test_y=data.test_y,
+                num_classes=data.num_classes, seed=spec.seed, deficit=deficit,
                 deficit_active=spec.deficit_active(epoch),
-                train_loss=result.train_loss,
-                train_acc=result.train_acc,
-                test_loss=test_loss,
-                test_acc=test_acc,
-                seconds=round(time.perf_counter() - t0, 4),
             )
-        context = MetricContext(
-            model=model, epoch=epoch, epochs=spec.epochs, device=device,
-            train_x=data.train_x, train_y=data.train_y, test_x=data.test_x, test_y=data.test_y,
-            num_classes=data.num_classes, seed=spec.seed, deficit=deficit,
-            deficit_active=spec.deficit_active(epoch),
-        )
-        metrics.measure(context)  # a failing metric is a warning naming it, never the run's end
-        with _bookkeeping():
-            _checkpoint(spec, model, optimizer, epoch + 1, ckpt_dir, log, lr_at(spec, epoch))
+            metrics.measure(context)  # a failing metric is a warning naming it, never the run's end
+        next_epoch = epoch + 1
+        if (next_epoch % checkpoint_every == 0 or next_epoch == spec.epochs
+                or next_epoch in spec.keep_checkpoints):
+            with _bookkeeping():
+                _checkpoint(spec, model, optimizer, next_epoch, ckpt_dir, log, lr_at(spec, epoch))
 
     _signals["shield"] += 1  # every epoch is trained and kept: a stop now has nothing to cancel
     from critui.events import epoch_table, final_accuracy, read_events
@@ -333,10 +327,41 @@ def run(run_dir: Path, log, state: dict) -> None:
     log.write(
         "finished",
         epochs=spec.epochs,
-        final_acc=final_accuracy(rows),
+        final_acc=final_accuracy(rows),  # the final score: an accuracy, or a regression's test MSE
         final_window=FINAL_WINDOW,
         seconds=round(time.perf_counter() - t_start, 3),
     )
+
+
+def _logged_epoch(epoch: int, epochs: int, log_every: int, window) -> bool:
+    """Whether ``epoch`` gets an epoch event: every ``log_every``-th, the last (the final
+    score's), and the epochs on each side of a deficit window's edges (so a chart shows the
+    switch where it happened)."""
+    if log_every == 1 or epoch % log_every == 0 or epoch >= epochs - 1:
+        return True
+    return window is not None and any(epoch in (edge - 1, edge) for edge in window)
+
+
+def _log_epoch(log, model, data, spec, epoch: int, result, eval_bs: int, speed, t0: float) -> None:
+    """Evaluate on the clean test set and write the epoch event.
+
+    A classification's event holds ``train_acc`` and ``test_acc``; a regression's holds its
+    primary score instead: ``score`` (the test MSE), ``score_name`` and ``higher_is_better``
+    (false), which :func:`critui.events.score_of` and the reports read.
+    """
+    from critui.train.loop import evaluate, evaluate_regression, lr_at
+
+    if data.regression:
+        test_loss, test_mse = evaluate_regression(model, data.test_x, data.test_y, data.loss, eval_bs, speed)
+        scores = {"train_loss": result.train_loss, "test_loss": test_loss,
+                  "score": test_mse, "score_name": "test_mse", "higher_is_better": False}
+    else:
+        test_loss, test_acc = evaluate(model, data.test_x, data.test_y, eval_bs, speed)
+        scores = {"train_loss": result.train_loss, "train_acc": result.train_acc,
+                  "test_loss": test_loss, "test_acc": test_acc}
+    with _bookkeeping():
+        log.write("epoch", epoch=epoch, lr=lr_at(spec, epoch), deficit_active=spec.deficit_active(epoch),
+                  **scores, seconds=round(time.perf_counter() - t0, 4))
 
 
 def _compiled(model, data, speed, batch_size: int, eval_batch_size: int, log):

@@ -1,0 +1,144 @@
+"""Deep linear networks: a product of bias-free linear layers, and two such pathways summed.
+
+Both initialise from torch's global RNG only (critui seeds it from the run seed before
+``build``), with the paper's small Gaussian scale, so the end-to-end map starts near zero.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from critui.errors import CritUIError
+from critui.kinds import Deficit, Model
+from critui.params import Param
+
+
+def gaussian_init(layers: nn.ModuleList, depth: int, init_scale: float, width: int) -> None:
+    """The paper's ``init_model(initialization='gaussian')``: std init_scale^(1/depth) / √width,
+    so the end-to-end map has Frobenius norm about init_scale · √width."""
+    std = init_scale ** (1.0 / depth) * width**-0.5
+    for layer in layers:
+        nn.init.normal_(layer.weight, std=std)
+
+
+class Factorisation(nn.Module):
+    """W = W_depth ⋯ W_1 (n×n each); an input (row, column) gives the entry W[row, column]."""
+
+    def __init__(self, n: int, depth: int, init_scale: float):
+        super().__init__()
+        self.n = n
+        self.layers = nn.ModuleList(nn.Linear(n, n, bias=False) for _ in range(depth))
+        gaussian_init(self.layers, depth, init_scale, n)
+
+    def end_to_end(self) -> torch.Tensor:
+        """The product matrix, as the paper's ``get_e2e``: W_1ᵀ fed through the later layers."""
+        weight = self.layers[0].weight.t()
+        for layer in self.layers[1:]:
+            weight = layer(weight)
+        return weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        e2e = self.end_to_end()
+        return e2e[x[:, 0].long(), x[:, 1].long()].unsqueeze(1)
+
+
+class DeepLinear(Model):
+    """Deep matrix factorisation for ``datasets.matrix-completion``."""
+
+    name = "deep-linear"
+    description = ("Deep linear matrix factorisation (Kleinman et al. 2024): the product of `depth` bias-free n×n "
+                   "layers, Gaussian init of end-to-end scale init_scale; predicts the entries it is asked for.")
+    params = (
+        Param("depth", "int", 3, "number of n×n layers in the product (1: no critical period)", min=1, max=16),
+        Param("n", "int", 100, "width of every layer: the matrix size of the dataset", min=2, max=2000),
+        Param("init_scale", "float", 1e-3, "end-to-end scale at initialisation (the paper's init_scale)",
+              min=1e-12, max=10.0),
+    )
+
+    def build(self, input_shape, num_classes, depth, n, init_scale):
+        if tuple(input_shape) != (2,) or num_classes != 1:
+            raise CritUIError(f"models.deep-linear predicts matrix entries from (row, column) inputs, one value each; "
+                              f"it got inputs of shape {tuple(input_shape)} and {num_classes} outputs. Use it with "
+                              "datasets.matrix-completion.")
+        return Factorisation(n, depth, init_scale)
+
+
+class Pathways(nn.Module):
+    """Two deep linear pathways from the same input, their outputs summed.
+
+    ``frozen`` names the pathways whose output is detached in forward (they pass their
+    output on, but no gradient reaches their weights): the paper's ``gate_path`` deficit.
+    """
+
+    def __init__(self, n_in: int, n_out: int, depth: int, width: int, init_scale: float):
+        super().__init__()
+        sizes = [n_in] + [width] * (depth - 1) + [n_out]
+        self.a = nn.ModuleList(nn.Linear(i, o, bias=False) for i, o in zip(sizes, sizes[1:], strict=False))
+        self.b = nn.ModuleList(nn.Linear(i, o, bias=False) for i, o in zip(sizes, sizes[1:], strict=False))
+        for pathway in (self.a, self.b):
+            gaussian_init(pathway, depth, init_scale, width)
+        self.frozen: frozenset[str] = frozenset()
+
+    @staticmethod
+    def _through(pathway: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
+        for layer in pathway:
+            x = layer(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out_a, out_b = self._through(self.a, x), self._through(self.b, x)
+        if "a" in self.frozen:
+            out_a = out_a.detach()
+        if "b" in self.frozen:
+            out_b = out_b.detach()
+        return out_a + out_b
+
+    def pathway_maps(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each pathway's end-to-end matrix (n_out×n_in), Ω_a and Ω_b."""
+        eye = torch.eye(self.a[0].in_features, device=self.a[0].weight.device)
+        return self._through(self.a, eye).T, self._through(self.b, eye).T
+
+    def end_to_end(self) -> torch.Tensor:
+        omega_a, omega_b = self.pathway_maps()
+        return omega_a + omega_b
+
+
+class TwoPathway(Model):
+    """The multipath network: two deep linear pathways summed."""
+
+    name = "two-pathway"
+    description = ("Two deep linear pathways (a and b) from the input to the output, summed (Kleinman et al. "
+                   "2024, multipath); deficits.pathway-freeze detaches one of them.")
+    params = (
+        Param("depth", "int", 4, "layers per pathway", min=1, max=16),
+        Param("width", "int", 100, "hidden width of each pathway", min=1, max=4096),
+        Param("init_scale", "float", 0.01, "end-to-end scale of each pathway at initialisation (the paper's eps)",
+              min=1e-12, max=10.0),
+    )
+
+    def build(self, input_shape, num_classes, depth, width, init_scale):
+        if len(input_shape) != 1:
+            raise CritUIError(f"models.two-pathway takes vector inputs; it got inputs of shape {tuple(input_shape)}. "
+                              "Use it with datasets.hierarchy or another dataset of N×D inputs.")
+        return Pathways(input_shape[0], num_classes, depth, width, init_scale)
+
+
+class PathwayFreeze(Deficit):
+    """Detach one pathway's output while the window is open: it keeps contributing to the
+    output but learns nothing. Acts on the model (``before_epoch``), not on the data."""
+
+    name = "pathway-freeze"
+    description = ("Freeze one pathway of models.two-pathway during the window (its output detached, the "
+                   "paper's gate_path deficit); acts on the model, the data is untouched.")
+    level = "high"
+    params = (Param("pathway", "choice", "b", "the pathway to freeze", choices=("a", "b")),)
+
+    def apply(self, x, y, epoch, generator):
+        return x, y
+
+    def before_epoch(self, model, epoch, active):
+        if not hasattr(model, "frozen"):
+            raise CritUIError(f"deficits.pathway-freeze acts on a model with pathways (models.two-pathway); this "
+                              f"run's model is a {type(model).__name__}. Choose --plugin models.two-pathway.")
+        model.frozen = frozenset({self.settings["pathway"]}) if active else frozenset()
