@@ -100,9 +100,14 @@ def critui_here(home: Path, *args: str, env: dict[str, str] | None = None) -> su
     out, err = io.StringIO(), io.StringIO()
     code = 0
     starters = launching.start_worker, launchers.start_worker
+    # Rich fixes a console's width when it is made, from COLUMNS then: set it as a new
+    # process would see it.
+    widths = [(console, console._width) for console in (cli.console, cli.err_console)]
     try:
         os.environ.update(environment)
         launching.start_worker = launchers.start_worker = no_worker
+        for console, _ in widths:
+            console.width = int(environment["COLUMNS"])
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
                 cli.main(list(args))
@@ -110,6 +115,8 @@ def critui_here(home: Path, *args: str, env: dict[str, str] | None = None) -> su
                 code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     finally:
         launching.start_worker, launchers.start_worker = starters
+        for console, width in widths:
+            console._width = width
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
