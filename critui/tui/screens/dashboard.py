@@ -16,6 +16,19 @@ from critui.tui.widgets.footer import FittingFooter
 from critui.tui.widgets.runs_table import SORTS, RunsTable
 
 
+class ReadHistories:
+    """The joined histories of the runs whose events the feed has already read (the runs
+    training, those a screen opened); ``peek`` is None for the others, which the table shows
+    from their index entries: 10,000 runs never mean 10,000 events files read to draw it."""
+
+    def __init__(self, feed):
+        self.feed = feed
+        self.joined = JoinedHistories(feed)
+
+    def peek(self, run_id: str):
+        return self.joined.get(run_id) if self.feed.histories.peek(run_id) is not None else None
+
+
 class DashboardScreen(Screen):
     """Runs table (filter with /, sort with s, mark with space) beside their charts."""
 
@@ -106,14 +119,15 @@ class DashboardScreen(Screen):
             if self.query_text:
                 self.query_one("#filter", Input).value = self.query_text = ""
         # Progress and accuracy over each run's whole history, a fork's inherited epochs too.
-        self.table.show_runs(list(feed.docs.values()), JoinedHistories(feed), self.query_text, self.sort,
+        self.table.show_runs(list(feed.docs.values()), ReadHistories(feed), self.query_text, self.sort,
                              select=select)
         self.refresh_charts()
 
     def selected_ids(self) -> list[str]:
         """The marked runs, else the highlighted one."""
-        marked = [r for r in self.table.shown if r in self.table.marked]
-        current = self.table.current_id
+        table = self.table
+        marked = [r for r in table.shown if r in table.marked] if table.marked else []
+        current = table.current_id
         return marked or ([current] if current else [])
 
     def refresh_charts(self) -> None:

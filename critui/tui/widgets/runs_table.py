@@ -8,7 +8,6 @@ column is out of reach at 80 columns.
 
 from __future__ import annotations
 
-import re
 from typing import Any, NamedTuple
 
 from rich.cells import cell_len, set_cell_size
@@ -67,7 +66,6 @@ PADDING = 1  # on each side of a cell
 SHOWN_FIRST = 6  # id, status, deficit, epochs, acc, final
 # What `s` cycles through. "newest" is creation time, newest first (where a new run appears).
 SORTS = ("newest", "status", "deficit", "acc", "final", "name", "id", "oldest")
-UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def deficit_text(doc: dict[str, Any]) -> str:
@@ -150,10 +148,13 @@ def sort_key(sort: str):
 
 
 def shown_text(value: Any, column: Column) -> str:
-    """A cell as the table writes it: accuracies to 3 places, control characters replaced."""
-    text = fmt_acc(value) if column.key in ("acc", "final") else str(value)
-    text = UNPRINTABLE.sub("?", text)
-    if column.limit and cell_len(text) > column.limit:
+    """A cell as the table writes it: accuracies to 3 places, unprintable characters as "?"."""
+    if column.key in ("acc", "final"):
+        return fmt_acc(value)
+    text = value if type(value) is str else str(value)
+    if not text.isprintable():  # a name from run.json is drawn, never obeyed (no escapes)
+        text = "".join(ch if ch.isprintable() else "?" for ch in text)
+    if column.limit and len(text) > column.limit // 2 and cell_len(text) > column.limit:
         text = set_cell_size(text, column.limit - 1) + "…"
     return text
 
@@ -227,6 +228,7 @@ class RunsTable(ScrollView, can_focus=True):
         self.cursor_row = 0
         self.widths = [cell_len(c.label) for c in COLUMNS]
         self._rows: list[list[str]] = []  # each shown run's cells, as written, in COLUMNS order
+        self._cache: dict[str, tuple] = {}  # run id -> (entry, history version, cells, texts, widths)
         self._index: dict[str, int] = {}  # run id -> its row
         self._shown_with: tuple | None = None  # show_runs' arguments, to redraw on a resize
         self._highlighted: str | None = None
@@ -271,17 +273,31 @@ class RunsTable(ScrollView, can_focus=True):
         """Fill the rows, keeping the cursor on the same run (or moving it to ``select``)."""
         self._shown_with = (docs, histories, query, sort)
         current = select or self.current_id
-        peek = getattr(histories, "peek", histories.get)  # only histories already read: never all
-        cells = [row_cells(d, getattr(peek(d["id"]), "rows", [])) for d in docs]
+        peek = histories.peek if hasattr(histories, "peek") else histories.get  # peek: only those read
+        cache, self._cache = self._cache, {}
+        entries = []
+        for doc in docs:
+            history = peek(doc["id"])
+            version = getattr(history, "version", None)
+            entry = cache.get(doc["id"])
+            # A run whose entry and history are as they were keeps its cells: a poll that
+            # changes one run of 10,000 formats one row.
+            if entry is None or entry[1] != version or (entry[0] is not doc and entry[0] != doc):
+                cells = row_cells(doc, getattr(history, "rows", []))
+                texts = [shown_text(cells[col.key], col) for col in COLUMNS]
+                entry = (doc, version, cells, texts, [len(t) if t.isascii() else cell_len(t) for t in texts])
+            self._cache[doc["id"]] = entry
+            entries.append(entry)
         if query.strip():
-            cells = [c for c in cells if matches(c, query)]
-        cells.sort(key=sort_key(sort))
-        self.shown = [c["id"] for c in cells]
+            entries = [e for e in entries if matches(e[2], query)]
+        by_cells = sort_key(sort)
+        entries.sort(key=lambda e: by_cells(e[2]))
+        self.shown = [e[2]["id"] for e in entries]
         self._index = {run_id: i for i, run_id in enumerate(self.shown)}
-        self._rows = [[shown_text(c[col.key], col) for col in COLUMNS] for c in cells]
+        self._rows = [e[3] for e in entries]
         widths = [cell_len(c.label) for c in COLUMNS]
-        for i in range(1, len(COLUMNS)):
-            widths[i] = max(widths[i], max((cell_len(r[i]) for r in self._rows), default=0))
+        if entries:
+            widths = [max(w, m) for w, m in zip(widths, map(max, zip(*(e[4] for e in entries))), strict=True)]
         widths[0] = ID_WIDTH
         needed = sum(w + 2 * PADDING for w in widths[:SHOWN_FIRST]) + 2  # and the scrollbar
         self.compact = 0 < self.size.width < needed
