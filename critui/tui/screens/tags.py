@@ -59,6 +59,8 @@ class TagsScreen(ModalScreen[bool]):
             yield Static("enter: save   escape: cancel   tab: next field", id="tags-hint")
 
     def on_mount(self) -> None:
+        for field in self.query(Input).results(Input):  # typing adds to what is there
+            field.cursor_position = len(field.value)
         self.query_one("#tags-input", Input).focus()
 
     @on(Input.Submitted)

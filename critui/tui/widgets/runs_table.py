@@ -297,7 +297,7 @@ class RunsTable(ScrollView, can_focus=True):
         self._rows = [e[3] for e in entries]
         widths = [cell_len(c.label) for c in COLUMNS]
         if entries:
-            widths = [max(w, m) for w, m in zip(widths, map(max, zip(*(e[4] for e in entries))), strict=True)]
+            widths = [max(w, m) for w, m in zip(widths, map(max, zip(*(e[4] for e in entries), strict=True)), strict=True)]
         widths[0] = ID_WIDTH
         needed = sum(w + 2 * PADDING for w in widths[:SHOWN_FIRST]) + 2  # and the scrollbar
         self.compact = 0 < self.size.width < needed
