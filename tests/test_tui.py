@@ -613,6 +613,7 @@ def test_delete_asks_first_and_removes_the_run(tmp_path):
             parent, fork = "20260101-000000-aaaa", "20260101-000300-dddd"  # forked at epoch 2
             # The fork inherits the parent's first epochs: the parent cannot go first, and
             # the app says so before asking anything.
+            table.move_cursor(row=table.shown.index(parent))
             await pilot.press("D")
             assert await wait_for(pilot, lambda: any(
                 "cannot be deleted" in n.message and fork in n.message for n in app._notifications

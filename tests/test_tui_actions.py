@@ -342,9 +342,9 @@ def test_the_form_starts_the_run_through_the_chosen_launcher(tmp_path, registry)
             screen.query_one("#pick-launcher", Select).value = "launchers.slurm"
             assert await wait_for(pilot, lambda: screen.query("#f-launcher-cluster"))
             # No Slurm here: its default cluster cannot start, and the form says why.
-            await pilot.press("ctrl+l")
-            await pilot.pause()
-            assert "needs Slurm's sbatch" in str(screen.query_one("#launch-error", Static).render())
+            await pilot.press("ctrl+l")  # held until the launcher's fields are mounted, then acted on
+            assert await wait_for(
+                pilot, lambda: "needs Slurm's sbatch" in str(screen.query_one("#launch-error", Static).render()))
             assert not app.store.all()
             screen.field("launcher.cluster").set_value("local")  # submitit's local backend
             await pilot.pause()
