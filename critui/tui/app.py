@@ -250,7 +250,9 @@ class CritUIApp(App):
 
     async def on_event(self, event: events.Event) -> None:
         # A screen rebuilding its fields holds the keys typed meanwhile (critui.tui.held_keys).
-        held = getattr(self.screen, "held_keys", None) if isinstance(event, events.Key) else None
+        held = None
+        if isinstance(event, events.Key) and not event.is_forwarded:  # not one bubbling back
+            held = getattr(self.screen, "held_keys", None)
         if held is not None:
             held.append(event)
             return

@@ -65,5 +65,7 @@ class HoldsKeys:
                 (w for w in node.query("*") if w.focusable), None)
             if target is not None:  # at once (widget.focus() would wait its turn behind the keys)
                 self.set_focus(target, scroll_visible=False)
-        for key in held:
-            self.app.post_message(events.Key(key.key, key.character))
+        for key in held:  # as the terminal driver sends them
+            replay = events.Key(key.key, key.character)
+            replay.set_sender(self.app)
+            self.app.post_message(replay)
