@@ -1,8 +1,18 @@
 """critui: a terminal experiment manager for critical learning periods in deep networks."""
 
-from importlib.metadata import PackageNotFoundError, version
+from __future__ import annotations
 
-try:
-    __version__ = version("critui")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0"
+
+def __getattr__(name: str) -> str:
+    # The version is looked up on first use: importlib.metadata costs every command ~50 ms
+    # of start-up, and most (`critui runs`, `show`) never print it.
+    if name != "__version__":
+        raise AttributeError(f"module 'critui' has no attribute {name!r}")
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        value = version("critui")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        value = "0.0.0"
+    globals()["__version__"] = value
+    return value

@@ -7,6 +7,7 @@ one paragraph (what, the value, the fix) with exit status 2, never a traceback.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 import signal
@@ -24,7 +25,6 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from critui import __version__
 from critui.config import (
     build_spec,
     deficit_label,
@@ -51,14 +51,28 @@ def home_option(func):
     )(func)
 
 
-def _home_path(ctx, param, value: str | None) -> Path | None:
-    """``--home ''`` is refused: Path('') is the current folder, which is not a home anyone meant."""
+def _given_path(value: str | None, if_blank: str) -> Path | None:
+    """An option's path; a blank one is refused with ``if_blank``: Path('') is the current
+    folder, which nobody who typed ``''`` meant."""
     if value is None:
         return None
     if not value.strip():
-        raise CritUIError("--home '' names no folder. Give the critui home's folder, e.g. --home ~/critui, "
-                          "or leave --home out to use CRITUI_HOME or the per-user data folder.")
+        raise CritUIError(if_blank)
     return Path(value)
+
+
+def _home_path(ctx, param, value: str | None) -> Path | None:
+    return _given_path(value, "--home '' names no folder. Give the critui home's folder, e.g. --home ~/critui, "
+                       "or leave --home out to use CRITUI_HOME or the per-user data folder.")
+
+
+def _print_version(ctx: click.Context, value: bool) -> None:
+    """``--version``, as click's option prints it; the version is looked up only when asked for."""
+    if value and not ctx.resilient_parsing:
+        from critui import __version__
+
+        click.echo(f"critui, version {__version__}")
+        ctx.exit()
 
 
 def plain(text: Any) -> str:
@@ -67,12 +81,35 @@ def plain(text: Any) -> str:
     return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in str(text))
 
 
+class LauncherOption(click.Option):
+    """``--launcher``, whose help names the launchers registered now (built-in and plugins'):
+    looked up only when help is shown, so that other commands never load the plugins for it."""
+
+    def get_help_record(self, ctx: click.Context):
+        self.help = launcher_help()
+        return super().get_help_record(ctx)
+
+
+def launcher_help() -> str:
+    """``--launcher``'s help: each registered launcher's name and the first sentence of its description."""
+    from critui.plugins import get_registry
+
+    try:
+        launchers = sorted(get_registry().of_kind("launchers"), key=lambda p: (p.name != "local", p.name))
+    except Exception:  # noqa: BLE001 - help must show even if the plugins cannot be loaded
+        launchers = []
+    named = "; ".join(f"{plain(p.name)} ({_gist(p.description)})" for p in launchers)
+    return (f"Where workers run: {named or 'local (this machine)'}. local is the default; settings as "
+            "--set launcher.NAME=VALUE. `critui plugins` lists the launchers and their settings.")
+
+
+def _gist(description: object) -> str:
+    """A plugin's description up to its first aside: "Each worker as a Slurm job, through submitit"."""
+    return plain(str(description).split("; ")[0].split(" (")[0].rstrip("."))
+
+
 def launcher_option(func):
-    return click.option(
-        "--launcher", metavar="NAME",
-        help="Where workers run: local (this machine, the default) or slurm (Slurm jobs through submitit; "
-        "settings as --set launcher.partition=gpu). `critui plugins` lists the launchers and their settings.",
-    )(func)
+    return click.option("--launcher", metavar="NAME", cls=LauncherOption)(func)
 
 
 def pick_launcher(registry, launcher_id: str | None, plugins, sets, home: Path, default: tuple[str | None, dict] = (None, {}),
@@ -128,7 +165,8 @@ def print_problems(store) -> None:
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="critui")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=lambda ctx, param, value: _print_version(ctx, value),
+              help="Show the version and exit.")
 @click.option("--home", "tui_home", type=click.Path(file_okay=False), envvar="CRITUI_HOME", callback=_home_path,
               help="The critui home: the one the interactive session opens, and the default of any command "
               "after it (default: CRITUI_HOME).")
@@ -182,6 +220,7 @@ def run(plugins, sets, epochs, seed, device, config_path, name, dry_run, launche
     from critui.plugins import get_registry
 
     registry = get_registry()
+    warn_failed_plugins(registry)
     worker_launcher, plugins, sets = pick_launcher(registry, launcher, plugins, sets, home, check=not dry_run)
     config, source = ({}, None)
     if config_path is not None:
@@ -206,14 +245,41 @@ def run(plugins, sets, epochs, seed, device, config_path, name, dry_run, launche
     sys.exit(code)
 
 
+def warn_failed_plugins(registry) -> None:
+    """One line on stderr naming the plugins that failed to load: a run that does not use them
+    goes on, but the user should not learn of a broken install only from an "Unknown plugin"."""
+    if not registry.failures:
+        return
+    names = sorted({f"{f.distribution} {f.version} ({f.source})" for f in registry.failures})
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    err_console.print(f"[yellow]Warning:[/] {len(registry.failures)} plugin(s) failed to load: {escape(shown)}; "
+                      "`critui plugins` shows why.", soft_wrap=True)
+
+
 def _output_path(value: str | None) -> Path | None:
-    """``-o ''`` is refused: Path('') is the current folder, not a file to write."""
-    if value is None:
-        return None
-    if not value.strip():
-        raise CritUIError("-o '' names no file. Give the file to write, e.g. -o runs.csv, or leave -o out "
-                          "to print to standard output.")
-    return Path(value)
+    return _given_path(value, "-o '' names no file. Give the file to write, e.g. -o runs.csv, or leave -o out "
+                       "to print to standard output.")
+
+
+def _how_to_stop(registry, docs: list[dict[str, Any]], home: Path | None) -> str:
+    """How to cancel the cluster jobs of ``docs`` by hand: each launcher names its own command
+    (``scancel`` for Slurm, ``ray job stop`` for Ray), for at most five jobs of each."""
+    from critui.runs.launcher import make_launcher
+    from critui.runs.store import default_home
+
+    by_launcher: dict[str, list[str]] = {}
+    for doc in docs:
+        by_launcher.setdefault(doc.get("launcher") or "", []).append(doc["job"])
+    commands = []
+    for launcher_id, jobs in by_launcher.items():
+        try:
+            launcher = make_launcher(registry, launcher_id, {}, home or default_home(), check=False)
+            command = launcher.stop_command(jobs[:5])
+        except Exception:  # noqa: BLE001 - a launcher gone or without the method: say so plainly
+            command = None
+        commands.append(f"`{plain(command)}`" if command else
+                        f"stop them with {plain(launcher_id or 'their launcher')}'s own command")
+    return "cancel them with " + " and ".join(commands)
 
 
 def _plugin_source(info) -> dict[str, str]:
@@ -445,8 +511,11 @@ def runs(status, deficit, model, dataset, tags, limit, as_json, home) -> None:
     for tag in tags:
         check_tag(tag)
     store = open_store(home)
-    docs = [d for d in store.all() if _matches(d, status, deficit, model, dataset)
-            and all(t in entry_tags(d) for t in tags)]
+    docs = store.all()
+    if status or deficit is not None or model is not None or dataset is not None:
+        docs = [d for d in docs if _matches(d, status, deficit, model, dataset)]
+    if tags:
+        docs = [d for d in docs if all(t in entry_tags(d) for t in tags)]
     if limit:
         docs = docs[-limit:]
     if as_json:
@@ -474,7 +543,8 @@ def _width(text: str) -> int:
 @dataclasses.dataclass
 class RunsListing:
     """The runs listing, laid out as a rich table with a simple head would be, but in time
-    linear in the runs: rich measures and renders every cell twice, 1.5 s per 1,000 runs."""
+    linear in the runs: rich measures and renders every cell twice, 1.5 s per 1,000 runs.
+    Work is done a column at a time (10,000 runs are 70,000 cells)."""
 
     title: str
     columns: list[str]
@@ -483,7 +553,8 @@ class RunsListing:
     wrap: str  # the one column that may be cut to fit
 
     def __post_init__(self):
-        self.widths = [max([_width(c), *(_width(r[i]) for r in self.rows)]) for i, c in enumerate(self.columns)]
+        self.cells = [list(col) for col in zip(*self.rows, strict=True)] or [[] for _ in self.columns]
+        self.widths = [max(_width(c), _column_width(col)) for c, col in zip(self.columns, self.cells, strict=True)]
 
     @property
     def width(self) -> int:
@@ -507,38 +578,80 @@ class RunsListing:
 
         codes = {s: paint("\0", c).split("\0") for s, c in STATUS_COLOURS.items()} if colour else {}
 
-        def line(cells: list[str]) -> str:
-            parts = []
-            for i, cell in enumerate(cells):
-                if _width(cell) > widths[i]:
-                    cell = cell[: widths[i] - 1] + "…"
-                pad = " " * (widths[i] - _width(cell))
-                shown = cell.join(codes[cell]) if i == status and cell in codes else cell
-                parts.append(pad + shown if right[i] else shown + pad)
-            return "  ".join(parts).rstrip()
+        def column(i: int, cells: list[str]) -> list[str]:
+            width = widths[i]
+            measure = len if "".join(cells).isascii() else _width  # "…" below is one cell wide, too
+            if max(map(measure, cells), default=0) > width:
+                cells = [c if measure(c) <= width else _cut(c, width) for c in cells]
+            if i == status and codes:  # padded as the plain text, then coloured
+                return [c.join(codes[c]) + " " * (width - len(c)) if c in codes else _pad(c, width, False)
+                        for c in cells]
+            if measure is len:
+                return list(map(str.rjust if right[i] else str.ljust, cells, itertools.repeat(width)))
+            return [_pad(c, width, right[i]) for c in cells]
 
         title = [paint(part.replace("\u00a0", " ").center(total).rstrip(), "italic")
                  for part in textwrap.wrap(self.title, max(total, 20))]
-        head = [*title, paint(line(self.columns), "bold"), "─" * total]
-        console.file.write("\n".join(head + [line(r) for r in self.rows]) + "\n")
+        head = "  ".join(column(i, [c])[0] for i, c in enumerate(self.columns)).rstrip()
+        body = ["  ".join(cells).rstrip() for cells in zip(*(column(i, col) for i, col in enumerate(self.cells)), strict=True)]
+        console.file.write("\n".join([*title, paint(head, "bold"), "─" * total, *body]) + "\n")
         console.file.flush()
+
+
+def _column_width(cells: list[str]) -> int:
+    """The widest cell's width; measured by len when the column is ASCII (nearly always)."""
+    if not cells:
+        return 0
+    if "".join(cells).isascii():
+        return max(map(len, cells))
+    return max(map(_width, cells))
+
+
+def _cut(text: str, width: int) -> str:
+    text = text[: width - 1]
+    while _width(text) > width - 1:
+        text = text[:-1]
+    return text + "…"
+
+
+def _pad(text: str, width: int, right: bool) -> str:
+    pad = " " * (width - _width(text))
+    return pad + text if right else text + pad
 
 
 def _runs_table(docs: list[dict[str, Any]], home: Path, wide: bool) -> RunsListing:
     forks = any(d.get("parent") for d in docs)
-    datasets = {short_id(d["dataset"]) for d in docs}
+    datasets = {short_id(name) for name in {d["dataset"] for d in docs}}
     one_dataset = not wide and len(datasets) == 1
     # No-break spaces keep "all on DATASET" on one line when a long home wraps the title.
     title = f"runs in {home}" + (f", all\u00a0on\u00a0{datasets.pop()}" if one_dataset else "")
     experiment = "model / deficit" if one_dataset else "model / dataset / deficit"
     columns = ["id", "status", experiment, "epochs", "final acc"] + (["created"] if wide else [])
+    described: dict[tuple, str] = {}  # a home holds few experiments, repeated over many runs
+
+    def describe(d: dict[str, Any]) -> str:
+        window = d.get("window")
+        key = (d["model"], d["dataset"], d.get("deficit"), tuple(window) if window else None)
+        if key not in described:
+            parts = [short_id(d["model"])] + ([] if one_dataset else [short_id(d["dataset"])]) + [_deficit_text(d)]
+            described[key] = " / ".join(parts)
+        return described[key]
+
+    minutes: dict[float, str] = {}  # runs of a sweep are made in the same few minutes
+
+    def made(d: dict[str, Any]) -> str:
+        created = d.get("created", 0)
+        minute = created // 60  # time zones are offset by whole minutes (since 1972, everywhere)
+        if minute not in minutes:
+            minutes[minute] = time.strftime("%m-%d %H:%M", time.localtime(created))
+        return minutes[minute]
+
     rows = []
     for d in docs:
-        parts = [short_id(d["model"])] + ([] if one_dataset else [short_id(d["dataset"])]) + [_deficit_text(d)]
         row = [
-            d["id"], d["status"], " / ".join(parts),
+            d["id"], d["status"], describe(d),
             f"{d.get('epochs_done', 0)}/{d['epochs']}", _fmt_acc(d.get("final_acc")),
-        ] + ([time.strftime("%m-%d %H:%M", time.localtime(d.get("created", 0)))] if wide else [])
+        ] + ([made(d)] if wide else [])
         if forks:
             # The id's random suffix is enough to name the parent (`critui show a092` finds it).
             row.append(f"…{d['parent'][-4:]}@{d['fork_epoch']}" if d.get("parent") else "")
@@ -705,7 +818,10 @@ def show(run_ref, fisher, normalised, chart, home) -> None:
         console.print("No epoch has finished yet.")
     layers = history.layers
     if fisher and layers:
-        console.print(_fisher_table(rows, layers, normalised))
+        for table in _fisher_tables(rows, layers, normalised, console.width):
+            console.print(table)
+    for table in _metric_tables(rows, console.width):  # plugin metrics, each in its own table(s)
+        console.print(table)
     if chart and rows:
         from critui.runs.report import run_chart
 
@@ -792,12 +908,10 @@ def _print_overview(doc, spec, run_dir, history) -> None:
 
 
 def _epoch_table(rows) -> Table:
-    from critui.runs.lineage import metric_keys
-
     table = Table(title="per-epoch metrics (test data is always clean)", box=box.SIMPLE_HEAD)
     columns = ["epoch", "lr", "deficit", "train loss", "train acc", "test loss", "test acc"]
     has_fisher = any("fisher.total" in r for r in rows)
-    extra = metric_keys(rows)
+    extra: list[str] = []  # plugin metrics get their own tables (_metric_tables): this one stays readable
     for column in columns + (["fisher total"] if has_fisher else []) + extra:
         table.add_column(column, justify="right")
     for r in rows:
@@ -819,20 +933,79 @@ def _fisher_layers(rows) -> list[str]:
     return fisher_layers(rows)
 
 
-def _fisher_table(rows, layers, normalised) -> Table:
+def _fisher_tables(rows, layers, normalised, width: int) -> list[Table]:
+    """The Fisher table, its layers split over several tables when they do not fit ``width``."""
+    parts = _column_parts(layers, [r for r in rows if "fisher.total" in r], lambda r, layer: r.get(f"fisher.{layer}"),
+                          width, name=lambda layer: layer)
+    tables = []
+    for i, part in enumerate(parts):
+        table = _fisher_table(rows, layers, normalised, shown=part)
+        if len(parts) > 1:
+            table.title = f"{table.title} ({i + 1}/{len(parts)})"
+        tables.append(table)
+    return tables
+
+
+def _column_parts(keys, rows, value, width: int, name) -> list[list[str]]:
+    """``keys`` in runs that fit ``width`` next to an epoch column, each at its widest cell."""
+    epoch_w = max([len("epoch"), *(len(str(r["epoch"])) + 1 for r in rows)])
+    parts: list[list[str]] = [[]]
+    used = epoch_w + 2
+    for key in keys:
+        need = max([len(name(key)), *(len(_fmt_num(value(r, key)) or "null") for r in rows)]) + 2
+        if parts[-1] and used + need > width:
+            parts.append([])
+            used = epoch_w + 2
+        parts[-1].append(key)
+        used += need
+    return parts
+
+
+def _fisher_table(rows, layers, normalised, shown=None) -> Table:
+    """Per-layer Fisher traces of the epochs that measured them; ``shown``: only those layers."""
     title = "Fisher trace per layer" + (" / sum over layers" if normalised else " (raw)")
     table = Table(title=title, box=box.SIMPLE_HEAD)
     table.add_column("epoch", justify="right")
-    for layer in layers:
+    shown = layers if shown is None else shown
+    for layer in shown:
         table.add_column(escape(layer), justify="right")
     for r in rows:
         if "fisher.total" not in r:
             continue
         total = sum(r.get(f"fisher.{layer}") or 0.0 for layer in layers) or 1.0
-        values = [r.get(f"fisher.{layer}") for layer in layers]
+        values = [r.get(f"fisher.{layer}") for layer in shown]
         cells = [f"{v / total:.3f}" if normalised and v is not None else _fmt_num(v) for v in values]
         table.add_row(f"{r['epoch']}*" if r.get("inherited") else str(r["epoch"]), *cells)
     return table
+
+
+def _metric_tables(rows, width: int) -> list[Table]:
+    """Each plugin metric's values as a table like the Fisher one: an epoch row per
+    measurement, a column per key (a per-layer metric: per layer). Keys that do not fit
+    ``width`` go on to a further table, the epoch column repeated, so that no value is cut."""
+    from critui.runs.lineage import metric_keys
+
+    groups: dict[str, list[str]] = {}
+    for key in metric_keys(rows):
+        groups.setdefault(key.split(".", 1)[0], []).append(key)
+    tables = []
+    for name, keys in groups.items():
+        measured = [r for r in rows if any(k in r for k in keys)]
+        parts = _column_parts(keys, measured, lambda r, k: r.get(k), width, name=lambda k: k.split(".", 1)[1])
+        for i, part in enumerate(parts):
+            more = f" ({i + 1}/{len(parts)})" if len(parts) > 1 else ""
+            table = Table(title=f"metrics.{escape(name)}{more}", box=box.SIMPLE_HEAD)
+            table.add_column("epoch", justify="right", no_wrap=True)
+            for key in part:
+                table.add_column(escape(key.split(".", 1)[1]), justify="right", no_wrap=True)
+            for r in measured:
+                if not any(k in r for k in part):
+                    continue
+                # null: the metric returned something not finite (the warnings below say which)
+                cells = [("null" if r.get(k) is None and k in r else _fmt_num(r.get(k))) for k in part]
+                table.add_row(f"{r['epoch']}*" if r.get("inherited") else str(r["epoch"]), *cells)
+            tables.append(table)
+    return tables
 
 
 def _fmt_num(value, spec: str = ".4g") -> str:
@@ -945,6 +1118,7 @@ def sweep(config_path, dry_run, jobs, gpus, per_gpu, sets, seeds, max_runs, resu
     from critui.runs import scheduler as sched
 
     registry = get_registry()
+    warn_failed_plugins(registry)
     if resume_ref and config_path:
         raise CritUIError("Give either a sweep config (FILE.toml) to start a sweep or --resume SWEEP to "
                           "continue one, not both.")
@@ -953,24 +1127,25 @@ def sweep(config_path, dry_run, jobs, gpus, per_gpu, sets, seeds, max_runs, resu
         store = open_store(home)
         record = sched.load_record(store, resume_ref)
         docs = {d["id"]: d for d in store.all()}
-        busy = [docs[e["run_id"]] for e in record["runs"] if docs.get(e["run_id"], {}).get("status") == "running"]
-        job_ids = [d["job"].partition(":")[2] for d in busy if d.get("job")]
-        if job_ids:  # its manager may be gone; the cluster still trains them
-            raise CritUIError(f"Sweep {record['id']} still has {len(job_ids)} job(s) on the cluster (e.g. run "
-                              f"{busy[0]['id']}, job {job_ids[0]}). Wait for them to end (`critui runs --status running`), "
-                              f"or cancel them with `scancel {' '.join(job_ids[:5])}`, then resume it.")
-        if busy:
-            raise CritUIError(f"Sweep {record['id']} is still running ({len(busy)} run(s) have a live worker, "
-                              f"e.g. {busy[0]['id']}). Stop that `critui sweep` first, or wait for it.")
+        live = sched.left_behind(store, record, docs)
+        jobs_left = live["jobs"]
+        if jobs_left:  # its manager may be gone; the cluster still trains them
+            raise CritUIError(f"Sweep {record['id']} still has {len(jobs_left)} job(s) on the cluster (e.g. run "
+                              f"{jobs_left[0]['id']}, job {plain(jobs_left[0]['job'])}). Wait for them to end "
+                              f"(`critui runs --status running`), or {_how_to_stop(registry, jobs_left, home)}, "
+                              "then resume it.")
+        if busy := live["managed"]:
+            raise CritUIError(f"Sweep {record['id']} is still running: {len(busy)} run(s) have a live worker "
+                              f"(e.g. {busy[0]['id']}) followed by the critui process {busy[0]['manager_pid']} "
+                              "(a `critui sweep` or the TUI). Stop that process first, or wait for it.")
         previous = record.get("launcher") or {}
         worker_launcher, _, _ = pick_launcher(registry, launcher, (), sets, home,
                                               default=(previous.get("id"), previous.get("settings") or {}))
         _check_sweep_provenance(store, registry, record, docs, allow_plugin_change)
-        sys.exit(_run_sweep(store, record, jobs, gpus, per_gpu, worker_launcher))
+        sys.exit(_run_sweep(store, record, jobs, gpus, per_gpu, worker_launcher, adopt=live["orphans"]))
     if config_path is None:
         raise CritUIError("Give a sweep config, e.g. `critui sweep configs/demo-removal.toml`, or continue "
                           "one with `critui sweep --resume SWEEP`.")
-    from critui.runs.planner import cost, plan_tree
     from critui.sweeps import expand, load_sweep
 
     # A dry run plans on a laptop what a cluster will train: the launcher's settings are
@@ -980,13 +1155,8 @@ def sweep(config_path, dry_run, jobs, gpus, per_gpu, sets, seeds, max_runs, resu
     if seeds is not None:
         spec_sweep = dataclasses.replace(spec_sweep, seeds=_parse_seeds(seeds))
     planned = expand(spec_sweep, registry, sets)
-    if worker_launcher.local:  # elsewhere each worker has its own machine's (or job's) cores
-        threads = sched.cpu_threads_per_worker(jobs)
-        for run in planned:
-            if not run.spec.train["threads"]:
-                run.spec.train["threads"] = threads
-    nodes = plan_tree([run.spec for run in planned])
-    scratch, forked = cost(nodes)
+    # The cores split between --jobs local workers, then the fork tree (as the TUI's form does).
+    nodes, scratch, forked = sched.plan_sweep(planned, jobs, worker_launcher.local)
     if notes := [note for run in planned if (note := run.spec.window_note())]:
         err_console.print(f"[yellow]Note:[/] {len(notes)} of the {len(planned)} runs: {escape(notes[0])}")
     if worker_launcher.local:
@@ -1008,10 +1178,13 @@ def sweep(config_path, dry_run, jobs, gpus, per_gpu, sets, seeds, max_runs, resu
 def _check_sweep_provenance(store, registry, record, docs, allow_change: bool) -> None:
     """Every unfinished run of a resumed sweep must find its plugins where it recorded them."""
     from critui.provenance import check_provenance, record_changes
+    from critui.runs.lineage import read_spec
 
     unfinished = [docs[e["run_id"]] for e in record["runs"]
                   if e["run_id"] in docs and docs[e["run_id"]].get("status") != "finished"]
-    allowed = [(doc["id"], check_provenance(doc, registry, allow_change, action="resume")) for doc in unfinished]
+    allowed = [(doc["id"], check_provenance(doc, registry, allow_change, action="resume",
+                                            spec=read_spec(store.run_dir(doc["id"]), [])))
+               for doc in unfinished]
     for run_id, changes in allowed:
         record_changes(store, run_id, changes)
 
@@ -1095,7 +1268,7 @@ def _device_of(store, run_id: str) -> str:
 
 
 def _run_sweep(store, record: dict[str, Any], jobs: int, gpus_option: str | None, per_gpu: int | None = None,
-               launcher=None) -> int:
+               launcher=None, adopt=()) -> int:
     """Train a sweep's pending runs with a progress display; Ctrl-C cancels the whole sweep."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -1147,8 +1320,12 @@ def _run_sweep(store, record: dict[str, Any], jobs: int, gpus_option: str | None
 
     scheduler = sched.SweepScheduler(store, record, jobs, gpus, per_gpu, on_event=on_event, on_start=on_start,
                                      on_end=on_end, launcher=launcher)
+    if adopt:  # workers a TUI (or a killed `critui sweep`) left training: followed, not restarted
+        err_console.print(f"Following {len(adopt)} run(s) still training from an earlier session "
+                          f"(e.g. {adopt[0][0]['id']}); they count towards --jobs.")
     with StopSignals() as stop:
         with progress:
+            scheduler.adopt(list(adopt))
             while not stop.received and scheduler.step():
                 time.sleep(0.2)
         if stop.received and (scheduler.pending or scheduler.running):  # else every run had ended

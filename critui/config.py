@@ -32,11 +32,13 @@ import sys
 import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from critui.errors import CritUIError
 from critui.params import Param, ParamError, resolve, short_repr, unknown_name_message
-from critui.plugins import Registry
+
+if TYPE_CHECKING:  # only named in annotations: `critui runs` need not load pluggy and the plugins
+    from critui.plugins import Registry
 
 if sys.version_info >= (3, 11):
     import tomllib

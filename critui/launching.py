@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 WORKER_MODULE = "critui.train.worker"
@@ -75,3 +76,48 @@ def run_worker(run_dir: Path | str, requeue_signal: int | None = None) -> int:
     """
     worker = importlib.import_module(WORKER_MODULE)
     return worker.main([str(run_dir)], requeue_signal=requeue_signal)
+
+
+class JobHandle:
+    """A worker that runs as a cluster job, behind the ``subprocess.Popen`` methods the manager
+    uses (``critui.kinds.Worker``): a launcher's ``start`` returns a subclass, which says how
+    the job ended (:meth:`poll`) and how to stop it (:meth:`stop`).
+
+    ``job`` is the job's id as the index records it (``CLUSTER:ID``): any critui process hands
+    it back to the launcher's ``alive`` and ``cancel``. There is no local pid.
+    """
+
+    job: str = ""
+    pid = None
+    returncode: int | None = None
+    WAIT_STEP_S = 0.2  # how often wait() asks; a launcher's poll may ask its cluster less often
+
+    def poll(self) -> int | None:
+        """The worker's exit code once the job has ended (None while it is queued or runs)."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Ask the cluster to stop the job cleanly: the worker gets SIGTERM and records
+        ``cancelled``."""
+        raise NotImplementedError
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Block until the job has ended and return the worker's exit code, as ``Popen.wait``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(self.job, timeout)
+            time.sleep(self.WAIT_STEP_S)
+        return self.returncode  # type: ignore[return-value]
+
+    def send_signal(self, sig: int) -> None:
+        """Any signal stops the job: a cluster forwards no chosen signal to a worker, but it
+        sends SIGTERM first and SIGKILL after its grace time."""
+        if self.poll() is None:
+            self.stop()
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)

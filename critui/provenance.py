@@ -48,7 +48,9 @@ class PluginChange:
 def plugin_changes(recorded: dict[str, dict[str, str]], registry) -> list[PluginChange]:
     """Every recorded plugin whose provider differs now, in id order."""
     changes = []
-    for plugin_id, source in sorted((recorded or {}).items()):
+    recorded = recorded if isinstance(recorded, dict) else {}  # an index is read from disk: untrusted
+    for plugin_id, source in sorted(recorded.items()):
+        source = source if isinstance(source, dict) else {}
         was = (str(source.get("distribution", "?")), str(source.get("version", "?")))
         info = registry.plugins.get(registry.aliases.get(plugin_id, plugin_id))
         now = None if info is None else (info.distribution, info.version)
@@ -58,11 +60,13 @@ def plugin_changes(recorded: dict[str, dict[str, str]], registry) -> list[Plugin
 
 
 def check_provenance(doc: dict[str, Any], registry=None, allow_change: bool = False,
-                     action: str = "resume") -> list[PluginChange]:
+                     action: str = "resume", spec=None) -> list[PluginChange]:
     """Refuse to ``action`` run ``doc`` when its plugins' providers changed; the changes allowed.
 
     Raises ``CritUIError`` for a plugin provided by nothing now (always), and for one provided
-    by another distribution or version unless ``allow_change``.
+    by another distribution or version unless ``allow_change``. With the run's ``spec``, an
+    allowed change is refused too when the new provider declares other parameters than the
+    run was given: its worker would otherwise fail inside the plugin (a raw ``KeyError``).
     """
     if registry is None:
         from critui.plugins import get_registry
@@ -85,7 +89,32 @@ def check_provenance(doc: dict[str, Any], registry=None, allow_change: bool = Fa
             f"{ALLOW_FLAG} to {action} it anyway: the change is then recorded in its events and shown by "
             f"`critui show`."
         )
+    if spec is not None:
+        _check_params(doc["id"], changes, spec, registry, action)
     return changes
+
+
+def _check_params(run_id: str, changes: list[PluginChange], spec, registry, action: str) -> None:
+    """The run's recorded settings of each changed plugin must be exactly what its new provider takes."""
+    used = {part.id: part.params for part in [spec.dataset, spec.model, spec.deficit, *spec.metrics] if part}
+    problems = []
+    for change in changes:
+        if change.now is None or change.id not in used:
+            continue
+        declared = [p.name for p in registry.get(change.id).params]
+        recorded = used[change.id]
+        lacking = [name for name in declared if name not in recorded]
+        unknown = [name for name in recorded if name not in declared]
+        if lacking or unknown:
+            parts = ([f"takes {', '.join(lacking)}, which the run's settings lack"] * bool(lacking)
+                     + [f"does not take {', '.join(unknown)}, which they set"] * bool(unknown))
+            problems.append(f"{change.id} from {change.now[0]} {change.now[1]} {' and '.join(parts)}")
+    if problems:
+        raise CritUIError(
+            f"Cannot {action} run {run_id}, even with {ALLOW_FLAG}: {'; '.join(problems)}, so the new code "
+            f"could not continue it with its settings. Install what it was trained with, or start a new run "
+            f"with the new plugin; nothing was started and the run is unchanged."
+        )
 
 
 def _missing_reason(change: PluginChange, registry) -> str:

@@ -20,6 +20,12 @@ A sweep file is an ordinary run config (``[train]``, ``[dataset]``, ``[model]``,
     [sweep.set]                # any parameter, like --set; a plugin id swaps the plugin
     "model.depth" = [4, 6]
     "optim.after_removal" = ["continue", "reset"]
+    # one plugin per run, each with its own settings (a bare id: the plugin's defaults)
+    "deficit" = [{id = "deficits.blur", size = 8}, {id = "deficits.noise", std = 0.5}, "deficits.flip"]
+
+A plugin swapped in by an axis (``"deficit.id"`` or ``"deficit"``) keeps every setting the
+base gives its section (``[deficit] size = 3``) and every ``--set deficit.size=3``: a setting
+the swapped-in plugin does not declare is an error naming it and the plugin, never dropped.
 
 Every axis is crossed with every other one and with the seeds (a grid). Each expanded run
 is validated like ``critui run --config``; an error names the key and its line. The size
@@ -72,9 +78,10 @@ class PlannedRun:
 
 
 def axis_text(key: str, value: Any) -> str:
-    """``deficit.id=deficits.flip`` reads as ``deficit=flip``; other axes as ``key=value``."""
+    """``deficit.id=deficits.flip`` reads as ``deficit=flip`` (and a per-plugin axis value
+    ``deficits.blur(size=8)`` as ``deficit=blur(size=8)``); other axes as ``key=value``."""
     section, _, param = key.partition(".")
-    if param == "id" and section in SINGLE_KINDS and isinstance(value, str):
+    if param in ("id", "") and section in SINGLE_KINDS and isinstance(value, str):
         return f"{section}={value.split('.', 1)[-1]}"
     return f"{key}={value}"
 
@@ -205,17 +212,22 @@ def parse_sweep(data: dict[str, Any], source: tuple[str, str] | None = None,
     if removal and onset:
         raise _error(source, "sweep.onset", "a sweep varies either the removal epoch (sweep.removal) or "
                      "the onset of a window (sweep.onset), not both; split it into two sweeps.")
-    if (removal or onset) and not (data.get("deficit") or {}).get("id"):
+    swaps_deficit = isinstance(sweep.get("set"), dict) and ("deficit" in sweep["set"] or "deficit.id" in sweep["set"])
+    if (removal or onset) and not (data.get("deficit") or {}).get("id") and not swaps_deficit:
         axis = "removal" if removal else "onset"
         raise _error(source, f"sweep.{axis}", f"sweep.{axis} moves the deficit window, but the base has "
                      "no deficit. Add a deficit table with id = \"deficits.blur\" (or another deficit).")
     sets = sweep.get("set", {})
     if not isinstance(sets, dict):
         raise _error(source, "sweep.set", "sweep.set must be a table of \"SECTION.PARAM\" = [values...].")
+    sets = dict(sets)
     for key, values in sets.items():
         if not isinstance(values, list) or not values:
             raise _error(source, f"sweep.set.{key}", f"sweep.set \"{key}\" = {short_repr(values)} must be a non-empty "
                          "list of values, e.g. \"model.depth\" = [4, 6].")
+        if key in SINGLE_KINDS:
+            sets[key] = _plugin_choices(key, values, bool(removal or onset), f"{key}.id" in sets, source)
+            continue
         parts = key.split(".")
         if len(parts) != 2 and not (parts[0] == "metrics" and len(parts) == 3):
             raise _error(source, f"sweep.set.{key}", f"sweep.set \"{key}\" is not a setting: use SECTION.PARAM "
@@ -229,7 +241,46 @@ def parse_sweep(data: dict[str, Any], source: tuple[str, str] | None = None,
     check_size(removal, onset, sets, count if count is not None else len(seeds), baseline, limit, source)
     seeds = list(range(count)) if count is not None else [int(s) for s in seeds]
     return SweepSpec(name=name, base=data, seeds=seeds, removal=removal, onset=onset,
-                     sets=dict(sets), baseline=baseline, source=source, max_runs=limit)
+                     sets=sets, baseline=baseline, source=source, max_runs=limit)
+
+
+PLUGIN_EXAMPLES = {
+    "deficit": '[{id = "deficits.blur", size = 8}, {id = "deficits.noise", std = 0.5}, "deficits.flip"]',
+    "model": '[{id = "models.cnn", depth = 4}, {id = "models.fc", depth = 2}]',
+    "dataset": '[{id = "datasets.synthetic", classes = 4}, "datasets.cifar10"]',
+}
+
+
+def _plugin_choices(section: str, values: list[Any], window_axis: bool, has_id_axis: bool,
+                    source) -> list[dict[str, Any]]:
+    """The values of a per-plugin axis (``"deficit" = [{id = ..., size = 8}, "deficits.flip"]``)
+    as tables, each with its ``id`` and the settings of that plugin alone."""
+    key = f"sweep.set.{section}"
+    form = f'each value is a plugin id or a table of its id and its own settings, e.g. "{section}" = ' \
+           + PLUGIN_EXAMPLES[section]
+    if has_id_axis:
+        raise _error(source, key, f'sweep.set has both "{section}" and "{section}.id", which both choose the '
+                     f"{section}; keep one (\"{section}\" gives each plugin its own settings).")
+    choices: list[dict[str, Any]] = []
+    for value in values:
+        choice = {"id": value} if isinstance(value, str) else value
+        if not isinstance(choice, dict) or not isinstance(choice.get("id"), str) or not choice["id"].strip():
+            raise _error(source, key, f'sweep.set "{section}" = {short_repr(values)}: {short_repr(value)} is not a '
+                         f"{section}: {form}.")
+        moved = sorted({"start", "end"} & set(choice)) if section == "deficit" and window_axis else []
+        if moved:
+            raise _error(source, key, f'sweep.set "{section}" sets {", ".join(moved)} for {choice["id"]}, which '
+                         "conflicts with the sweep's own axes: sweep.removal / sweep.onset place the window.")
+        if choice in choices:
+            raise _error(source, key, f'sweep.set "{section}" lists {short_repr(value)} twice; list each once.')
+        choices.append(dict(choice))
+    return choices
+
+
+def choice_text(choice: dict[str, Any]) -> str:
+    """A per-plugin axis value as the plain text a sweep record keeps: ``deficits.blur(size=8)``."""
+    settings = ", ".join(f"{k}={v}" for k, v in choice.items() if k != "id")
+    return f"{choice['id']}({settings})" if settings else str(choice["id"])
 
 
 def _max_runs(sweep: dict[str, Any], given: int | None, source) -> int:
@@ -291,38 +342,48 @@ def expand(sweep: SweepSpec, registry: Registry, sets: list[str] | tuple[str, ..
     combos = list(itertools.product(*(sweep.sets[k] for k in set_keys))) if set_keys else [()]
     runs: list[PlannedRun] = []
     for combo in combos:
+        choice = dict(zip(set_keys, combo, strict=True))
+        # A record keeps plain values: a per-plugin axis value is kept as its text.
+        plain = {k: choice_text(v) if isinstance(v, dict) else v for k, v in choice.items()}
         for axis_name, value in primary_values:
             for seed in sweep.seeds:
                 axis = {axis_name: value} if axis_name else {}
-                axis.update(dict(zip(set_keys, combo, strict=True)))
+                axis.update(plain)
                 axis["seed"] = seed
-                runs.append(_make_run(sweep, registry, sets, axis, baseline=False))
+                runs.append(_make_run(sweep, registry, sets, axis, baseline=False, choice=choice))
         if sweep.baseline:
             for seed in sweep.seeds:
-                axis = dict(zip(set_keys, combo, strict=True))
+                axis = dict(plain)
                 axis["seed"] = seed
-                runs.append(_make_run(sweep, registry, sets, axis, baseline=True))
+                runs.append(_make_run(sweep, registry, sets, axis, baseline=True, choice=choice))
     return runs
 
 
-def _make_run(sweep: SweepSpec, registry, sets, axis: dict[str, Any], baseline: bool) -> PlannedRun:
+def _make_run(sweep: SweepSpec, registry, sets, axis: dict[str, Any], baseline: bool,
+              choice: dict[str, Any] | None = None) -> PlannedRun:
+    """One run's spec: the base, this combination's sweep.set values (``choice``; by default
+    the axis values), the window axis and the seed."""
     raw = copy.deepcopy(sweep.base)
     raw.pop("name", None)
-    for key, value in axis.items():
-        if key in PRIMARY or key == "seed":
-            continue
+    if choice is None:
+        choice = {k: v for k, v in axis.items() if k not in PRIMARY and k != "seed"}
+    swapped: dict[str, str] = {}  # section -> the sweep.set key that chose its plugin
+    for key, value in choice.items():
         parts = key.split(".")
         if parts[0] == "metrics":
             raw.setdefault("metrics", {}).setdefault(parts[1], {})[parts[2]] = value
             continue
+        if key in SINGLE_KINDS:  # "deficit" = [{id = ..., size = 8}, ...]: the id and its own settings
+            raw.setdefault(key, {}).update(value)
+            swapped[key] = key
+            continue
         section, param = parts
-        table = raw.setdefault(section, {})
-        if param == "id" and section in SINGLE_KINDS and table.get("id") != value:
-            # A different plugin: the base's parameters for the old one no longer apply.
-            kept = {k: table[k] for k in ("start", "end") if k in table and section == "deficit"}
-            table.clear()
-            table.update(kept)
-        table[param] = value
+        raw.setdefault(section, {})[param] = value
+        if param == "id" and section in SINGLE_KINDS:
+            swapped[section] = key
+    label = PlannedRun(None, axis, baseline).label()  # type: ignore[arg-type]
+    for section, key in swapped.items():
+        _check_kept_settings(sweep, registry, sets, raw, section, key, label)
     train = raw.setdefault("train", {})
     train["seed"] = axis["seed"]
     deficit = raw.get("deficit")
@@ -348,13 +409,12 @@ def _make_run(sweep: SweepSpec, registry, sets, axis: dict[str, Any], baseline: 
             deficit["start"], deficit["end"] = onset, onset + width
             if after is not None:
                 train["epochs"] = onset + width + after
-    label = PlannedRun(None, axis, baseline).label()  # type: ignore[arg-type]
     raw["name"] = f"{sweep.name}: {label}"
     try:
         spec = build_spec(registry, raw, sets=sets)
     except CritUIError as exc:
         key = getattr(exc, "key", None)
-        axis_key = _axis_key_for(key, axis)
+        axis_key = _axis_key_for(key, choice)
         where = _where(sweep.source, axis_key or key or "sweep")
         raise CritUIError(f"{where}: the run {label} is not valid: {exc}") from None
     if spec.window() is not None and spec.epochs < spec.window()[1]:
@@ -363,8 +423,70 @@ def _make_run(sweep: SweepSpec, registry, sets, axis: dict[str, Any], baseline: 
     return PlannedRun(spec, axis, baseline)
 
 
-def _axis_key_for(key: str | None, axis: dict[str, Any]) -> str | None:
-    """Point an error about a swept parameter at the sweep.set line that sets it."""
-    if key and key in axis:
+def _check_kept_settings(sweep: SweepSpec, registry, sets, raw: dict[str, Any], section: str, key: str,
+                         label: str) -> None:
+    """A plugin swapped in by sweep.set ``key`` must declare every setting its section is given
+    (by the base, another axis or --set): none is dropped without a word."""
+    table = raw[section]
+    try:
+        info = registry.get(str(table.get("id")), SINGLE_KINDS[section])
+    except CritUIError:
+        return  # an unknown id: build_spec names it, with the closest match
+    declared = {p.name for p in info.params}
+    given = {name: ("base", value) for name, value in table.items() if name != "id"}
+    for item in sets:
+        name, _, value = item.partition("=")
+        param = name.strip()[len(section) + 1:] if name.strip().startswith(f"{section}.") else "id"
+        if param != "id":  # --set deficit.id=... picks the plugin itself; build_spec applies it
+            given[param] = ("--set", value)
+    unknown = {name: how for name, how in given.items() if name not in declared}
+    if not unknown:
+        return
+    base_table = sweep.base.get(section) or {}
+    origins = []
+    for name, (how, value) in unknown.items():
+        if how == "--set":
+            origins.append(f"--set {section}.{name}={value}")
+        elif name in base_table and base_table[name] == value:
+            origins.append(f"{name} = {short_repr(value)} in [{section}]")
+        else:
+            origins.append(f'{name} = {short_repr(value)} from sweep.set "{section}.{name}"')
+    names = ", ".join(unknown)
+    takes = ", ".join(p.name for p in info.params) or "no settings"
+    places = [f"[{section}]"] * any(how == "base" for how, _ in unknown.values()) \
+        + ["--set"] * any(how == "--set" for how, _ in unknown.values())
+    first = next(iter(unknown))
+    where = f"sweep.set.{key}" if unknown[first][0] == "--set" or first not in base_table else f"{section}.{first}"
+    raise _error(sweep.source, where, (
+        f"the run {label} swaps in {info.id} (sweep.set \"{key}\"), which has no setting {names}, "
+        f"given by {'; '.join(origins)}. A swapped-in plugin never drops a setting silently. Give each plugin "
+        f"its own settings in one axis, e.g. \"{section}\" = {_example(section, base_table, unknown, info.id)}, "
+        f"and remove {names} from {' and '.join(places) or 'the other axes'}. {info.id} takes: {takes}."))
+
+
+def _example(section: str, base_table: dict[str, Any], unknown: dict[str, Any], swapped_in: str) -> str:
+    """The per-plugin form of this very sweep: the base's plugin with the settings, the other without."""
+    owner = base_table.get("id")
+    if not owner or owner == swapped_in:
+        return PLUGIN_EXAMPLES[section]
+    settings = "".join(f", {name} = {_toml(value)}" for name, (_, value) in unknown.items())
+    return f'[{{id = "{owner}"{settings}}}, "{swapped_in}"]'
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return short_repr(value)
+
+
+def _axis_key_for(key: str | None, choice: dict[str, Any]) -> str | None:
+    """Point an error about a swept parameter at the sweep.set line that sets it (for a
+    per-plugin axis, ``"deficit"``, when its entry gives the id or the parameter)."""
+    if key and key in choice:
         return f"sweep.set.{key}"
+    section, _, param = (key or "").partition(".")
+    if isinstance(choice.get(section), dict) and param in choice[section]:
+        return f"sweep.set.{section}"
     return None

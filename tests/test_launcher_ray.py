@@ -355,3 +355,16 @@ def test_a_missing_token_is_one_paragraph_with_the_fix(tmp_path, monkeypatch):
     assert ray_launcher.auth_headers() == {"Authorization": "Bearer sesame"}
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     assert ray_launcher.auth_headers() == {}
+
+
+def test_the_hint_for_a_live_job_names_ray_job_stop_and_prints_nothing_planted(tmp_path):
+    """`critui sweep --resume` says how to stop a sweep's jobs still on the cluster by hand:
+    for Ray that is `ray job stop` on the job's head, never Slurm's scancel; a job id from a
+    damaged index is left out rather than printed into a command to copy."""
+    from critui.builtin.ray_launcher import Ray
+    from critui.params import resolve
+
+    launcher = Ray(resolve(Ray.params, {}, "launcher"), tmp_path)
+    job = "ray:critui-20261130-142452-89f4-a2@http://10.0.0.5:8265"
+    assert launcher.stop_command([job]) == "ray job stop --address http://10.0.0.5:8265 critui-20261130-142452-89f4-a2"
+    assert launcher.stop_command(["ray:x; rm -rf ~@http://h:8265", "ray:critui-1@$(reboot)"]) is None

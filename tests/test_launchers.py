@@ -136,7 +136,7 @@ def test_a_sweep_through_submitit_runs_its_forks_and_resumes_with_the_same_launc
         RunStore(home).update(child["run_id"], status="running", job=f"local:{stand_in.pid}",
                               launcher="launchers.slurm", launcher_settings={"cluster": "local"})
         busy = critui("sweep", "--resume", "last")
-        assert busy.returncode == 2 and f"scancel {stand_in.pid}" in " ".join(busy.stderr.split())
+        assert busy.returncode == 2 and f"`kill {stand_in.pid}`" in " ".join(busy.stderr.split())  # its controller, not scancel
     finally:
         stand_in.kill()
         stand_in.wait()
@@ -248,3 +248,10 @@ def test_a_job_started_elsewhere_is_cancelled_through_its_launcher(home):
     assert manager.returncode == 130, err  # the manager saw its job end as cancelled
     (doc,) = index_docs(home)
     assert doc["status"] == "cancelled" and events_of(home, doc["id"])[-1]["event"] == "cancelled"
+
+
+def test_launcher_help_lists_the_registered_launchers(critui):
+    for command in ("run", "sweep", "resume"):
+        shown = " ".join(critui(command, "--help", check=True).stdout.split())
+        assert "local (Workers as subprocesses of this machine)" in shown
+        assert "slurm (Each worker as a Slurm job, through submitit)" in shown and "ray (" in shown

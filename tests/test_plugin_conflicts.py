@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +12,7 @@ from tests.conftest import FAST, index_docs
 from tests.plugin_catalogue import deficit_source, plugin_site_fixture
 
 plugin_site = pytest.fixture(plugin_site_fixture)
+REPO = Path(__file__).resolve().parents[1]
 
 
 def two_contrasts(site, folders=("a", "b")):
@@ -184,6 +186,23 @@ def test_an_unknown_plugin_error_mentions_plugins_that_failed_to_load(plugin_sit
     assert "failed to load" in message and "tp-crash 1.0" in message and "cv2" in message
 
 
+def test_critui_run_and_sweep_warn_in_one_line_of_plugins_that_failed_to_load(critui, plugin_site, tmp_path):
+    # Defect 4: `critui run` never mentioned failed plugins.
+    plugin_site.install("tp-crash", "1.0", {"tp_crash": "raise ImportError('no module named cv2')\n"},
+                        {"crash": "tp_crash"})
+    env = {"PYTHONPATH": plugin_site.pythonpath()}
+    run = critui("run", "--dry-run", env=env, check=True)
+    (warning,) = [line for line in run.stderr.splitlines() if "failed to load" in line]
+    assert "tp-crash 1.0" in warning and "`critui plugins`" in warning and "Warning" in warning
+    sweep = critui("sweep", str(REPO / "configs" / "demo-removal.toml"), "--dry-run", env=env, check=True)
+    assert "tp-crash 1.0" in sweep.stderr and "`critui plugins`" in sweep.stderr
+    unknown = critui("run", "--plugin", "deficits.sharpen", "--dry-run", env=env)
+    assert unknown.returncode == 2 and "Traceback" not in unknown.stderr
+    assert "failed to load" in " ".join(unknown.stderr.split()) and "cv2" in unknown.stderr
+    # Nothing failed: no warning.
+    assert "failed to load" not in critui("run", "--dry-run", env={"CRITUI_LOAD_PLUGINS": ""}, check=True).stderr
+
+
 def test_new_plugin_refuses_an_id_that_is_loaded_already(critui, tmp_path):
     result = critui("new-plugin", "blur", "--kind", "deficit", "--dir", str(tmp_path))
     assert result.returncode == 2
@@ -264,3 +283,72 @@ def test_a_worker_imports_only_the_distributions_its_run_uses(critui, home, plug
     importers = spy_log.read_text().splitlines()
     assert importers, "the manager lists every plugin, so it imports the spy"
     assert not [line for line in importers if "critui/train/worker" in line], importers
+
+
+# --- the target: real wheels in a scratch environment ---------------------------------------------
+
+COUNTER = """
+from critui.hookspecs import hookimpl
+from critui.kinds import Metric
+
+
+class Count(Metric):
+    name = "wheel-count"
+    description = "The epoch, as a float (a test metric)."
+
+    def compute(self, ctx):
+        return {"epoch": float(ctx.epoch)}
+
+
+@hookimpl
+def critui_register_metrics(register):
+    register(Count)
+"""
+
+
+@pytest.mark.slow
+def test_real_wheels_conflicting_with_a_builtin_and_each_other_report_it_and_every_other_id_runs(
+        critui_scratch_env, tmp_path):
+    from tests.wheels import build_wheel
+
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    alpha = build_wheel(wheels, "tp-wheel-alpha", "1.0",
+                        {"tp_wheel_alpha": deficit_source(("Blur", "blur"), ("Contrast", "contrast"), ("Sharpen", "sharpen")),
+                         "tp_wheel_alpha_metrics": COUNTER},
+                        {"alpha": "tp_wheel_alpha", "alpha-metrics": "tp_wheel_alpha_metrics"})
+    beta = build_wheel(wheels, "tp-wheel-beta", "2.0",
+                       {"tp_wheel_beta": deficit_source(("Contrast", "contrast"), ("Dim", "dim"))}, {"beta": "tp_wheel_beta"})
+    env = critui_scratch_env
+    env.pip_install(str(alpha), str(beta))
+    home = {"CRITUI_HOME": str(tmp_path / "home")}
+
+    listing = json.loads(env.critui("plugins", "--json").stdout)
+    conflicts = {c["id"]: c for c in listing["conflicts"]}
+    assert conflicts["deficits.blur"]["owner"] == "critui"
+    assert "tp-wheel-alpha" in [d["distribution"] for d in conflicts["deficits.blur"]["distributions"]]
+    assert conflicts["deficits.contrast"]["owner"] is None
+    assert {d["distribution"] for d in conflicts["deficits.contrast"]["distributions"]} == {"tp-wheel-alpha", "tp-wheel-beta"}
+    assert [f for f in listing["failed"] if f["distribution"].startswith("tp-wheel")] == []
+    status = {d["distribution"]: d["status"] for d in listing["distributions"]}
+    assert status["tp-wheel-alpha"] == "loaded with 2 conflict(s)"
+    assert status["tp-wheel-beta"] == "loaded with 1 conflict(s)"
+    ids = {p["id"]: p["distribution"] for p in listing["plugins"]}
+    assert ids["deficits.blur"] == "critui" and "deficits.contrast" not in ids
+    assert {ids["deficits.sharpen"], ids["metrics.wheel-count"], ids["deficits.dim"]} == {"tp-wheel-alpha", "tp-wheel-beta"}
+
+    # Every id that is not in a conflict runs, from either distribution (the built-in blur is
+    # the built-in's); the id both claim is refused.
+    tiny = ["--epochs", "1", "--set", "dataset.n_train=64", "--set", "dataset.n_test=64", "--set", "train.threads=1",
+            "--set", "model.width=4"]
+    env.critui("run", "--plugin", "deficits.sharpen", "--plugin", "metrics.wheel-count", *tiny, env=home)
+    env.critui("run", "--plugin", "deficits.dim", *tiny, env=home)
+    runs = json.loads(env.critui("runs", "--json", env=home).stdout)
+    assert [r["status"] for r in runs] == ["finished"] * 2
+    recorded = {pid: source["distribution"] for r in runs for pid, source in r["plugins"].items()}
+    assert recorded["deficits.sharpen"] == recorded["metrics.wheel-count"] == "tp-wheel-alpha"
+    assert recorded["deficits.dim"] == "tp-wheel-beta"
+    assert json.loads(env.critui("run", "--plugin", "deficits.blur", "--dry-run").stdout)["deficit"]["id"] == "deficits.blur"
+    refused = env.critui("run", "--plugin", "deficits.contrast", "--dry-run", env=home, check=False)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "tp-wheel-alpha 1.0" in refused.stderr and "tp-wheel-beta 2.0" in refused.stderr

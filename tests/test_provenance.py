@@ -78,6 +78,23 @@ def test_resume_refuses_another_provider_naming_both_unless_allowed(critui, home
     assert "Plugins changed at resume" in shown and "tp-impostor 0.5" in shown
 
 
+def test_an_allowed_change_is_refused_when_the_new_provider_takes_other_parameters(critui, home, plugin_site):
+    # Defect 1: with differing parameters the worker died with a raw KeyError: 'fraction'.
+    store, doc, _ = cancelled_run(home, plugin_site)
+    impostor = plugin_site.root / "impostor"
+    from tests.plugin_catalogue import install
+
+    source = deficit_source(("Occlude", "occlude")).replace("'gain'", "'fraction'")
+    install(impostor, "tp-impostor", "0.5", {"tp_imp": source}, {"occ": "tp_imp"})
+    refused = critui("resume", doc["id"], "--allow-plugin-change", env={"PYTHONPATH": str(impostor)})
+    assert refused.returncode == 2, refused.stderr
+    message = " ".join(refused.stderr.split())
+    assert "even with --allow-plugin-change" in message and "Traceback" not in message
+    assert "deficits.occlude from tp-impostor 0.5 takes fraction, which the run's settings lack" in message
+    assert "does not take gain" in message
+    assert store.get(doc["id"])["status"] == "cancelled" and events_of(home, doc["id"]) == []
+
+
 def test_a_different_version_is_a_change_too(home, plugin_site):
     from critui.provenance import check_provenance
 

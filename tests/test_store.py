@@ -143,6 +143,25 @@ BAD_ENTRIES = {
 }
 
 
+def test_the_fast_entry_check_refuses_exactly_what_the_field_by_field_one_refuses():
+    """Entries are checked once per shape (keys and value types) and then by value: every field
+    given every hostile value, twice (the second time from the shapes already seen), is judged
+    as the plain field-by-field check judges it."""
+    from critui.runs.journal import FIELD_CHECKS, _entry_problem_in_words, entry_problem
+
+    values = [None, 0, -1, 1.5, True, "", "x", "../../victim", "/etc", "finished", "20260101-000000-aaaa",
+              [], [0, 4], [0, "4"], [0, 4, 8], {}, {"a": 1}]
+    base = entry(A, name="n", window=[0, 4], parent=B, fork_epoch=2, plugins={})
+    for _ in range(2):
+        for key in [*FIELD_CHECKS, "unknown"]:
+            for value in values:
+                doc = {**base, key: value}
+                assert (entry_problem(doc) is None) == (_entry_problem_in_words(doc) is None), (key, value)
+            missing = {k: v for k, v in base.items() if k != key}
+            assert (entry_problem(missing) is None) == (_entry_problem_in_words(missing) is None), key
+    assert entry_problem(base) is None and entry_problem([base]) is not None
+
+
 @pytest.mark.parametrize("bad", BAD_ENTRIES.values(), ids=BAD_ENTRIES.keys())
 def test_a_bad_index_entry_is_skipped_and_the_run_rebuilt_from_its_folder(critui, home, bad):
     write_run(home, A)
@@ -241,6 +260,93 @@ def test_processes_sharing_a_home_see_each_others_updates(home):
     assert store.get(A)["error"] == "from elsewhere"
 
 
+def _update_elsewhere(home: Path, run_id: str, **fields) -> None:
+    """``store.update`` in another process, as a `critui run` in another terminal does it."""
+    import subprocess
+    import sys
+
+    code = f"from critui.runs.store import RunStore; RunStore({str(home)!r}).update({run_id!r}, **{fields!r})"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_changes_gives_only_what_another_process_changed(home):
+    from critui.runs.store import RunStore
+
+    for run_id, created in ((A, T0), (B, T0 + 60)):
+        write_run(home, run_id, created=created)
+    store = RunStore(home)
+    store.reconcile()
+    first = store.changes()
+    assert [d["id"] for d in first.everything] == [A, B]  # at first: every entry, oldest first
+    assert store.changes(first.cursor).changed == {}  # nothing since
+    _update_elsewhere(home, B, error="from elsewhere")
+    news = store.changes(first.cursor)
+    assert news.everything is None and list(news.changed) == [B] and news.removed == []
+    assert news.changed[B]["error"] == "from elsewhere"
+    news.changed[B]["error"] = "changed by the reader"  # a copy: the store keeps its own
+    store.delete(A)
+    gone = store.changes(news.cursor)
+    assert gone.removed == [A] and gone.changed == {}
+    assert store.get(B)["error"] == "from elsewhere"
+
+
+def test_changes_skip_a_damaged_journal_line_and_drop_an_entry_made_invalid(home):
+    from critui.runs.store import RunStore
+
+    for run_id, created in ((A, T0), (B, T0 + 60)):
+        write_run(home, run_id, created=created)
+    store = RunStore(home)
+    store.reconcile()
+    cursor = store.changes().cursor
+    key_of_b = next(k for k, d in json.loads((home / "history.json").read_text())["_default"].items()
+                    if d["id"] == B)
+    with open(home / "history.journal", "a") as f:  # a hostile line, then one cut short
+        f.write(json.dumps({"key": key_of_b, "doc": entry(B, status=["not", "a", "status"])}) + "\n")
+        f.write('{"key": "1", "doc": {"id": "2026\n')
+    news = store.changes(cursor)
+    assert news.removed == [B] and news.changed == {}  # left out, as a full read leaves it out
+    assert any("history.journal" in p and B in p for p in store.take_problems())
+    assert [d["id"] for d in store.all()] == [A]
+
+
+def test_changes_after_the_index_was_rebuilt_give_everything(home):
+    from critui.runs.store import RunStore
+
+    write_run(home, A)
+    store = RunStore(home)
+    store.reconcile()
+    cursor = store.changes().cursor
+    (home / "history.json").write_text("{ damaged")
+    (home / "history.journal").unlink()
+    news = store.changes(cursor)
+    assert news.everything is not None and [d["id"] for d in news.everything] == [A]
+
+
+def test_the_tui_feed_takes_one_changed_run_from_the_journal(home, monkeypatch):
+    from critui.runs.store import RunStore
+    from critui.tui.feed import RunsFeed
+
+    for i in range(30):
+        write_run(home, f"20260101-0003{i:02d}-{i:04x}", created=T0 + i)
+    feed = RunsFeed(RunStore(home))
+    assert len(feed.poll()) == 30 and len(feed.docs) == 30
+    target = list(feed.docs)[7]
+    _update_elsewhere(home, target, status="failed", error="from elsewhere")
+    answers = []
+    original = feed.store.changes
+    monkeypatch.setattr(feed.store, "changes", lambda since: answers.append(original(since)) or answers[-1])
+    assert feed.poll() == {target}
+    # Not every entry read and compared: only the journal's new line.
+    assert [(a.everything, list(a.changed)) for a in answers] == [(None, [target])]
+    assert feed.docs[target]["status"] == "failed" and list(feed.docs)[7] == target
+    late = "20260101-000000-0fff"  # a run folder indexed later, though made before all others
+    write_run(home, late, created=T0 - 1)
+    feed.store.reconcile()
+    assert late in feed.poll() and list(feed.docs)[0] == late
+    feed.store.delete(target)
+    assert feed.poll() == {target} and target not in feed.docs and len(feed.docs) == 30
+
+
 # -- stale temporaries and staging folders -----------------------------------------------------------
 
 
@@ -331,3 +437,20 @@ def test_the_tui_lists_the_good_runs_and_tells_what_it_skipped(tmp_path):
             assert history is not None and len(history.rows) == 8
 
     asyncio.run(scenario())
+
+
+def test_critui_runs_loads_no_plugins_torch_or_tui(home):
+    """The listing's start-up is most of its time: `critui runs` imports neither the plugins
+    (pluggy, critui.builtin), torch, Textual, nor importlib.metadata (the version, looked up
+    only for --version)."""
+    import subprocess
+    import sys
+
+    write_run(home, A)
+    code = ("import runpy, sys\nsys.argv = ['critui', 'runs', '--home', sys.argv[1]]\n"
+            "try:\n    runpy.run_module('critui', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            "print(' '.join(sorted(sys.modules)), file=sys.stderr)")
+    result = subprocess.run([sys.executable, "-c", code, str(home)], capture_output=True, text=True, check=True)
+    assert A in result.stdout
+    loaded = set(result.stderr.split())
+    assert not loaded & {"pluggy", "torch", "textual", "critui.plugins", "critui.builtin", "importlib.metadata"}

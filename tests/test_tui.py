@@ -535,8 +535,10 @@ def test_new_experiment_refuses_bad_settings_then_launches_a_run_that_finishes_a
             await pilot.pause(0.3)
             heatmap = detail.query_one(FisherHeatmap)
             assert len(heatmap.layer_names) >= 2 and "deficit" in str(heatmap.render())
-            # export writes a CSV into the current folder
+            # export asks where, offering a CSV in the current folder
             await pilot.press("e")
+            assert await wait_for(pilot, lambda: type(app.screen).__name__ == "SaveModal")
+            await pilot.press("enter")
             assert await wait_for(pilot, lambda: (tmp_path / f"{run_id}.csv").exists())
             assert (tmp_path / f"{run_id}.csv").read_text().startswith("run,epoch")
 

@@ -106,18 +106,21 @@ def test_new_experiment_launches_a_sweep_over_an_axis_and_opens_its_view(tmp_pat
     home = tmp_path / "home"
 
     async def scenario():
-        from textual.widgets import Input, Select
+        from textual.widgets import Input
 
         from critui.runs.scheduler import load_record
+        from critui.tui.screens.new_experiment import SweepPlanModal
         from critui.tui.screens.sweep import SweepScreen
         from critui.tui.widgets.runs_table import RunsTable
 
         app = make_app(home, registry=registry, poll_interval=0.2)
         async with app.run_test(size=(120, 40)) as pilot:
             screen = await open_form(app, pilot)
-            screen.query_one("#axis-key", Select).value = "deficit.end"
+            screen.choose_axis("deficit.end")
             screen.query_one("#axis-values", Input).value = "1,2"
             await pilot.press("ctrl+l")
+            assert await wait_for(pilot, lambda: isinstance(app.screen, SweepPlanModal))
+            await pilot.press("y")  # the plan shown, then launched
             assert await wait_for(pilot, lambda: screen.launched_sweep is not None, timeout=30)
             assert await wait_for(pilot, lambda: isinstance(app.screen, SweepScreen))
             view = app.screen
@@ -153,7 +156,7 @@ def test_a_bad_sweep_axis_is_shown_inline_and_launches_nothing(tmp_path, registr
     home = tmp_path / "home"
 
     async def scenario():
-        from textual.widgets import Input, Select, Static
+        from textual.widgets import Input, Static
 
         from critui.tui.screens.new_experiment import NewExperimentScreen
 
@@ -161,7 +164,7 @@ def test_a_bad_sweep_axis_is_shown_inline_and_launches_nothing(tmp_path, registr
         async with app.run_test(size=(120, 40)) as pilot:
             screen = await open_form(app, pilot)
             axis_error = screen.query_one("#axis-error", Static)
-            screen.query_one("#axis-key", Select).value = "deficit.end"
+            screen.choose_axis("deficit.end")
             for values, message in [
                 ("1,x", "deficit.end"),  # Param.parse's message names the setting
                 ("1,,2", "separated by commas"),

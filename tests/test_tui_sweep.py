@@ -277,3 +277,84 @@ def test_report_per_seed_measures_each_seed_from_its_own_baseline(tmp_path, crit
     assert blur_eight[2] == "-"
     data = json.loads(critui("report", SWEEP_ID, "--json", check=True).stdout)
     assert all(len(row["per_seed"]) == 2 for row in data["rows"])
+
+
+def add_epochs(home: Path, run_id: str, epochs: range) -> None:
+    """What a live worker appends: more epochs, no end yet."""
+    lines = [
+        {"event": "epoch", "time": T0 + 100 + e, "epoch": e, "lr": 0.01, "deficit_active": e < 8,
+         "train_loss": 1.0, "train_acc": 0.7, "test_loss": 1.0, "test_acc": 0.7, "seconds": 1.0}
+        for e in epochs
+    ]
+    with open(home / "runs" / run_id / "events.jsonl", "a") as f:
+        f.write("".join(json.dumps(e) + "\n" for e in lines))
+
+
+def test_the_sweep_view_fills_in_live_flags_ended_runs_and_overlays_every_curve(tmp_path):
+    """Blur removed at 8 trains (a live process stands in for its worker): its current
+    accuracy is a point in progress, its row says training 5/12 and moves on as epochs land;
+    flip removed at 4 was cancelled and is flagged; the x axis shows every planned removal
+    epoch; `c` overlays the accuracy curve of every run; the hints are the view's keys."""
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"
+    record = write_sweep(home)
+    cancelled = next(e["run_id"] for e in record["runs"]
+                     if e["axis"].get("removal") == 4 and e["axis"]["deficit.id"] == "deficits.flip")
+    # a process whose command line names the run: the store takes it for the run's live worker
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", UNFINISHED])
+    try:
+        store = RunStore(home)
+        store.update(UNFINISHED, status="running", pid=worker.pid)
+        store.update(cancelled, status="cancelled")
+
+        async def scenario():
+            from textual.widgets import DataTable
+
+            from critui.tui.screens.sweep import SweepScreen
+            from critui.tui.widgets.charts import Chart
+
+            app = make_app(home, poll_interval=0.2)
+            async with app.run_test(size=(120, 40)) as pilot:
+                assert await wait_for(pilot, lambda: app.polls_done >= 1)
+                app.push_screen(SweepScreen(SWEEP_ID))
+                assert await wait_for(pilot, lambda: isinstance(app.screen, SweepScreen))
+                screen = app.screen
+                assert await wait_for(pilot, lambda: screen.query("#sweep-runs"))
+                runs = screen.query_one("#sweep-runs", DataTable)
+                chart = screen.query_one(Chart)
+                assert await wait_for(pilot, lambda: runs.row_count == 8 and not chart.busy)
+
+                def row_of(run_id: str) -> list[str]:
+                    index = next(e["index"] for e in record["runs"] if e["run_id"] == run_id)
+                    return [str(c) for c in runs.get_row_at(index)]
+
+                assert row_of(UNFINISHED)[2:] == ["▶ training", "5/12", f"{screen.states[6]['acc']:.4f}"]
+                assert row_of(cancelled)[2] == "⊘ cancelled"
+                title = str(screen.query_one("#sweep-title").render())
+                assert "6/8 runs finished (1 training, 1 cancelled)" in title
+                assert screen.partial == 1  # blur at 8: its current accuracy, in progress
+                caption = str(screen.query_one("#sweep-caption").render())
+                assert "○ in progress" in caption
+                assert "--seeds" not in caption and "the seeds field" in caption  # the TUI's way
+                assert await wait_for(pilot, lambda: chart.points and not chart.busy)
+                ticks = chart.render().plain.splitlines()[-2]  # the x axis: every planned value
+                assert ticks.split() == ["2", "4", "8"], chart.render().plain
+                assert {"c", "s", "r"} <= set(screen.active_bindings)  # the view's own keys
+
+                add_epochs(home, UNFINISHED, range(5, 8))  # the worker goes on
+                assert await wait_for(pilot, lambda: row_of(UNFINISHED)[3] == "8/12", timeout=10)
+                assert row_of(UNFINISHED)[4] == "0.7000"
+
+                await pilot.press("c")  # every run's curve, the one in training up to its last epoch
+                assert await wait_for(pilot, lambda: "every run" in chart.title and not chart.busy)
+                assert await wait_for(pilot, lambda: chart.points == sum(len(s["curve"]) for s in screen.states))
+                assert sum(len(s["curve"]) for s in screen.states if s["run_id"] == UNFINISHED) == 8
+                await pilot.press("c")
+                assert await wait_for(pilot, lambda: "final test accuracy" in chart.title)
+
+        asyncio.run(scenario())
+    finally:
+        worker.kill()
+        worker.wait()

@@ -11,16 +11,14 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from critui.errors import CritUIError
 from critui.hookspecs import hookimpl
 from critui.kinds import Launcher
-from critui.launching import EXIT_REQUEUE, LOG_FILE, run_worker, start_worker
+from critui.launching import EXIT_REQUEUE, LOG_FILE, JobHandle, run_worker, start_worker
 from critui.params import Param
 
 SUBMITIT_DIR = "submitit"  # under the critui home: submitit's job scripts, pickles and logs
@@ -97,6 +95,14 @@ class Slurm(Launcher):
             return True
         return None if state in ("UNKNOWN", "") else False
 
+    def stop_command(self, jobs: list[str]) -> str | None:
+        """The shell command that cancels ``jobs`` by hand, for a message (None: none of ours)."""
+        ids = [(cluster, job_id) for cluster, job_id in map(parse_job, jobs) if job_id is not None]
+        slurm = [job_id for cluster, job_id in ids if cluster == "slurm"]
+        local = [job_id for cluster, job_id in ids if cluster == "local"]  # submitit's controllers
+        commands = ([f"scancel {' '.join(slurm)}"] if slurm else []) + ([f"kill {' '.join(local)}"] if local else [])
+        return "; ".join(commands) or None
+
     def cancel(self, job: str) -> bool:
         cluster, job_id = parse_job(job)
         if job_id is None:
@@ -167,14 +173,12 @@ class WorkerJob:
         return DelayedSubmission(self, run_dir, env)  # the same call again: the run resumes itself
 
 
-class SubmititWorker:
+class SubmititWorker(JobHandle):
     """A submitit job behind the ``subprocess.Popen`` methods the manager uses."""
 
     def __init__(self, job, cluster: str):
         self._job = job
         self.job = f"{cluster}:{job.job_id}"
-        self.pid = None
-        self.returncode: int | None = None
 
     def poll(self) -> int | None:
         if self.returncode is None and self._job.done():
@@ -186,23 +190,8 @@ class SubmititWorker:
                 self.returncode = -signal.SIGTERM if cancelled else 1
         return self.returncode
 
-    def wait(self, timeout: float | None = None) -> int:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self.poll() is None:
-            if deadline is not None and time.monotonic() > deadline:
-                raise subprocess.TimeoutExpired(self.job, timeout)
-            time.sleep(0.2)
-        return self.returncode  # type: ignore[return-value]
-
-    def send_signal(self, sig: int) -> None:
-        if self.poll() is None:
-            cancel_job(self.job, self._job)
-
-    def terminate(self) -> None:
-        self.send_signal(signal.SIGTERM)
-
-    def kill(self) -> None:
-        self.send_signal(signal.SIGKILL)
+    def stop(self) -> None:
+        cancel_job(self.job, self._job)
 
 
 def _submitit():

@@ -21,6 +21,14 @@ from critui.train.seeds import derive_seed
 DENSE_EPOCHS = 10
 SPARSE_EVERY = 5
 
+# What the probe images are. "train": the training distribution as the network sees it, so
+# while a deficit is on, the probe passes through it too (docs/results.md, "Which images
+# the Fisher probe uses"); "clean": always the clean images.
+PROBE_DATA = ("train", "clean")
+# A spec written before `probe_data` existed measured clean images: it keeps doing so when
+# such a run is resumed, so one run's trace never switches meaning half-way.
+LEGACY_PROBE_DATA = "clean"
+
 
 def fisher_due(epoch: int, epochs: int, every: int) -> bool:
     """Whether the Fisher cadence ``every`` measures at the end of ``epoch`` (0-based).
@@ -41,7 +49,8 @@ class Fisher(Metric):
     name = "fisher"
     description = (
         "Trace of the Fisher information of the weights per layer and in total, "
-        "labels sampled from the model, on a fixed class-balanced probe of clean training images."
+        "labels sampled from the model, on a fixed class-balanced probe of training images, "
+        "seen as training sees them (the deficit applied while it is on) or always clean."
     )
     params = (
         Param(
@@ -55,8 +64,16 @@ class Fisher(Metric):
             "probe",
             "int",
             500,
-            "number of clean training images in the class-balanced probe",
+            "number of training images in the class-balanced probe",
             min=1,
+        ),
+        Param(
+            "probe_data",
+            "choice",
+            "train",
+            "train: the probe as training sees it, the deficit applied while its window is open "
+            "(the paper's Fisher, over the data the network trains on); clean: always the clean images",
+            choices=PROBE_DATA,
         ),
         Param(
             "samples", "int", 1, "labels sampled from the model per probe image", min=1, max=1000
@@ -78,6 +95,8 @@ class Fisher(Metric):
     )
 
     def __init__(self, params: dict[str, Any], seed: int):
+        if _resolved_before_probe_data(params):
+            params = {**params, "probe_data": LEGACY_PROBE_DATA}
         super().__init__({**defaults(self.params), **params}, seed)
         self._probe: torch.Tensor | None = None
 
@@ -85,10 +104,9 @@ class Fisher(Metric):
         return fisher_due(epoch, epochs, self.settings["every"])
 
     def compute(self, ctx: MetricContext) -> dict[str, float]:
-        x = ctx.train_x[self.probe(ctx).to(ctx.train_x.device)]
         return fisher_trace(
             ctx.model,
-            x,
+            self.probe_images(ctx),
             ctx.seed,
             ctx.epoch,
             samples=self.settings["samples"],
@@ -103,6 +121,36 @@ class Fisher(Metric):
                 ctx.train_y, self.settings["probe"], ctx.num_classes, ctx.seed
             )
         return self._probe
+
+    def probe_images(self, ctx: MetricContext) -> torch.Tensor:
+        """The probe's images for this epoch: clean, or, with ``probe_data = "train"`` and the
+        deficit on, passed through the deficit as a training batch of this epoch would be.
+
+        Augmentation is left out either way: it is the same for every run, while the
+        deficit is what the runs differ by. A deficit that draws randomness (noise) gets its
+        own generator seeded by (run seed, epoch), so the probe is the same whether the run
+        was trained straight through, resumed or forked, and training draws nothing less.
+        """
+        idx = self.probe(ctx).to(ctx.train_x.device)
+        x = ctx.train_x[idx]
+        if self.settings["probe_data"] != "train" or ctx.deficit is None or not ctx.deficit_active:
+            return x
+        gen = torch.Generator(device=x.device).manual_seed(
+            derive_seed(ctx.seed, ctx.epoch, "fisher-probe-deficit")
+        )
+        with torch.no_grad():
+            seen, _ = ctx.deficit.apply(x, ctx.train_y[idx], ctx.epoch, gen)
+        return seen
+
+
+def _resolved_before_probe_data(params: dict[str, Any]) -> bool:
+    """Whether ``params`` is a run spec's resolved table written before ``probe_data`` existed.
+
+    A spec holds every parameter of the metric, resolved; one that holds all the older ones
+    but not ``probe_data`` was written by a critui that always measured clean images.
+    """
+    older = {"every", "probe", "samples", "chunk", "estimator"}
+    return "probe_data" not in params and older <= set(params)
 
 
 class DeficitAccuracy(Metric):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import re
 import secrets
 import shlex
 import shutil
@@ -35,11 +36,15 @@ from critui.errors import CritUIError
 from critui.files import atomic_write
 from critui.hookspecs import hookimpl
 from critui.kinds import Launcher
+from critui.launching import JobHandle
 from critui.params import Param
 
 RAY_DIR = "ray"  # under the critui home: the check's probe files
 LOG_FILE = "log.txt"  # the worker's output, in its run directory (critui.runs.launcher.LOG_FILE)
 JOB_PREFIX = "ray:"  # a run's job reads ray:SUBMISSION_ID@DASHBOARD_URL
+# What a job's parts may be before they are printed in a command to copy (the index is untrusted).
+SUBMISSION_ID = re.compile(r"critui-[0-9]{8}-[0-9]{6}-[0-9a-f]{4,16}-a[0-9]{1,4}")
+_URL = re.compile(r"https?://[A-Za-z0-9.:\[\]_-]+(/[A-Za-z0-9._/-]*)?")
 # critui.train.worker's exit codes; critui.builtin may not import the worker (the layering rule).
 EXIT_BUSY, EXIT_CANCELLED = 4, 130
 # Ray's job supervisor sends SIGKILL this long after SIGTERM (its own default is 3 s, less than
@@ -107,6 +112,16 @@ class Ray(Launcher):
             return False
         return not ended and bool(client.stop_job(latest))
 
+    def stop_command(self, jobs: list[str]) -> str | None:
+        """The shell commands that stop ``jobs`` by hand, for a message: ``ray job stop`` with
+        each job's head (a retried run's later attempt has its own id: `ray job list` shows it)."""
+        commands = []
+        for job in jobs:
+            submission_id, url = parse_job(job)
+            if SUBMISSION_ID.fullmatch(submission_id) and _URL.fullmatch(url):
+                commands.append(f"ray job stop --address {shlex.quote(url)} {submission_id}")
+        return "; ".join(commands) or None
+
     def _probe(self, client, url: str) -> None:
         """Run a tiny job that reads a file written here: it proves that the cluster sees the
         critui home and runs this Python with critui."""
@@ -162,7 +177,7 @@ class Ray(Launcher):
         return f"cpus={s['cpus']:g}, gpus={s['gpus']:g}, memory={s['memory']:g} GiB"
 
 
-class RayWorker:
+class RayWorker(JobHandle):
     """A run's Ray job behind the ``subprocess.Popen`` methods the manager uses.
 
     It submits attempt 1, 2, ... until Ray takes one: an attempt whose job has ended is
@@ -179,8 +194,6 @@ class RayWorker:
         self._retries_left = settings["retries"]
         self._asked = 0.0
         self._unanswered_since: float | None = None
-        self.pid = None
-        self.returncode: int | None = None
         self.submission_id = ""
         self._submit(1)
 
@@ -263,27 +276,12 @@ class RayWorker:
         with open(self._run_dir / LOG_FILE, "a") as log:
             log.write(f"critui: {text}\n")
 
-    def wait(self, timeout: float | None = None) -> int:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self.poll() is None:
-            if deadline is not None and time.monotonic() > deadline:
-                raise subprocess.TimeoutExpired(self.job, timeout)
-            time.sleep(0.2)
-        return self.returncode  # type: ignore[return-value]
-
-    def send_signal(self, sig: int) -> None:
+    def stop(self) -> None:
         """Stop the job: Ray sends SIGTERM, then SIGKILL ``STOP_GRACE_S`` later."""
-        if self.poll() is None:
-            try:
-                self._client.stop_job(self.submission_id)
-            except Exception:  # noqa: BLE001 - the head is gone, and the job with it
-                pass
-
-    def terminate(self) -> None:
-        self.send_signal(signal.SIGTERM)
-
-    def kill(self) -> None:
-        self.send_signal(signal.SIGKILL)
+        try:
+            self._client.stop_job(self.submission_id)
+        except Exception:  # noqa: BLE001 - the head is gone, and the job with it
+            pass
 
 
 def submit(client, **job: Any) -> str:

@@ -37,10 +37,27 @@ def _marked(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
              **{k: v for k, v in r.items() if k not in ("epoch", "inherited")}} for r in rows]
 
 
-def export_csv(store, docs: list[dict[str, Any]], problems: list[Problem] | None = None) -> str:
-    """One row per (run, epoch); columns are the union of every run's metrics."""
-    rows = [{"run": h.run_id, **r} for h in histories(store, docs, problems) for r in _marked(h.rows)]
-    columns = ["run", "epoch", "inherited"]
+RUN_COLUMNS = ("deficit", "window_start", "window_end", "seed")
+
+
+def run_columns(doc: dict[str, Any]) -> dict[str, Any]:
+    """A run's deficit (plugin id, empty for none), window [start, end) and seed, for an
+    export read without the index: each row says which experiment it belongs to."""
+    window = doc.get("window")
+    window = window if isinstance(window, (list, tuple)) and len(window) == 2 else (None, None)
+    return {"deficit": doc.get("deficit") or "", "window_start": window[0], "window_end": window[1],
+            "seed": doc.get("seed")}
+
+
+def export_csv(store, docs: list[dict[str, Any]], problems: list[Problem] | None = None,
+               with_run: bool = False) -> str:
+    """One row per (run, epoch); columns are the union of every run's metrics, plugin
+    metrics (``name.key``) included. ``with_run`` adds each run's deficit, window and seed
+    after ``inherited`` (the TUI's exports)."""
+    rows = [{"run": h.run_id, "epoch": r["epoch"], "inherited": r["inherited"],
+             **(run_columns(d) if with_run else {}), **r}
+            for d, h in zip(docs, histories(store, docs, problems), strict=True) for r in _marked(h.rows)]
+    columns = ["run", "epoch", "inherited", *(RUN_COLUMNS if with_run else ())]
     for r in rows:
         columns += [k for k in r if k not in columns]
     out = io.StringIO()

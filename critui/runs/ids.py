@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
+from dataclasses import dataclass
 
 from critui.errors import CritUIError
 
@@ -41,25 +42,30 @@ def new_sweep_id(name: str) -> str:
     return f"{slug}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
 
 
-def check_run_id(text: object, where: str = "") -> str:
-    """``text`` if it is a run id of critui's form; else a CritUIError naming ``where`` it came from."""
-    if is_run_id(text):
-        return text  # type: ignore[return-value]
-    source = f" in {where}" if where else ""
-    raise CritUIError(
-        f"{text!r}{source} is not a critui run id. Run ids look like 20261130-142452-89f4 (the "
-        "time the run was made, then random hex) and name the run's folder under runs/; use one "
-        "from `critui runs`, a unique part of one, or `last`."
-    )
+@dataclass(frozen=True)
+class IdForm:
+    """One kind of id: its pattern, and how a refusal describes it to the person who typed it."""
+
+    kind: str  # "run" or "sweep"
+    pattern: re.Pattern[str]
+    looks_like: str  # an example, and what its parts are
+    folder: str  # where its folders live under the home
+    instead: str  # what to give instead
+
+    def check(self, text: object, where: str = "") -> str:
+        """``text`` if it has this form; else a CritUIError naming ``where`` it came from."""
+        if isinstance(text, str) and self.pattern.fullmatch(text) is not None:
+            return text
+        source = f" in {where}" if where else ""
+        raise CritUIError(
+            f"{text!r}{source} is not a critui {self.kind} id. {self.kind.capitalize()} ids look like "
+            f"{self.looks_like} and name the {self.kind}'s folder under {self.folder}; {self.instead}."
+        )
 
 
-def check_sweep_id(text: object, where: str = "") -> str:
-    """``text`` if it is a sweep id of critui's form; else a CritUIError naming ``where``."""
-    if is_sweep_id(text):
-        return text  # type: ignore[return-value]
-    source = f" in {where}" if where else ""
-    raise CritUIError(
-        f"{text!r}{source} is not a critui sweep id. Sweep ids look like "
-        "demo-removal-20261130-142452-3fa9c1 and name the sweep's folder under sweeps/; use one "
-        "from the list `critui report` prints, a unique prefix of one, or `last`."
-    )
+RUN_FORM = IdForm("run", RUN_ID, "20261130-142452-89f4 (the time the run was made, then random hex)", "runs/",
+                  "use one from `critui runs`, a unique part of one, or `last`")
+SWEEP_FORM = IdForm("sweep", SWEEP_ID, "demo-removal-20261130-142452-3fa9c1", "sweeps/",
+                    "use one from the list `critui report` prints, a unique prefix of one, or `last`")
+check_run_id = RUN_FORM.check
+check_sweep_id = SWEEP_FORM.check

@@ -34,6 +34,7 @@ from critui.runs.ids import is_run_id
 
 JOURNAL_SUFFIX = ".journal"
 MIN_JOURNAL_BYTES = 256 * 1024  # below this a journal is never folded into the snapshot
+MAX_CHANGELOG = 4096  # changes kept for pollers, at least (see IndexState.changelog)
 TABLE = "_default"
 STATUSES = ("queued", "running", "finished", "failed", "cancelled", "interrupted")
 
@@ -94,8 +95,41 @@ def field_ok(key: str, value: Any) -> bool:
     return type(value) in types and (check is None or check(value))  # type(): a bool is no number
 
 
+# The fields whose value, not only its type, is checked (run ids, the status, the window).
+VALUE_CHECKS = tuple((key, check) for key, (_, check, _) in FIELD_CHECKS.items() if check is not None)
+_NONE = type(None)
+_SHAPES: dict[tuple, bool] = {}  # (keys, value types) -> whether an entry of that shape is typed right
+MAX_SHAPES = 1024  # a hostile index of all-different shapes costs time, never memory
+
+
+def _shape_ok(keys: tuple, types: tuple) -> bool:
+    """Whether an entry with these keys and value types has every required field and a right type
+    for every known one (unknown fields are kept as they are)."""
+    present = {k for k, t in zip(keys, types, strict=True) if t is not _NONE}
+    if not present.issuperset(REQUIRED):
+        return False
+    return all(t is _NONE or k not in FIELD_CHECKS or t in FIELD_CHECKS[k][0] for k, t in zip(keys, types, strict=True))
+
+
 def entry_problem(doc: Any) -> str | None:
-    """What is wrong with an index entry, in words, or None if it can be used."""
+    """What is wrong with an index entry, in words, or None if it can be used.
+
+    10,000 entries are checked on every fresh read of the index, so the types are checked once
+    per shape of entry (the keys and their values' types, nearly always the same few), and only
+    the values with a rule of their own (ids, status, window) one by one."""
+    if type(doc) is dict:
+        shape = (tuple(doc), tuple(map(type, doc.values())))
+        ok = _SHAPES.get(shape)
+        if ok is None:
+            ok = _shape_ok(*shape)
+            if len(_SHAPES) < MAX_SHAPES:
+                _SHAPES[shape] = ok
+        if ok and all((value := doc.get(key)) is None or check(value) for key, check in VALUE_CHECKS):
+            return None
+    return _entry_problem_in_words(doc)
+
+
+def _entry_problem_in_words(doc: Any) -> str | None:
     if type(doc) is not dict:
         return f"is {type(doc).__name__}, not an object"
     for key in REQUIRED:
@@ -112,43 +146,7 @@ def entry_problem(doc: Any) -> str | None:
     return None
 
 
-class TrackedDoc(dict):
-    """An index entry as this process holds it; remembers being changed in place (TinyDB's
-    update does that), so that a write appends only the entries that changed."""
-
-    __slots__ = ("dirty",)
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.dirty = False
-
-    def __setitem__(self, key, value):
-        self.dirty = True
-        super().__setitem__(key, value)
-
-    def __delitem__(self, key):
-        self.dirty = True
-        super().__delitem__(key)
-
-    def update(self, *args, **kwargs):
-        self.dirty = True
-        super().update(*args, **kwargs)
-
-    def pop(self, *args):
-        self.dirty = True
-        return super().pop(*args)
-
-    def setdefault(self, key, default=None):
-        self.dirty = True
-        return super().setdefault(key, default)
-
-    def clear(self):
-        self.dirty = True
-        super().clear()
-
-    def popitem(self):
-        self.dirty = True
-        return super().popitem()
+_GENERATIONS = itertools.count(1)  # every fresh copy of an index in this process gets a new number
 
 
 @dataclass
@@ -160,15 +158,39 @@ class IndexState:
     journal_ino: int | None = None
     journal_offset: int = 0  # bytes of the journal replayed (complete lines only)
     journal_size: int = 0
-    entries: dict[str, TrackedDoc] = field(default_factory=dict)  # doc id -> entry
+    entries: dict[str, dict[str, Any]] = field(default_factory=dict)  # doc id -> entry (never changed in place)
     by_run: dict[str, str] = field(default_factory=dict)  # run id -> doc id
     rejected: dict[str, str] = field(default_factory=dict)  # doc id -> why it was left out
-    generation: int = 0  # grows with every full reload
+    generation: int = field(default_factory=lambda: next(_GENERATIONS))  # a new one for every full reload
     needs_compaction: bool = False  # something was left out: fold it away on the next write
+    # The run ids whose entries changed (set, replaced or dropped) since the full reload, in
+    # order, so that a reader polling the index (the TUI) takes only what changed:
+    # changelog[i] is change number changelog_base + i.
+    changelog: list[str] = field(default_factory=list)
+    changelog_base: int = 0
+
+    def logged(self, run_id: Any) -> None:
+        """Note that ``run_id``'s entry changed; the log keeps the most recent changes only."""
+        self.changelog.append(run_id)
+        if len(self.changelog) > max(MAX_CHANGELOG, 2 * len(self.entries)):
+            dropped = len(self.changelog) // 2  # a reader this far behind reads everything
+            del self.changelog[:dropped]
+            self.changelog_base += dropped
+
+    @property
+    def cursor(self) -> tuple[int, int]:
+        """Where this copy of the index stands: its full reload and its count of changes."""
+        return (self.generation, self.changelog_base + len(self.changelog))
+
+    def changed_since(self, cursor: tuple[int, int] | None) -> list[str] | None:
+        """The run ids changed after ``cursor`` (each once), or None if that is not known (a
+        full reload happened since, or the changes were too many to keep)."""
+        if cursor is None or cursor[0] != self.generation or cursor[1] < self.changelog_base:
+            return None
+        return list(dict.fromkeys(self.changelog[cursor[1] - self.changelog_base:]))
 
 
 _STATES: dict[str, IndexState] = {}
-_GENERATIONS = itertools.count(1)  # every full reload in this process gets a new number
 
 
 def _file_key(path: Path) -> tuple | None:
@@ -197,8 +219,9 @@ class JournalStorage(Storage):
     # -- reading -------------------------------------------------------------------------
 
     def read(self) -> dict[str, Any] | None:
+        """TinyDB's whole-database read: copies, as TinyDB changes what it reads in place."""
         self.refresh()
-        return {TABLE: dict(self.state.entries)}
+        return {TABLE: {k: dict(d) for k, d in self.state.entries.items()}}
 
     def refresh(self) -> IndexState:
         """Bring this process's copy up to date with the files; read only what is new."""
@@ -215,15 +238,20 @@ class JournalStorage(Storage):
         return state
 
     def _reload(self, snapshot_key: tuple | None) -> IndexState:
-        state = IndexState(generation=next(_GENERATIONS))
+        state = IndexState()
         _STATES[self._key] = self.state = state  # a failure below leaves an empty, stale copy
         table = self._read_snapshot()
         state.snapshot_key = snapshot_key
         state.snapshot_size = snapshot_key[2] if snapshot_key else 0
         journal = _file_key(self.journal)
         state.journal_ino = journal[0] if journal else None
+        entries, by_run = state.entries, state.by_run
         for doc_id, doc in table.items():
-            self._accept(state, doc_id, doc, self.path.name)
+            if entry_problem(doc) is None and doc["id"] not in by_run:
+                entries[doc_id] = doc  # the common case, without _accept's bookkeeping
+                by_run[doc["id"]] = doc_id
+            else:
+                self._accept(state, doc_id, doc, self.path.name)  # says what is wrong
         state.snapshot_key = snapshot_key
         return state
 
@@ -284,8 +312,9 @@ class JournalStorage(Storage):
             state.rejected[doc_id] = problem
             state.needs_compaction = True
             return
-        state.entries[doc_id] = TrackedDoc(doc)
+        state.entries[doc_id] = doc
         state.by_run[doc["id"]] = doc_id
+        state.logged(doc["id"])
 
     @staticmethod
     def _drop(state: IndexState, doc_id: str) -> None:
@@ -293,13 +322,15 @@ class JournalStorage(Storage):
         state.rejected.pop(doc_id, None)
         if old is not None and state.by_run.get(old.get("id")) == doc_id:
             del state.by_run[old["id"]]
+            state.logged(old["id"])
 
     # -- writing -------------------------------------------------------------------------
 
     def write(self, data: dict[str, Any]) -> None:
         """TinyDB's whole-database write: only the entries that changed reach the disk."""
         table = data.get(TABLE, {})
-        changed = {k: dict(d) for k, d in table.items() if type(d) is not TrackedDoc or d.dirty}
+        entries = self.state.entries
+        changed = {k: dict(d) for k, d in table.items() if entries.get(k) != d}
         self.commit(changed, self.state.entries.keys() - table.keys())
 
     def set_fields(self, run_id: str, fields: dict[str, Any]) -> None:
@@ -331,8 +362,9 @@ class JournalStorage(Storage):
             for doc_id, line in encoded.items():
                 doc = json.loads(line)["doc"]
                 self._drop(state, doc_id)
-                state.entries[doc_id] = TrackedDoc(doc)
+                state.entries[doc_id] = doc
                 state.by_run[doc["id"]] = doc_id
+                state.logged(doc["id"])
             if (state.needs_compaction or state.snapshot_key is None
                     or state.journal_size + len(lines) > max(MIN_JOURNAL_BYTES, state.snapshot_size // 2)):
                 self.compact()
@@ -340,7 +372,7 @@ class JournalStorage(Storage):
                 self._append(lines)
         except BaseException as exc:
             _STATES.pop(self._key, None)  # memory and disk may differ now: read afresh next time
-            self.state = IndexState(generation=next(_GENERATIONS))
+            self.state = IndexState()
             if isinstance(exc, OSError) and not isinstance(exc, PermissionError):
                 raise CritUIError(
                     f"Could not write the run index {self.path}: {exc.strerror or exc}. Free some disk "

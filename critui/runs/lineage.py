@@ -251,7 +251,7 @@ def reopen_for_resume(store, ref: str, allow_plugin_change: bool = False) -> tup
 
     doc = store.get(ref)
     spec = _spec_or_error(store, doc)
-    changes = check_provenance(doc, allow_change=allow_plugin_change)  # before any claim or worker
+    changes = check_provenance(doc, allow_change=allow_plugin_change, spec=spec)  # before any claim or worker
 
     def resumable(current: dict[str, Any]) -> None:
         if current["status"] in ("running", "queued"):
@@ -410,7 +410,7 @@ def fork_run(store, registry, parent_ref: str, epoch: int, sets: list[str] | tup
 
     parent = store.get(parent_ref)
     spec = _spec_or_error(store, parent)
-    changes = check_provenance(parent, registry, allow_plugin_change, action="fork")
+    changes = check_provenance(parent, registry, allow_plugin_change, action="fork", spec=spec)
     done = len(full_rows(store, parent))
     if not 1 <= epoch <= done:
         raise CritUIError(f"Run {parent['id']} has {done} finished epoch(s); fork it from an epoch between 1 and "

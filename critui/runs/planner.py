@@ -3,7 +3,7 @@
 Two runs train identically up to epoch ``k`` when their specs agree on everything that
 shapes training (dataset, model, optimiser, seed, metrics, ...) and, for every epoch
 ``e < k``, the deficit is active in both or in neither (the same deficit when active) and the
-learning rate :func:`critui.train.loop.lr_at` is the same. The worker derives all of its
+learning rate :func:`critui.train.schedule.lr_at` is the same. The worker derives all of its
 randomness from (seed, epoch), so a run resumed from the other's checkpoint at ``k`` is
 bit-identical on the CPU to the run trained from scratch.
 
@@ -77,7 +77,7 @@ class _Signature:
     stretch at a time rather than an epoch at a time."""
 
     def __init__(self, spec: RunSpec):
-        from critui.train.loop import lr_at  # torch: only once a plan is made
+        from critui.train.schedule import lr_at
 
         self.lr_at = lr_at
         self.spec = spec

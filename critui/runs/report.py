@@ -5,7 +5,8 @@ axes other than the primary one (the removal epoch, the onset, or the first swep
 parameter); the drop is measured against the series' reference: its no-deficit baseline
 when the sweep has one, else its earliest removal (or first value). Each run's final
 accuracy is the mean test accuracy of its last 5 epochs, over its whole history (a forked
-run's inherited epochs included, see :mod:`critui.runs.lineage`).
+run's inherited epochs included, see :mod:`critui.runs.lineage`). A drop within the seeds'
+spread is marked ``~`` (:func:`within_spread`), so a reader sees which points are noise.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from critui.events import FINAL_WINDOW, Problem
 from critui.runs.lineage import read_spec, run_history
 from critui.sweeps import axis_text
 
-COLUMNS = ("series", "value", "runs", "finished", "final_acc_mean", "final_acc_std", "drop", "lr_at_removal")
+COLUMNS = ("series", "value", "runs", "finished", "final_acc_mean", "final_acc_std", "drop", "lr_at_removal",
+           "drop_std", "within_spread")
 
 
 def build_report(store, record: dict[str, Any], problems: list[Problem] | None = None) -> dict[str, Any]:
@@ -30,7 +32,7 @@ def build_report(store, record: dict[str, Any], problems: list[Problem] | None =
     A run whose events or spec.json cannot be read counts as unfinished; what was skipped
     goes to ``problems``.
     """
-    from critui.train.loop import lr_at
+    from critui.train.schedule import lr_at
 
     docs = {d["id"]: d for d in store.all()}
     primary = record.get("primary")
@@ -86,10 +88,46 @@ def build_report(store, record: dict[str, Any], problems: list[Problem] | None =
         for item in row["per_seed"]:
             base = own.get(item["seed"])
             item["drop"] = base - item["final_acc"] if base is not None and item["final_acc"] is not None else None
+        row["drop_std"] = None if row is ref else drop_spread(row)
+        row["within_spread"] = None if row is ref else within_spread(row)
     return {
         "sweep": record["id"], "name": record.get("name"), "primary": primary, "final_window": FINAL_WINDOW,
         "rows": rows_out,
     }
+
+
+# -- is a drop more than the seeds' spread? ------------------------------------------------------
+
+# A row's drop is marked as within the seeds' spread when |drop| < SPREAD_SIGMAS × the
+# standard deviation over seeds of its per-seed drops. Each seed's drop is taken from the
+# same seed's reference run, so what the seeds share (a high or low draw of the data and the
+# initialisation, which moves the demo's baselines by several points) cancels; what is left is
+# how much the difference itself changes from seed to seed. 2 std is a screen, not a test: with
+# 3 seeds, a drop that clears it is a consistent one, and one that does not could be noise.
+SPREAD_SIGMAS = 2.0
+SPREAD_MARK = "~"
+
+
+def drop_spread(row: dict[str, Any]) -> float | None:
+    """The sample standard deviation (n - 1) over seeds of the row's per-seed drops, in
+    accuracy units; None with fewer than two seeds that have a drop (both runs finished)."""
+    drops = [item["drop"] for item in row.get("per_seed", []) if _number(item.get("drop"))]
+    return statistics.stdev(drops) if len(drops) > 1 else None
+
+
+def within_spread(row: dict[str, Any]) -> bool | None:
+    """Whether the row's drop is within the seeds' spread: |drop| < SPREAD_SIGMAS × its
+    :func:`drop_spread`. None when that cannot be said: no drop, or fewer than two seeds."""
+    spread = drop_spread(row)
+    if spread is None or not _number(row.get("drop")):
+        return None
+    return abs(row["drop"]) < SPREAD_SIGMAS * spread
+
+
+def spread_legend() -> str:
+    """What the mark means, for a table's caption."""
+    return (f"{SPREAD_MARK}: within the seeds' spread, |drop| < {SPREAD_SIGMAS:g} × the std over seeds of "
+            "each seed's drop from its own reference")
 
 
 def _key(value: Any) -> tuple[int, Any]:
@@ -160,10 +198,19 @@ def rich_table(report: dict[str, Any]):
     if multi:
         table.add_column(header, overflow="fold")
     rows = [[str(r["value"]), *row_cells(r, single)] for r in report["rows"]]
-    for i, column in enumerate((primary, "seeds", "final acc", "drop", "lr at\nremoval")):
+    columns = [primary, "seeds", "final acc", "drop", "lr at\nremoval"]
+    # The mark gets its own column after the drop (a terminal strips the padding a drop without
+    # it would need to stay aligned), and only where some row has more than one seed.
+    marks = [r["within_spread"] if "within_spread" in r else within_spread(r) for r in report["rows"]]
+    marked = any(m is not None for m in marks)
+    if marked:
+        columns.insert(4, "")
+        for cells, mark in zip(rows, marks, strict=True):
+            cells.insert(4, SPREAD_MARK if mark else "")
+    for i, column in enumerate(columns):
         # numbers keep their width; only the series labels may be cut on a narrow terminal
         widest = max([len(row[i]) for row in rows] + [len(part) for part in column.split("\n")])
-        table.add_column(column, justify="right", no_wrap=True, min_width=widest)
+        table.add_column(column, justify="left" if marked and i == 4 else "right", no_wrap=True, min_width=widest)
     for r, cells in zip(report["rows"], rows, strict=True):
         table.add_row(*([labels[r["series"]]] if multi else []), *cells)
     ref = next((r for r in report["rows"] if r["drop"] is not None), None)
@@ -172,6 +219,8 @@ def rich_table(report: dict[str, Any]):
                          + reference_text(report).replace("its ", "the ", 1))
         if single:
             table.caption += f". {ONE_SEED_CAVEAT}"
+        elif marked:
+            table.caption += f". {spread_legend()}"
     return table
 
 
@@ -370,10 +419,18 @@ def draw_png(report: dict[str, Any], path) -> None:
         rows = [r for r in report["rows"] if r["series"] == series and not r["baseline"]
                 and r["final_acc_mean"] is not None and isinstance(r["value"], (int, float))]
         rows.sort(key=lambda r: r["value"])
+        colour = None
         if rows:
-            ax.errorbar([r["value"] for r in rows], [r["final_acc_mean"] for r in rows],
-                        yerr=[r["final_acc_std"] for r in rows], marker="o", capsize=3,
-                        label=series if series != "all" else None)
+            bars = ax.errorbar([r["value"] for r in rows], [r["final_acc_mean"] for r in rows],
+                               yerr=[r["final_acc_std"] for r in rows], marker="o", capsize=3,
+                               label=series if series != "all" else None)
+            colour = bars.lines[0].get_color()
+        # the reference line the terminal chart and the TUI's sweep view draw
+        ref = reference_row(report, series)
+        if ref is not None and ref.get("final_acc_mean") is not None:
+            whose = f"{series}: " if series != "all" else ""
+            ax.axhline(ref["final_acc_mean"], linestyle="--", linewidth=1, color=colour or "grey",
+                       label=f"{whose}reference, {reference_text(report)}")
     ax.set_xlabel(str(report["primary"]))
     ax.set_ylabel(f"final test accuracy (mean of last {report['final_window']})")
     ax.set_title(str(report.get("name") or report["sweep"]))
@@ -408,6 +465,10 @@ def run_chart(
         plt.theme("clear")
         xs, ys = zip(*points, strict=True)
         plt.plot(list(xs), list(ys), marker="braille")
+        # whole epochs on a 1-2-5 step, never 2.5
+        span = max(xs) - min(xs)
+        step = next(s for s in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 10**9) if span // s + 1 <= max(width // 10, 2))
+        plt.xticks(list(range(min(xs) - min(xs) % step, max(xs) + 1, step)))
         if window and window[1] > window[0]:
             for epoch in window:
                 plt.vline(epoch)

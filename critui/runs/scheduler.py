@@ -15,7 +15,9 @@ which gives the same result, only slower.
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -215,9 +217,123 @@ def create_sweep(store, sweep, planned, nodes, versions: Callable[[Any], dict], 
 # -- the scheduler ---------------------------------------------------------------------------
 
 
+def left_behind(store, record: dict[str, Any], docs: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The sweep's runs whose local worker still trains, sorted by whether a live manager
+    follows them: ``{"managed": [docs], "orphans": [(doc, pid)], "jobs": [docs]}``.
+
+    A TUI that quit leaves its workers training with no manager: those are orphans, which
+    ``critui sweep --resume`` adopts (follows to their end) instead of starting them again.
+    A run whose manager (a ``critui sweep`` or a TUI) is alive is that manager's."""
+    from critui.events import read_events, worker_pid
+    from critui.processes import pid_alive
+
+    docs = docs if docs is not None else {d["id"]: d for d in store.all()}
+    out: dict[str, list] = {"managed": [], "orphans": [], "jobs": []}
+    for entry in record["runs"]:
+        doc = docs.get(entry["run_id"])
+        if not doc or doc.get("status") != "running":
+            continue
+        if doc.get("job"):
+            out["jobs"].append(doc)
+            continue
+        try:
+            pid = worker_pid(read_events(store.run_dir(doc["id"])))
+        except OSError:
+            pid = None
+        pid = pid if pid_alive(pid, doc["id"]) else (doc.get("pid") if pid_alive(doc.get("pid"), doc["id"]) else None)
+        if pid is None:
+            continue  # its worker is gone: the store settles it, and the scheduler starts it again
+        manager = doc.get("manager_pid")
+        if manager not in (None, os.getpid()) and pid_alive(manager):
+            out["managed"].append(doc)
+        else:
+            out["orphans"].append((doc, pid))
+    return out
+
+
+class AdoptedProcess:
+    """A worker this process did not start, seen through its pid as a ``Popen`` is: ``poll``
+    says whether it still runs, ``terminate`` and ``kill`` signal it only while it is still
+    that run's worker (:func:`critui.processes.signal_process`)."""
+
+    def __init__(self, pid: int, run_id: str):
+        self.pid = pid
+        self.run_id = run_id
+        self.returncode: int | None = None
+        self.job = None
+
+    def poll(self) -> int | None:
+        from critui.processes import pid_alive
+
+        if self.returncode is None and not pid_alive(self.pid, self.run_id):
+            self.returncode = 0  # not our child: its exit code is not ours to read; its events tell
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        from critui.processes import signal_process
+
+        signal_process(self.pid, signum, marker=self.run_id)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def wait(self, timeout: float | None = None) -> int:
+        import subprocess
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(f"worker of {self.run_id}", timeout)
+            time.sleep(0.1)
+        return self.returncode or 0
+
+
+class AdoptingLauncher:
+    """A launcher that starts nothing: it hands :class:`~critui.runs.monitor.RunMonitor` the
+    live worker of a run left behind, so that the run is followed (events, end, index) as if
+    this process had started it."""
+
+    id = "launchers.local"  # the run keeps its record: it trains where it always did
+    local = True
+    settings: dict[str, Any] = {}
+
+    def __init__(self, pid: int, run_id: str):
+        self.pid, self.run_id = pid, run_id
+
+    def start(self, run_dir: Path, env: dict[str, str]) -> AdoptedProcess:
+        return AdoptedProcess(self.pid, self.run_id)
+
+
+
 def cpu_threads_per_worker(jobs: int) -> int:
     """Split the cores between workers: one thread each beats two on a shared small machine."""
     return max(1, usable_cores() // max(1, jobs))
+
+
+def split_threads(planned, jobs: int, local: bool) -> None:
+    """Give each run that leaves ``train.threads`` at 0 (auto) its share of the cores when
+    ``jobs`` local workers train at once: ``critui sweep --jobs`` and the TUI's form alike.
+    Elsewhere (a cluster launcher) each worker has its own job's cores and keeps auto."""
+    if not local:
+        return
+    threads = cpu_threads_per_worker(jobs)
+    for run in planned:
+        if not run.spec.train["threads"]:
+            run.spec.train["threads"] = threads
+
+
+def plan_sweep(planned, jobs: int, local: bool):
+    """The thread split, then the fork tree and its cost: ``(nodes, scratch, forked)``, the
+    plan ``critui sweep`` prints and creates, and the one the TUI's form previews."""
+    from critui.runs.planner import cost, plan_tree
+
+    split_threads(planned, jobs, local)
+    nodes = plan_tree([run.spec for run in planned])
+    scratch, forked = cost(nodes)
+    return nodes, scratch, forked
 
 
 def detect_gpus() -> list[str]:
@@ -264,6 +380,25 @@ class SweepScheduler:
         }
         self.pending = [e["index"] for e in self.entries if self.status[e["index"]] not in ("finished", "deleted")]
         self.pending.sort(key=self._depth)
+        self.adopted: list[int] = []  # entries whose live worker an earlier session left behind
+
+    def adopt(self, orphans: list[tuple[dict[str, Any], int]]) -> list[int]:
+        """Follow the live workers of ``orphans`` (from :func:`left_behind`) as running runs:
+        they are not started again, their children wait for their checkpoints, and their end
+        is recorded as if this scheduler had started them. Returns the entries adopted."""
+        from critui.runs.monitor import RunMonitor
+
+        index_of = {e["run_id"]: e["index"] for e in self.entries}
+        for doc, pid in orphans:
+            index = index_of.get(doc["id"])
+            if index is None or index not in self.pending:
+                continue
+            self.pending.remove(index)
+            self.running[index] = RunMonitor(self.store, doc["id"], launcher=AdoptingLauncher(pid, doc["id"]))
+            self.status[index] = "running"
+            self.adopted.append(index)
+            self.on_start(self.entries[index])
+        return list(self.adopted)
 
     def _depth(self, index: int) -> tuple[int, int]:
         depth, entry = 0, self.entries[index]

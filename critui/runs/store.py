@@ -19,8 +19,10 @@ becomes a path (``..``, ``/``, an absolute path never reach a delete); an index 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import operator
 import os
 import re
 import shutil
@@ -30,12 +32,11 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock, Timeout
 from tinydb import TinyDB
 
-from critui.config import RunSpec
 from critui.errors import CritUIError
 from critui.events import (
     EVENTS_FILE,
@@ -47,7 +48,7 @@ from critui.events import (
     pid_alive,
     worker_pid,
 )
-from critui.files import TEMP_SUFFIX, atomic_write, remove_stale_temps
+from critui.files import TEMP_SUFFIX, atomic_write, is_temp, remove_stale_temps
 from critui.runs.ids import check_run_id, is_run_id, new_run_id
 from critui.runs.journal import (
     FIELD_CHECKS,
@@ -60,6 +61,9 @@ from critui.runs.journal import (
     forget_cached,
     is_number,
 )
+
+if TYPE_CHECKING:
+    from critui.config import RunSpec
 
 INDEX_FILE = "history.json"
 LOCK_FILE = "history.lock"
@@ -119,6 +123,19 @@ def check_run_ref(ref: object) -> str:
     if isinstance(ref, str) and RUN_REF.fullmatch(ref) and ".." not in ref:
         return ref
     return check_run_id(ref, "the command line")
+
+
+@dataclasses.dataclass
+class IndexChanges:
+    """What :meth:`RunStore.changes` found: either every entry, or what changed since a cursor."""
+
+    cursor: tuple[int, int]  # pass it to the next call
+    everything: list[dict[str, Any]] | None = None  # every entry, oldest first, when the changes are not known
+    changed: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # run id -> its entry now
+    removed: list[str] = dataclasses.field(default_factory=list)  # run ids no longer indexed
+
+
+_created = operator.itemgetter("created")
 
 
 class RunStore:
@@ -285,7 +302,26 @@ class RunStore:
         """Every run's index entry (copies), oldest first."""
         with self.index() as db:
             docs = [dict(d) for d in db.storage.state.entries.values()]
-        return sorted(docs, key=lambda d: d["created"])
+        return sorted(docs, key=_created)
+
+    def changes(self, since: tuple[int, int] | None = None) -> IndexChanges:
+        """What changed in the index since ``since`` (the ``cursor`` of an earlier call; None
+        at first): the changed entries (copies) and the removed run ids, read from the journal
+        lines appended since. When that is not known (another process folded the journal into a
+        new snapshot, or the index was rebuilt), :attr:`IndexChanges.everything` holds every
+        entry, oldest first, as :meth:`all` gives them."""
+        with self.index() as db:
+            state = db.storage.state
+            run_ids = state.changed_since(since)
+            if run_ids is None:
+                docs = sorted((dict(d) for d in state.entries.values()), key=_created)
+                return IndexChanges(state.cursor, everything=docs)
+            entries, by_run = state.entries, state.by_run
+            return IndexChanges(
+                state.cursor,
+                changed={r: dict(entries[by_run[r]]) for r in run_ids if r in by_run},
+                removed=[r for r in run_ids if r not in by_run],
+            )
 
     def get(self, ref: str) -> dict[str, Any]:
         """A run by id, unique id prefix or suffix, or ``last`` (the newest)."""
@@ -389,13 +425,15 @@ class RunStore:
             return []
         # Staging folders a killed create() left; only when the runs folder is read anyway (a
         # new process always reads it once), as 10,000 entries are not listed at every poll.
-        remove_stale_temps(self.runs_dir, older_than_s=STAGING_MAX_AGE_S)
+        with os.scandir(self.runs_dir) as listing:
+            names = [(entry.name, entry.path) for entry in listing]
+        if any(is_temp(name) for name, _ in names):
+            remove_stale_temps(self.runs_dir, older_than_s=STAGING_MAX_AGE_S)
         docs, waiting = [], False
-        for entry in os.scandir(self.runs_dir):
-            name = entry.name
+        for name, entry_path in names:
             if name.startswith(".") or name in state.by_run:
                 continue
-            path = Path(entry.path)
+            path = Path(entry_path)
             if not (path / "spec.json").exists() and not (path / "run.json").exists():
                 waiting = True  # not a run, or one still being copied in: look again next time
                 continue

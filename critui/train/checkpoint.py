@@ -17,12 +17,16 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from critui.errors import CritUIError
 from critui.files import atomic_file
+
+# torch is imported where a checkpoint is read or written, not here: the commands that only
+# need the file names (LATEST, epoch_checkpoint_name: `critui sweep`, `report`) then start
+# without torch's seconds of import.
+if TYPE_CHECKING:
+    import torch
 
 LATEST = "latest.pt"
 _KEPT_GLOB = "epoch-[0-9][0-9][0-9][0-9].pt"
@@ -35,6 +39,8 @@ def epoch_checkpoint_name(epoch: int) -> str:
 
 def save_atomic(state: dict[str, Any], path: Path) -> None:
     """Write ``state`` to ``path`` whole or not at all."""
+    import torch
+
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path) as f:
         torch.save(state, f)
@@ -42,6 +48,8 @@ def save_atomic(state: dict[str, Any], path: Path) -> None:
 
 def make_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, next_epoch: int, lr_state: dict) -> dict[str, Any]:
     """Everything that training carries from one epoch to the next."""
+    import torch
+
     state: dict[str, Any] = {
         "next_epoch": next_epoch,
         "model": model.state_dict(),
@@ -57,6 +65,8 @@ def make_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, next_ep
 def read(path: Path, map_location: torch.device | str = "cpu") -> dict[str, Any]:
     """The checkpoint at ``path``, checked to have the shape :func:`make_state` gives it;
     a ``CritUIError`` naming the file and the fix if it cannot be read safely."""
+    import torch
+
     if not stat.S_ISREG(os.lstat(path).st_mode):  # a planted link could point at /dev/zero
         raise unreadable(path, "it is not a regular file")
     try:
@@ -71,6 +81,8 @@ def read(path: Path, map_location: torch.device | str = "cpu") -> dict[str, Any]
 
 def load(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, device: torch.device) -> dict[str, Any]:
     """Restore ``model`` and ``optimizer`` in place; return the checkpoint's bookkeeping."""
+    import torch
+
     state = read(path, map_location=device)
     try:
         model.load_state_dict(state["model"])
@@ -103,6 +115,8 @@ def unreadable(path: Path, reason: str) -> CritUIError:
 
 def _shape_problem(state: Any) -> str | None:
     """What is wrong with a loaded checkpoint's layout, or None."""
+    import torch
+
     if not isinstance(state, dict):
         return f"it holds a {type(state).__name__}, not a critui checkpoint"
     missing = [k for k in ("next_epoch", "model", "optimizer", "torch_rng") if k not in state]

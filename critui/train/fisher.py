@@ -7,7 +7,9 @@ would be the empirical Fisher, a different quantity that vanishes as the trainin
 A layer's trace is the sum over its weights (and bias) of the expected squared per-sample
 gradient; ``total`` is the sum over layers. BatchNorm parameters are not a layer of their own.
 
-Two Monte-Carlo estimators over a fixed probe of clean training images:
+Two Monte-Carlo estimators over a fixed probe of training images (the images are chosen by
+the caller: the ``metrics.fisher`` plugin passes them clean, or through the run's deficit
+while it is on, as its ``probe_data`` setting says):
 
 ``exact`` (the default)
     The squared norm of every per-sample gradient, summed. Its only noise is the sampling of

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from critui.config import RunSpec
 from critui.kinds import DatasetTensors, Deficit
+from critui.train.schedule import lr_at  # noqa: F401 - here too, where the worker and tests look
 from critui.train.seeds import derive_seed, generator
 
 
@@ -159,22 +160,6 @@ def crop_flip(x: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.Tens
     cropped = padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
     flip = torch.rand(n, generator=gen, device=x.device) < 0.5
     return torch.where(flip.view(n, 1, 1, 1), cropped.flip(-1), cropped).contiguous()
-
-
-def lr_at(spec: RunSpec, epoch: int) -> float:
-    """The learning rate of ``epoch``: lr * decay^epoch, counted from epoch 0.
-
-    The paper never resets the schedule at removal (a known confound, hence
-    ``optim.after_removal``): ``reset`` restarts the decay at the removal epoch, and
-    ``constant`` holds the LR the run had at removal.
-    """
-    lr, decay = spec.optim["lr"], spec.optim["decay"]
-    policy = spec.optim["after_removal"]
-    window = spec.window()
-    if window is None or policy == "continue" or epoch < window[1]:
-        return lr * decay**epoch
-    removal = window[1]
-    return lr * decay ** (epoch - removal) if policy == "reset" else lr * decay**removal
 
 
 def make_optimizer(spec: RunSpec, model: torch.nn.Module) -> torch.optim.Optimizer:

@@ -144,20 +144,17 @@ class CritUIApp(App):
         self.call_from_thread(self.notify, f"Deleted {run_id}.")
         self.call_from_thread(self.poll_runs)
 
-    @work(thread=True, group="actions", exit_on_error=False)
     def export_runs(self, run_ids: list[str], folder: Path | None = None) -> None:
-        from critui.runs.export import export_csv, write_atomic
+        """Ask where (default: the current folder, never over a file), then write the runs'
+        per-epoch rows as CSV, with their deficit, window and seed."""
+        from critui.runs.export import export_csv
+        from critui.tui.widgets.save import ask_save
 
-        try:
-            docs = [self.feed.docs[r] for r in run_ids if r in self.feed.docs]
-            path = Path(folder or Path.cwd()) / (
-                f"{run_ids[0]}.csv" if len(run_ids) == 1 else "critui-runs.csv"
-            )
-            write_atomic(path, export_csv(self.store, docs))
-        except Exception as exc:  # noqa: BLE001
-            self.call_from_thread(self.notify, f"Could not export: {exc}", severity="error")
-            return
-        self.call_from_thread(self.notify, f"Wrote {path}")
+        docs = [self.feed.docs[r] for r in run_ids if r in self.feed.docs]
+        if docs:
+            stem = docs[0]["id"] if len(docs) == 1 else "critui-runs"
+            ask_save(self, f"{len(docs)} run(s)' per-epoch rows (CSV)", [], stem, folder=folder,
+                     csv_text=lambda: export_csv(self.store, docs, with_run=True), figure=False)
 
     def launch(self, spec, versions: dict[str, dict[str, str]], launcher=None) -> dict[str, Any]:
         """Create the run and start its worker (from a thread worker: both touch the disk)."""
@@ -173,8 +170,9 @@ class CritUIApp(App):
         self.feed.add_monitor(RunMonitor(self.store, run_id, launcher=launcher))
 
     @work(thread=True, group="actions", exit_on_error=False)
-    def resume_run(self, run_id: str) -> None:
-        """Continue a stopped run from its last checkpoint, as ``critui resume`` does."""
+    def resume_run(self, run_id: str, allow_plugin_change: bool = False) -> None:
+        """Continue a stopped run from its last checkpoint, as ``critui resume`` does
+        (``allow_plugin_change``: as ``--allow-plugin-change``; see ``run_actions.ask_resume``)."""
         from critui.runs.launcher import make_launcher
         from critui.runs.lineage import reopen_for_resume
 
@@ -183,7 +181,7 @@ class CritUIApp(App):
             doc = self.store.get(run_id)
             launcher = make_launcher(self.registry, doc.get("launcher"), doc.get("launcher_settings") or {},
                                      self.store.home)
-            reopen_for_resume(self.store, run_id)
+            reopen_for_resume(self.store, run_id, allow_plugin_change)
             self.start_worker(run_id, launcher)
         except Exception as exc:  # noqa: BLE001 - e.g. it already finished: say so, go on
             self.call_from_thread(self.notify, f"Could not resume: {exc}", severity="error")
@@ -192,8 +190,8 @@ class CritUIApp(App):
         self.call_from_thread(self.poll_runs)
 
     @work(thread=True, group="sweeps", exit_on_error=False)
-    def run_sweep(self, record: dict[str, Any], gpus: list[str], launcher=None) -> None:
-        """Train a sweep's runs with the scheduler ``critui sweep`` uses, one worker at a time.
+    def run_sweep(self, record: dict[str, Any], gpus: list[str], launcher=None, jobs: int = 1) -> None:
+        """Train a sweep's runs with the scheduler ``critui sweep`` uses, ``jobs`` workers at once.
 
         Should the app quit first, the runs not started yet stay queued in the sweep's record,
         and ``critui sweep --resume`` continues them.
@@ -201,7 +199,7 @@ class CritUIApp(App):
         from critui.runs.scheduler import SweepScheduler
 
         worker = get_current_worker()
-        scheduler = SweepScheduler(self.store, record, jobs=1, gpus=gpus, launcher=launcher)
+        scheduler = SweepScheduler(self.store, record, jobs=jobs, gpus=gpus, launcher=launcher)
         self.sweeps[record["id"]] = scheduler
         try:
             while scheduler.step() and not worker.is_cancelled:

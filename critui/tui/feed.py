@@ -113,8 +113,9 @@ class RunsFeed:
         self.polls = 0
         self.problems: list[str] = []  # the store's warnings not yet shown
         self._index_key: tuple | None = None
-        self._active: list[str] = []
-        self._interrupted: list[str] = []
+        self._cursor: tuple[int, int] | None = None  # where the index stood at the last read
+        self._active: dict[str, None] = {}  # run ids queued or running (an ordered set)
+        self._interrupted: dict[str, None] = {}
         self._sizes: dict[str, int] = {}  # events file sizes of interrupted runs, when first seen
         self._lock = threading.Lock()
 
@@ -142,7 +143,7 @@ class RunsFeed:
                 elif (run_id in changed or run_id in grown or docs[run_id].get("status") in ACTIVE) \
                         and history.refresh():
                     changed.add(run_id)
-            for run_id in self._active + grown:
+            for run_id in [*self._active, *grown]:
                 if not dict.__contains__(self.histories, run_id):
                     history = RunHistory(self.store.run_dir(run_id))
                     history.refresh()
@@ -169,22 +170,58 @@ class RunsFeed:
         return grown
 
     def _read_docs(self, ended: list[str]) -> tuple[dict[str, dict[str, Any]], set[str]]:
-        """The index documents, re-read only if the index changed; and the ids that changed."""
+        """The index documents, re-read only if the index changed; and the ids that changed.
+
+        Only the entries that changed since the last read are taken (the journal's new lines),
+        so a poll after one run's update costs the same at 10 or 10,000 runs."""
         key = self.store.index_key()
         if key == self._index_key and not ended:
             return self.docs, set()
-        docs = {d["id"]: d for d in self.store.all()}
+        docs = dict(self.docs)  # a new dict: the UI thread may be reading the old one
+        changed = self._take(self.store.changes(self._cursor), docs)
         forks = [r for r in ended if docs.get(r, {}).get("parent")]
         for run_id in forks:
             summarise_fork(self.store, run_id)
         if forks:
-            docs = {d["id"]: d for d in self.store.all()}
+            changed |= self._take(self.store.changes(self._cursor), docs)
         self._index_key = key
-        self._active = [r for r, d in docs.items() if d.get("status") in ACTIVE]
-        self._interrupted = [r for r, d in docs.items() if d.get("status") == "interrupted"]
-        changed = {run_id for run_id, doc in docs.items() if self.docs.get(run_id) != doc}
-        changed |= set(self.docs) - set(docs)
         return docs, changed
+
+    def _take(self, news, docs: dict[str, dict[str, Any]]) -> set[str]:
+        """Apply :meth:`RunStore.changes`'s answer to ``docs`` (oldest first); the ids changed."""
+        self._cursor = news.cursor
+        if news.everything is not None:
+            fresh = {d["id"]: d for d in news.everything}
+            changed = {r for r, d in fresh.items() if docs.get(r) != d} | (docs.keys() - fresh.keys())
+            docs.clear()
+            docs.update(fresh)
+            self._active = {r: None for r, d in fresh.items() if d.get("status") in ACTIVE}
+            self._interrupted = {r: None for r, d in fresh.items() if d.get("status") == "interrupted"}
+            return changed
+        changed = set()
+        for run_id in news.removed:
+            if docs.pop(run_id, None) is not None:
+                changed.add(run_id)
+        newest = docs[next(reversed(docs))]["created"] if docs else float("-inf")
+        reorder = False
+        for run_id, doc in news.changed.items():
+            if docs.get(run_id) == doc:
+                continue
+            reorder |= run_id not in docs and doc["created"] < newest  # e.g. a run folder indexed again
+            docs[run_id] = doc
+            changed.add(run_id)
+        if reorder:
+            ordered = sorted(docs.values(), key=lambda d: d["created"])
+            docs.clear()
+            docs.update((d["id"], d) for d in ordered)
+        for run_id in changed:
+            status = docs.get(run_id, {}).get("status")
+            for group, member in ((self._active, status in ACTIVE), (self._interrupted, status == "interrupted")):
+                if member:
+                    group[run_id] = None
+                else:
+                    group.pop(run_id, None)
+        return changed
 
     def add_monitor(self, monitor) -> None:
         self.monitors[monitor.run_id] = monitor

@@ -8,6 +8,8 @@ epochs with Fisher lines; one run in 20 a fork), indexes them, and measures:
 - runs: ``critui runs`` as a subprocess (interpreter start included; median of 3); ≤ 0.5 s.
 - TUI start: ``CritUIApp.run_test`` until the first poll has filled the dashboard; ≤ 1 s.
 - TUI poll: one ``RunsFeed.poll`` with nothing changed (median of 20; every 5th reconciles); ≤ 20 ms.
+  "index changed": a poll after one run's entry changed (median of 10), which reads only the
+  journal's new line.
 - rebuild: the index deleted, then one ``reconcile`` rebuilds it from the run folders; ≤ 10 s.
 
     python tests/bench/store_scale.py            # 100, 1000, 10000
@@ -92,13 +94,16 @@ def tui_s(home: Path, count: int) -> dict[str, float]:
             quiet, reconciling = [], []
             for _ in range(4 * RECONCILE_EVERY):
                 (reconciling if app.feed.polls % RECONCILE_EVERY == 0 else quiet).append(timed(app.feed.poll))
-            changed = 0.0
+            changed = [0.0]
             if count:
-                app.store.update(app.store.all()[0]["id"], error="changed")  # as another process would
-                changed = timed(app.feed.poll)
+                ids = list(app.feed.docs)
+                changed = []
+                for i in range(10):  # one run's entry changed (the same journal line another process appends)
+                    app.store.update(ids[i * len(ids) // 10], error=f"changed {i} at {time.time()}")
+                    changed.append(timed(app.feed.poll))
         return {"TUI first poll": polled, "TUI start": shown, "TUI poll": statistics.median(quiet) * 1e3,
                 "TUI poll, reconciling": statistics.median(reconciling) * 1e3,
-                "TUI poll, index changed": changed * 1e3}
+                "TUI poll, index changed": statistics.median(changed) * 1e3}
 
     return asyncio.run(scenario())
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -189,5 +190,159 @@ def main() -> None:
         print(f"  {label:<46} {ms(results[key])}   target <= {target} ms")
 
 
+# -- the sweep view: 36 runs, 12 of them training ---------------------------------------------
+
+SWEEP_ID = "bench-20260101-000000-abcdef"
+REMOVALS, SEEDS, AFTER = (0, 4, 8, 12, 16, 24), (0, 1, 2), 20
+
+
+def write_bench_sweep(home: Path) -> tuple[list[str], dict]:
+    """2 deficits x 6 removal epochs x 3 seeds: 36 runs; every seed-0 blur run and every
+    seed-1 flip run still training (12), the rest finished. Returns the training runs' ids."""
+    entries, training, minute = [], [], 0
+    for deficit, tag in (("deficits.blur", "b"), ("deficits.flip", "f")):
+        for removal in REMOVALS:
+            for seed in SEEDS:
+                run_id = f"20260101-{minute // 60:02d}{minute % 60:02d}00-{tag}{minute:03x}"
+                live = (tag, seed) in (("b", 0), ("f", 1))
+                epochs = removal + AFTER
+                write_run(home, run_id, deficit=deficit, window=(0, removal), epochs=epochs,
+                          done=max(1, epochs // 2) if live else None, end=None if live else "finished",
+                          created=T0 + minute, seed=seed)
+                axis = {"removal": removal, "deficit.id": deficit, "seed": seed}
+                spec_path = home / "runs" / run_id / "spec.json"  # resolved, as the CLI writes it
+                spec = json.loads(spec_path.read_text())
+                spec["optim"] |= {"momentum": 0.9, "weight_decay": 5e-4, "batch_size": 128,
+                                  "after_removal": "continue"}
+                spec_path.write_text(json.dumps(spec))
+                meta_path = home / "runs" / run_id / "run.json"
+                meta = json.loads(meta_path.read_text())
+                meta.update(sweep=SWEEP_ID, axis=axis)
+                meta_path.write_text(json.dumps(meta))
+                entries.append({"index": len(entries), "run_id": run_id, "axis": axis, "baseline": False,
+                                "label": f"removal={removal} deficit={tag} seed={seed}", "parent": None,
+                                "fork_epoch": 0, "epochs": epochs, "window": [0, removal]})
+                if live:
+                    training.append(run_id)
+                minute += 1
+    record = {"id": SWEEP_ID, "name": "bench", "config": None, "created": T0, "primary": "removal",
+              "axes": ["removal", "deficit.id", "seed"], "runs": entries}
+    folder = home / "sweeps" / SWEEP_ID
+    folder.mkdir(parents=True)
+    (folder / "sweep.json").write_text(json.dumps(record))
+    RunStore(home).reconcile()
+    return training, record
+
+
+def stream_accuracy(home: Path, ids: list[str], stop: threading.Event, start: int = 10) -> None:
+    """An epoch for each training run every 0.1 s (the run's folder, as a worker writes it)."""
+    epoch = start
+    while not stop.is_set():
+        for run_id in ids:
+            with open(home / "runs" / run_id / "events.jsonl", "a") as f:
+                f.write(json.dumps({"event": "epoch", "time": T0, "epoch": epoch, "lr": 0.01,
+                                    "deficit_active": False, "train_loss": 0.5, "train_acc": 0.8,
+                                    "test_loss": 0.6, "test_acc": 0.7}) + "\n")
+        epoch += 1
+        time.sleep(0.1)
+
+
+async def measure_sweep(home: Path, record: dict) -> dict[str, list[float]]:
+    from critui.runs.report import build_report
+    from critui.tui.app import CritUIApp
+    from critui.tui.screens.sweep import SweepScreen, run_states
+    from critui.tui.widgets.charts import Chart
+
+    app = CritUIApp(home)
+    results: dict[str, list[float]] = {"reload": [], "redraw_figure": [], "redraw_curves": [], "key_curves": [],
+                                       "key_seeds": []}
+    async with app.run_test(size=(120, 40)) as pilot:
+        while app.polls_done < 1:
+            await pilot.pause(0.1)
+        app.push_screen(SweepScreen(SWEEP_ID))
+        deadline = time.monotonic() + 60
+        while not (isinstance(app.screen, SweepScreen) and app.screen.report is not None):
+            if time.monotonic() > deadline:
+                raise SystemExit("the sweep view did not load: " + str(app.screen.query_one("#sweep-caption").render()))
+            await pilot.pause(0.1)
+        screen = app.screen
+        chart = screen.query_one(Chart)
+        frames: list[tuple[float, int, bool]] = []
+        display = app._display
+
+        def recording_display(scr, renderable) -> None:
+            display(scr, renderable)
+            if renderable is not None:
+                frames.append((time.perf_counter(), chart.redraws, screen.per_seed))
+
+        app._display = recording_display
+
+        async def press(key: str, shown) -> float:
+            start, seen = time.perf_counter(), len(frames)
+            app.post_message(events.Key(key, None))
+            while time.perf_counter() - start < 2:
+                await asyncio.sleep(0.0005)
+                hit = next((f[0] - start for f in frames[seen:] if shown(f)), None)
+                if hit is not None:
+                    return hit
+            return float("inf")
+
+        cache: dict = {}
+        for _ in range(ROUNDS):
+            redraws = chart.redraws
+            results["key_curves"].append(await press("c", lambda f, r=redraws: f[1] > r))
+            per_seed = screen.per_seed
+            results["key_seeds"].append(await press("s", lambda f, p=per_seed: f[2] != p))
+            await pilot.pause(0.05)
+            start = time.perf_counter()  # what the view's worker does on each poll that changed a run
+            build_report(app.store, record)
+            run_states(app.store, record, cache)
+            results["reload"].append(time.perf_counter() - start)
+        for curves, key in ((False, "redraw_figure"), (True, "redraw_curves")):
+            if screen.curves != curves:
+                screen.action_toggle_curves()
+                await pilot.pause(0.3)
+            for _ in range(ROUNDS):
+                start = time.perf_counter()
+                chart.build()
+                results[key].append(time.perf_counter() - start)
+        results["points"] = [chart.points, screen.partial, sum(s["status"] == "running" for s in screen.states)]
+    return results
+
+
+def sweep_main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp) / "home"
+        training, record = write_bench_sweep(home)
+        # stand-ins for the 12 live workers: processes whose command line names their run
+        workers = [subprocess.Popen(["sh", "-c", "sleep 600", run_id]) for run_id in training]
+        store = RunStore(home)
+        for run_id, worker in zip(training, workers, strict=True):
+            store.update(run_id, status="running", pid=worker.pid)
+        stop = threading.Event()
+        streamer = threading.Thread(target=stream_accuracy, args=(home, training, stop), daemon=True)
+        streamer.start()
+        try:
+            results = asyncio.run(measure_sweep(home, record))
+        finally:
+            stop.set()
+            for worker in workers:
+                worker.kill()
+                worker.wait()
+    points = results.pop("points")
+    print(f"Sweep view, {len(record['runs'])} runs, {points[2]} training (streaming an epoch each every 0.1 s), "
+          f"{points[1]} points in progress, 120x40, {ROUNDS} rounds")
+    lines = [
+        ("reload: report + every run's state (worker)", "reload", None),
+        ("chart redraw: the figure", "redraw_figure", 50),
+        (f"chart redraw: every run's curve ({points[0]} points)", "redraw_curves", 50),
+        ("key c -> chart redrawn (figure <-> curves)", "key_curves", 100),
+        ("key s -> table per seed / mean", "key_seeds", 100),
+    ]
+    for label, key, target in lines:
+        print(f"  {label:<46} {ms(results[key])}" + (f"   target <= {target} ms" if target else ""))
+
+
 if __name__ == "__main__":
     main()
+    sweep_main()

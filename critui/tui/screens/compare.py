@@ -8,6 +8,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header
 
 from critui.tui.histories import joined_history
+from critui.tui.screens.run_detail import run_meta
 from critui.tui.widgets.charts import SERIES_COLOURS, Chart, accuracy_draw, rich_colour
 from critui.tui.widgets.runs_table import deficit_text, fmt_acc
 
@@ -15,7 +16,13 @@ from critui.tui.widgets.runs_table import deficit_text, fmt_acc
 class CompareScreen(Screen):
     """The marked runs side by side: one chart, one row each (colour = curve colour)."""
 
-    BINDINGS = [Binding("escape", "app.pop_screen", "Back", tooltip="Back to the dashboard")]
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back", tooltip="Back to the dashboard"),
+        Binding(
+            "p", "save_chart", "Save plot",
+            tooltip="Save the chart as PNG or SVG, with the CSV of its data (asks where)",
+        ),
+    ]
 
     def __init__(self, run_ids: list[str]):
         super().__init__()
@@ -23,7 +30,7 @@ class CompareScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Chart("test accuracy (deficit windows as vertical lines)", id="compare-chart")
+        yield Chart("test accuracy (each run's deficit window: vertical lines in its colour)", id="compare-chart")
         yield DataTable(id="compare-table", cursor_type="row")
         yield Footer()
 
@@ -41,7 +48,8 @@ class CompareScreen(Screen):
         chart = self.query_one(Chart)
         chart.show(
             tuple((r, h.version) for r, h in zip(ids, histories, strict=True)),
-            accuracy_draw(runs, legend=False),  # the table below is the legend
+            # the table below is the legend
+            accuracy_draw(runs, legend=False, metas=[run_meta(feed.docs[r]) for r in ids]),
         )
         table = self.query_one(DataTable)
         table.clear()
@@ -60,3 +68,10 @@ class CompareScreen(Screen):
                 fmt_acc(history.final_acc),
                 key=run_id,
             )
+
+    def action_save_chart(self) -> None:
+        from critui.tui.widgets.save import ask_save
+
+        chart = self.query_one(Chart)
+        ask_save(self.app, f"the comparison of {len(self.run_ids)} runs", [(chart.title, chart.figure())],
+                 "critui-compare")

@@ -2,9 +2,14 @@
 
 The figure's data is :func:`critui.runs.report.build_report`, the same table ``critui
 report`` prints; it is rebuilt in a thread worker whenever the app's poll says a run of
-this sweep changed, so points appear as runs finish. A run that has not finished has no
-point yet. Each series' reference (its no-deficit baseline, else its earliest value) is
-drawn as a horizontal line in the series' colour.
+this sweep changed (a new epoch too), so the figure fills in while the runs train: each run
+still training is a hollow point at its current test accuracy (in progress), each finished
+axis value a point of the line at its final accuracy. The x axis spans the planned values
+from the start. Each series' reference (its no-deficit baseline, else its earliest value) is
+drawn as a horizontal line in the series' colour. Below the figure's table, every run with its
+status (failed and cancelled flagged), its progress and its current accuracy; ``c`` overlays
+all runs' accuracy curves instead of the figure. Runs' histories are read through
+:mod:`critui.runs.lineage` (a fork's inherited epochs included).
 """
 
 from __future__ import annotations
@@ -22,7 +27,6 @@ from textual.widgets import DataTable, Footer, Header, OptionList, Static
 from textual.widgets.option_list import Option
 
 from critui.runs.report import (
-    ONE_SEED_CAVEAT,
     figure_points,
     has_series,
     one_seed,
@@ -36,14 +40,98 @@ from critui.runs.report import (
 )
 from critui.tui.widgets.charts import SERIES_COLOURS, Canvas, Chart, Draw, rich_colour
 
-NO_SWEEPS = "No sweeps yet: run `critui sweep FILE.toml`"
+NO_SWEEPS = "No sweeps yet: press n for the form (its sweep section), or run `critui sweep FILE.toml`"
+# The report's caveat names a command-line flag; in the TUI the form's seeds field is the way.
+ONE_SEED_HINT = ("One seed: a drop of a few points can be run-to-run noise; for mean ± std, launch "
+                 "it again with seeds (n, then the seeds field, e.g. 0,1,2)")
+IN_PROGRESS = "○"  # a run still training: its current accuracy
+STATUS_STYLE = {
+    "finished": ("✓ finished", "green"),
+    "running": ("▶ training", "bold cyan"),
+    "queued": ("· queued", "dim"),
+    "failed": ("✗ FAILED", "bold red"),
+    "cancelled": ("⊘ cancelled", "bold yellow"),
+    "interrupted": ("! interrupted", "bold yellow"),
+    "deleted": ("deleted", "dim"),
+}
 
 
-def sweep_draw(report: dict[str, Any]) -> Draw:
-    """Final accuracy against the primary axis, one line per series, references as hlines."""
+def run_states(store, record: dict[str, Any], curves_cache: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Each run of the sweep as the view shows it: series and axis value (as the report groups
+    them), status, epochs done of planned, current test accuracy and its accuracy curve.
+
+    The curve is the run's joined history (:func:`critui.runs.lineage.full_rows`); a run that
+    has ended is read once (``curves_cache``, keyed by its id and how it ended)."""
+    from critui.runs.lineage import full_rows
+    from critui.sweeps import axis_text
+
+    docs = {d["id"]: d for d in store.all()}
+    primary = record.get("primary")
+    cache = curves_cache if curves_cache is not None else {}
+    out = []
+    for entry in record["runs"]:
+        doc = docs.get(entry["run_id"])
+        axis = entry["axis"]
+        status = doc.get("status", "queued") if doc else "deleted"
+        curve: list[tuple[int, float]] = []
+        if doc is not None:
+            key = (status, doc.get("ended"), doc.get("epochs_done"))
+            cached = cache.get(entry["run_id"])
+            if cached is not None and cached[0] == key and status not in ("running", "queued"):
+                curve = cached[1]
+            else:
+                rows = full_rows(store, doc, docs)
+                curve = [(int(r["epoch"]), float(r["test_acc"])) for r in rows
+                         if isinstance(r.get("test_acc"), (int, float)) and isinstance(r.get("epoch"), int)]
+                cache[entry["run_id"]] = (key, curve)
+        out.append({
+            "index": entry["index"], "run_id": entry["run_id"], "label": entry.get("label") or entry["run_id"],
+            "series": ", ".join(axis_text(k, v) for k, v in axis.items() if k not in (primary, "seed")) or "all",
+            "value": None if entry.get("baseline") else axis.get(primary), "baseline": bool(entry.get("baseline")),
+            "status": status, "done": len(curve), "epochs": entry["epochs"],
+            "acc": curve[-1][1] if curve else None, "curve": curve,
+        })
+    return out
+
+
+def planned_values(record: dict[str, Any] | None) -> list[Any]:
+    """The primary axis's values, as planned (the x axis from the start)."""
+    if not record:
+        return []
+    primary = record.get("primary")
+    return list(dict.fromkeys(e["axis"].get(primary) for e in record.get("runs", [])
+                              if not e.get("baseline") and e["axis"].get(primary) is not None))
+
+
+def partial_points(report: dict[str, Any], states: list[dict[str, Any]], labels: list[str]) -> dict[str, list]:
+    """Per series, (x, current test accuracy) of each run still training that has an epoch:
+    the figure's points in progress, one per run, at its axis value."""
+    out: dict[str, list] = {}
+    for st in states:
+        if st["baseline"] or st["acc"] is None or st["status"] != "running":
+            continue  # a failed or cancelled run is no point in progress: the runs table flags it
+        value = st["value"]
+        if labels:
+            if str(value) not in labels:
+                continue
+            x = float(labels.index(str(value)))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            x = float(value)
+        else:
+            continue
+        out.setdefault(st["series"], []).append((x, st["acc"]))
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def sweep_draw(report: dict[str, Any], states: list[dict[str, Any]] | None = None,
+               planned: list[Any] | None = None) -> Draw:
+    """Final accuracy against the primary axis, one line per series, references as hlines;
+    values still training as hollow points at their runs' current accuracy; the x axis
+    spanning the planned values."""
 
     def draw(c: Canvas) -> None:
         points, labels = figure_points(report)
+        partial = partial_points(report, states or [], labels)
         names = series_names(report)
         ys_all: list[float] = []
         refs = []
@@ -54,23 +142,65 @@ def sweep_draw(report: dict[str, Any]) -> Draw:
                 xs, ys = zip(*pts, strict=True)
                 c.line(list(xs), list(ys), color=colour)  # the table below is the legend
                 ys_all += ys
+            if part := partial.get(series):
+                xs, ys = zip(*part, strict=True)
+                c.plt.scatter(list(xs), list(ys), marker=IN_PROGRESS, color=colour)
+                ys_all += ys
             ref = reference_row(report, series)
             if ref is not None:
                 refs.append((ref["final_acc_mean"], colour))
                 ys_all.append(ref["final_acc_mean"])
+        numeric = [float(v) for v in (planned or [])
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if labels:
+            c.plt.xticks(list(range(len(labels))), labels)
+            c.plt.xlim(-0.5, len(labels) - 0.5)
+        elif numeric:  # fixed from the start: points land where they belong as runs finish
+            low_x, high_x = min(numeric), max(numeric)
+            pad_x = max((high_x - low_x) * 0.05, 0.5)
+            c.plt.xlim(low_x - pad_x, high_x + pad_x)
+            ticks = sorted(set(numeric))
+            step = max(1, -(-len(ticks) * 6 // max(c.width - 10, 6)))  # about 6 columns a label
+            shown = ticks[::step]
+            c.plt.xticks(shown, [f"{t:g}" for t in shown])
+        c.plt.xlabel(str(report.get("primary") or "value"))
+        c.plt.ylabel("final acc")
         if not ys_all:
-            c.plt.title(f"{c.title}: no run has finished yet")
+            c.plt.title(f"{c.title}: no run has trained an epoch yet")
+            c.plt.ylim(0, 1)
             return
         low, high = min(ys_all), max(ys_all)
         pad = max((high - low) * 0.1, 0.01)
         c.plt.ylim(low - pad, high + pad)
         for y, colour in refs:
             c.plt.hline(y, colour)
-        if labels:
-            c.plt.xticks(list(range(len(labels))), labels)
-            c.plt.xlim(-0.5, len(labels) - 0.5)
-        c.plt.xlabel(str(report.get("primary") or "value"))
-        c.plt.ylabel("final acc")
+
+    return draw
+
+
+def curves_draw_all(report: dict[str, Any], states: list[dict[str, Any]]) -> Draw:
+    """Every run's test accuracy by epoch, in its series' colour: the whole sweep at a glance
+    (a run still training is a line that stops at its last epoch)."""
+
+    def draw(c: Canvas) -> None:
+        names = series_names(report)
+        seen: set[str] = set()
+        for st in states:
+            if not st["curve"]:
+                continue
+            i = names.index(st["series"]) if st["series"] in names else 0
+            colour = SERIES_COLOURS[i % len(SERIES_COLOURS)]
+            xs, ys = zip(*st["curve"], strict=True)
+            label = st["series"] if st["series"] not in seen and len(names) > 1 else None
+            seen.add(st["series"])
+            c.line(list(xs), list(ys), color=colour, label=label)
+        if not c.points:
+            c.plt.title(f"{c.title}: no run has trained an epoch yet")
+            return
+        top = max((st["epochs"] for st in states), default=1)
+        c.plt.xlim(0, max(top - 1, 1))
+        c.plt.xlabel("epoch")
+        c.plt.ylabel("test acc")
 
     return draw
 
@@ -88,7 +218,7 @@ class SweepScreen(Screen):
         height: 2fr;
         min-height: 6;
     }
-    SweepScreen #sweep-table {
+    SweepScreen #sweep-table, SweepScreen #sweep-runs {
         height: 1fr;
         min-height: 3;
     }
@@ -108,7 +238,19 @@ class SweepScreen(Screen):
             "Per seed",
             tooltip="Each seed's final accuracy and its drop from that seed's reference, or the mean",
         ),
+        Binding(
+            "c",
+            "toggle_curves",
+            "Curves",
+            tooltip="Every run's test accuracy by epoch overlaid, or the figure (final accuracy by axis value)",
+        ),
+        Binding("p", "save_chart", "Save plot", tooltip="Save the figure as PNG or SVG and its CSV (asks where)"),
     ]
+
+    def action_save_chart(self) -> None:
+        from critui.tui.widgets.save import save_screen_charts
+
+        save_screen_charts(self, f"sweep-{self.sweep_id}", f"sweep {self.sweep_id}")
 
     def __init__(self, sweep_id: str, record: dict[str, Any] | None = None):
         super().__init__()
@@ -118,6 +260,10 @@ class SweepScreen(Screen):
         self.run_ids: set[str] = {e["run_id"] for e in (record or {}).get("runs", [])}
         self.refreshes = 0  # reports shown (for tests)
         self.per_seed = False  # the table: mean ± std over seeds, or each seed (key s)
+        self.curves = False  # the chart: the figure, or every run's accuracy curve (key c)
+        self.states: list[dict[str, Any]] = []  # each run: status, progress, accuracy (run_states)
+        self.partial = 0  # points in progress on the figure (for tests)
+        self._curves_cache: dict[str, Any] = {}
         self._loading = False
         self._again = False
         self._told: set[str] = set()  # record problems already shown: each reload meets them again
@@ -129,11 +275,12 @@ class SweepScreen(Screen):
             yield Chart("final test accuracy", id="sweep-chart")
             yield DataTable(id="sweep-table", cursor_type="row", zebra_stripes=True)
             yield Static("", id="sweep-caption")
+            yield DataTable(id="sweep-runs", cursor_type="row", zebra_stripes=True)
         yield Footer()
 
     def on_mount(self) -> None:
         self.app.runs_changed.subscribe(self, self.on_runs_changed)
-        self.query_one(DataTable).focus()
+        self.query_one("#sweep-table", DataTable).focus()
         self.reload()
 
     def on_screen_resume(self) -> None:
@@ -148,6 +295,11 @@ class SweepScreen(Screen):
 
     def action_toggle_seeds(self) -> None:
         self.per_seed = not self.per_seed
+        if self.report is not None:
+            self.show_report(self.report)
+
+    def action_toggle_curves(self) -> None:
+        self.curves = not self.curves
         if self.report is not None:
             self.show_report(self.report)
 
@@ -167,14 +319,15 @@ class SweepScreen(Screen):
         from critui.runs.report import build_report
         from critui.runs.scheduler import load_record
 
-        record, report, error = None, None, None
+        record, report, states, error = None, None, [], None
         try:
             record = load_record(self.app.store, self.sweep_id, on_problem=self._problem)
             report = build_report(self.app.store, record)
+            states = run_states(self.app.store, record, self._curves_cache)
         except Exception as exc:  # noqa: BLE001 - a half-written run must not end the screen
             error = f"{type(exc).__name__}: {exc}"
         try:
-            self.app.call_from_thread(self._loaded, record, report, error)
+            self.app.call_from_thread(self._loaded, record, report, error, states)
         except RuntimeError:
             pass  # the app is closing
 
@@ -188,12 +341,13 @@ class SweepScreen(Screen):
         except RuntimeError:
             pass  # the app is closing
 
-    def _loaded(self, record, report, error: str | None) -> None:
+    def _loaded(self, record, report, error: str | None, states=()) -> None:
         self._loading = False
         if error is not None:
             self.query_one("#sweep-caption", Static).update(Text(f"Could not read the sweep: {error}"))
         elif self.is_mounted:
             self.record = record
+            self.states = list(states)
             self.run_ids = {e["run_id"] for e in record.get("runs", [])}
             self.show_report(report)
         if self._again:
@@ -207,33 +361,73 @@ class SweepScreen(Screen):
         rows = report["rows"]
         primary = report.get("primary") or "value"
         names = series_names(report)
-        finished = sum(r["finished"] for r in rows)
-        total = sum(r["runs"] for r in rows)
+        total = len(self.states) or sum(r["runs"] for r in rows)
+        counts: dict[str, int] = {}
+        for st in self.states:
+            counts[st["status"]] = counts.get(st["status"], 0) + 1
+        finished = counts.get("finished", sum(r["finished"] for r in rows) if not self.states else 0)
+        extra = [f"{counts[k]} {word}" for k, word in (("running", "training"), ("queued", "queued"),
+                 ("failed", "FAILED"), ("cancelled", "cancelled"), ("interrupted", "interrupted")) if counts.get(k)]
         name = report.get("name")
         self.query_one("#sweep-title", Static).update(Text(  # a name is text, never markup
             f"sweep {report['sweep']}"
             + (f" ({name})" if name else "")
             + f": final test accuracy vs {primary}, {finished}/{total} runs finished"
+            + (f" ({', '.join(extra)})" if extra else "")
         ))
-        key = tuple(
+        live = tuple((st["run_id"], st["status"], st["done"], st["acc"]) for st in self.states)
+        key = (self.curves, live, tuple(
             (r["series"], str(r["value"]), r["finished"], r["final_acc_mean"], r["final_acc_std"])
             for r in rows
-        )
+        ))
         chart = self.query_one(Chart)
-        chart.title = f"final test accuracy (mean of last {report['final_window']}) vs {primary}"
-        chart.show(key, sweep_draw(report))
+        if self.curves:
+            chart.title = "test accuracy by epoch, every run of the sweep (c: the figure)"
+            chart.show(key, curves_draw_all(report, self.states))
+        else:
+            chart.title = f"final test accuracy (mean of last {report['final_window']}) vs {primary}"
+            _, labels = figure_points(report)
+            self.partial = sum(len(v) for v in partial_points(report, self.states, labels).values())
+            chart.show(key, sweep_draw(report, self.states, planned_values(self.record)))
         self._fill_table(report, names, primary)
+        self._fill_runs(names)
         caption = "one point per finished axis value (mean over seeds)"
+        if self.partial and not self.curves:
+            caption += f"; {IN_PROGRESS} in progress: the current accuracy of runs still training"
         if any(r.get("reference") is not None for r in rows):
             caption += f"; horizontal line: each series' reference, {reference_text(report)}"
         if self.per_seed:
             caption += f". {per_seed_caption(report)}"
         elif one_seed(report):
-            caption += f". {ONE_SEED_CAVEAT}"
+            caption += f". {ONE_SEED_HINT}"
         self.query_one("#sweep-caption", Static).update(caption)
 
+    def _fill_runs(self, names: list[str]) -> None:
+        """Every run: its label, status (failed and cancelled flagged), progress, accuracy."""
+        table = self.query_one("#sweep-runs", DataTable)
+        cursor = table.cursor_row
+        table.clear(columns=True)
+        rows = []
+        for st in self.states:
+            word, style = STATUS_STYLE.get(st["status"], (st["status"], ""))
+            colour = rich_colour(SERIES_COLOURS[names.index(st["series"]) % len(SERIES_COLOURS)]) \
+                if st["series"] in names else ""
+            acc = "-" if st["acc"] is None else f"{st['acc']:.4f}"
+            rows.append([
+                Text(f"#{st['index']}", justify="right"), Text(st["label"], style=colour),
+                Text(word, style=style), Text(f"{st['done']}/{st['epochs']}", justify="right"),
+                Text(acc, justify="right"),
+            ])
+        columns = ["#", "run", "status", "epochs", "test acc"]
+        for c, label in enumerate(columns):
+            table.add_column(label, width=max(cell_len(t) for t in [label, *(row[c].plain for row in rows)]))
+        for i, cells in enumerate(rows):
+            table.add_row(*cells, key=str(i))
+        if table.row_count:
+            table.move_cursor(row=min(cursor, table.row_count - 1))
+
     def _fill_table(self, report: dict[str, Any], names: list[str], primary: str) -> None:
-        table = self.query_one(DataTable)
+        table = self.query_one("#sweep-table", DataTable)
         cursor = table.cursor_row
         table.clear(columns=True)
         multi = has_series(names)

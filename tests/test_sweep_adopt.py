@@ -1,0 +1,83 @@
+"""`critui sweep --resume` adopts the workers a TUI left training when it quit.
+
+The TUI is played by hand: a sweep of two tiny runs is created, run 0's worker is started
+and frozen (SIGSTOP) right after it starts, and the index names a manager that has exited, as
+after quitting the TUI; run 1 never started. While a live critui process still follows the
+worker, --resume refuses and names that process; once it is gone, --resume follows the live
+worker to its end (it is not started a second time) and trains run 1.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from critui.events import read_events
+from critui.plugins import get_registry
+from critui.runs import scheduler as sched
+from critui.runs.launcher import start_worker
+from critui.runs.store import RunStore
+from critui.sweeps import expand, parse_sweep
+from tests.test_cli_errors import assert_clean_error
+
+TINY = {"threads": 1, "epochs": 2}
+
+
+def wait(condition, timeout: float = 120.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_resume_follows_a_worker_left_behind_and_refuses_while_its_manager_lives(home, critui):
+    registry = get_registry()
+    sweep = parse_sweep({"train": TINY, "dataset": {"id": "datasets.synthetic", "n_train": 200, "n_test": 100},
+                         "model": {"id": "models.cnn", "width": 4}, "sweep": {"seeds": [0, 1]}})
+    planned = expand(sweep, registry)
+    store = RunStore(home)
+    nodes, _, _ = sched.plan_sweep(planned, 1, True)
+    record = sched.create_sweep(store, sweep, planned, nodes, lambda spec: {}, None)
+    left, queued = (e["run_id"] for e in record["runs"])
+    worker = start_worker(store.run_dir(left))
+    try:
+        assert wait(lambda: any(e["event"] == "started" for e in read_events(store.run_dir(left))))
+        os.kill(worker.pid, signal.SIGSTOP)  # still training, for as long as the test needs
+        store.update(left, status="running", pid=worker.pid, manager_pid=os.getpid())
+
+        # a live manager (this test process plays it) still follows the worker: refused, named
+        result = critui("sweep", "--resume", "last")
+        assert_clean_error(result, "Stop that process first", str(os.getpid()))
+
+        # the TUI has quit: its manager is gone, its queued run is not started
+        store.update(left, manager_pid=dead_pid())
+        store.update(queued, manager_pid=dead_pid())
+        resume = subprocess.Popen([sys.executable, "-m", "critui", "sweep", "--resume", "last"],
+                                  env={**os.environ, "CRITUI_HOME": str(home), "COLUMNS": "160"},
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # adopted: the index now names the resuming process as the worker's manager
+        assert wait(lambda: RunStore(home).get(left).get("manager_pid") == resume.pid)
+        os.kill(worker.pid, signal.SIGCONT)
+        out, err = resume.communicate(timeout=240)
+    finally:
+        if worker.poll() is None:
+            os.kill(worker.pid, signal.SIGCONT)
+            worker.wait(timeout=120)
+    assert resume.returncode == 0, out + err
+    assert "Following 1 run(s) still training from an earlier session" in " ".join(err.split())
+    docs = {d["id"]: d for d in RunStore(home).all()}
+    assert docs[left]["status"] == docs[queued]["status"] == "finished"
+    # the left-behind run was followed, never started again: one worker, one start
+    assert [e["event"] for e in read_events(store.run_dir(left))].count("started") == 1
+    assert docs[left]["epochs_done"] == docs[queued]["epochs_done"] == 2
