@@ -508,22 +508,30 @@ def plugins(as_json: bool) -> None:
 @click.option("--deficit", help="Only runs with this deficit (id or name; `none`: no deficit, or an empty window).")
 @click.option("--model", help="Only runs of this model (id or name).")
 @click.option("--dataset", help="Only runs on this dataset (id or name).")
+@click.option("--tag", "tags", multiple=True, metavar="NAME",
+              help="Only runs tagged NAME (`critui tag`). Repeatable: runs with every tag given.")
 @click.option("--limit", "-n", type=click.IntRange(min=1), help="Only the N most recent runs.")
 @click.option("--json", "as_json", is_flag=True, help="Print the index documents as JSON.")
 @home_option
-def runs(status, deficit, model, dataset, limit, as_json, home) -> None:
+def runs(status, deficit, model, dataset, tags, limit, as_json, home) -> None:
     """List the run history, oldest first."""
+    from critui.runs.store import check_tag, entry_tags
+
+    for tag in tags:
+        check_tag(tag)
     store = open_store(home)
     docs = store.all()
     if status or deficit is not None or model is not None or dataset is not None:
         docs = [d for d in docs if _matches(d, status, deficit, model, dataset)]
+    if tags:
+        docs = [d for d in docs if all(t in entry_tags(d) for t in tags)]
     if limit:
         docs = docs[-limit:]
     if as_json:
         click.echo(json.dumps(docs, indent=2))
         return
     if not docs:
-        console.print(f"No runs{' match' if (status or deficit or model or dataset) else ''} in {store.home}.")
+        console.print(f"No runs{' match' if (status or deficit or model or dataset or tags) else ''} in {store.home}.")
         return
     # The full table if it fits; else the compact one (no creation time, and a dataset that
     # every run shares named in the title), which fits 80 columns.
@@ -658,6 +666,52 @@ def _runs_table(docs: list[dict[str, Any]], home: Path, wide: bool) -> RunsListi
             row.append(f"…{d['parent'][-4:]}@{d['fork_epoch']}" if d.get("parent") else "")
         rows.append(row)
     return RunsListing(title, columns + (["fork of"] if forks else []), rows, {"epochs", "final acc"}, experiment)
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.argument("run_ref", metavar="RUN")
+@click.argument("changes", metavar="[+TAG | -TAG]...", nargs=-1)
+@home_option
+def tag(run_ref, changes, home) -> None:
+    """Add (+NAME, or a bare NAME) and remove (-NAME) a run's tags; print its tags.
+
+    RUN is a run id, a unique prefix or suffix of one, or `last`. Tags are kept in the run's
+    folder (tags.json) and listed by `critui runs --tag NAME` and the TUI (filter `tag:NAME`).
+
+        critui tag last +baseline +cifar -draft
+    """
+    from critui.runs.store import check_run_ref
+
+    check_run_ref(run_ref)
+    add, remove = [], []
+    for change in changes:
+        (remove if change.startswith("-") else add).append(change[1:] if change[:1] in "+-" else change)
+    store = open_store(home)
+    doc = store.get(run_ref)
+    notes = store.annotate(doc["id"], add=add, remove=remove)
+    shown = " ".join(notes["tags"]) or "(no tags)"
+    console.print(f"{doc['id']}: {escape(shown)}", highlight=False)
+
+
+@cli.command()
+@click.argument("run_ref", metavar="RUN")
+@click.argument("text", nargs=-1)
+@home_option
+def note(run_ref, text, home) -> None:
+    """Set a run's note: one line of free text (`critui note RUN ''` clears it).
+
+    RUN is a run id, a unique prefix or suffix of one, or `last`. The note is kept in the run's
+    folder (tags.json) and shown by `critui show` and the TUI.
+
+        critui note last "lr too high? compare with seed 2"
+    """
+    from critui.runs.store import check_run_ref
+
+    check_run_ref(run_ref)
+    store = open_store(home)
+    doc = store.get(run_ref)
+    notes = store.annotate(doc["id"], note=" ".join(text))
+    console.print(f"{doc['id']}: {escape(notes['note'] or '(no note)')}", highlight=False)
 
 
 @cli.command()
@@ -822,9 +876,15 @@ def _print_warnings(events, limit: int = 10) -> None:
 
 
 def _print_overview(doc, spec, run_dir, history) -> None:
+    from critui.runs.store import entry_note, entry_tags
+
     table = Table(show_header=False, box=None, title=f"run {doc['id']}", title_justify="left")
     table.add_row("status", _status_markup(doc["status"]) + (f"  {escape(str(doc.get('error')))}" if doc.get("error") else ""))
     table.add_row("name", escape(str(doc.get("name", ""))))
+    if tags := entry_tags(doc):
+        table.add_row("tags", escape(" ".join(tags)))
+    if notes := entry_note(doc):
+        table.add_row("notes", escape(notes))
     inherited = f" ({history.inherited} inherited)" if history.inherited else ""
     table.add_row("progress", f"{history.epochs_done}/{doc['epochs']} epochs{inherited}")
     from critui.events import score_label

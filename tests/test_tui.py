@@ -229,28 +229,30 @@ def test_dashboard_lists_filters_and_sorts_runs(tmp_path):
         app = make_app(home, poll_interval=0.2)
         async with app.run_test(size=(120, 40)) as pilot:
             from critui.tui.widgets.charts import Chart
-            from critui.tui.widgets.runs_table import RunsTable
+            from critui.tui.widgets.runs_table import COLUMNS, RunsTable
 
             table = app.screen.query_one(RunsTable)
             assert await wait_for(pilot, lambda: len(table.shown) == 4)
-            first = table.get_row_at(0)
-            assert first[0] == "20260101-000000-aaaa" and str(first[1]) == "finished"
-            assert (
-                first[2] == "flip [0,4)"
-                and str(first[3]) == "16/16"
-                and str(first[5]).startswith("0.")
-            )
-            assert first[6:8] == ["synthetic", "cnn"]
-            failed = table.get_row("20260101-000300-dddd")
-            assert str(failed[1]) == "failed" and failed[8] == "20260101-000000-aaaa@2"
-            # Every column is as wide as its widest cell from the first paint on: automatic
-            # widths left a real terminal showing "finish" and "blur [0" (not seen in Pilot).
-            widths = {c.key.value: c.get_render_width(table) - 2 * table.cell_padding for c in table.ordered_columns}
-            assert not any(c.auto_width for c in table.ordered_columns)  # set, not measured on idle
-            for i, (key, label) in enumerate((("status", "status"), ("deficit", "deficit"), ("progress", "epochs")), 1):
-                assert widths[key] == max(len(label), *(len(str(table.get_row(r)[i])) for r in table.shown))
+            # newest first: the run started last is on top
+            assert table.shown == ["20260101-000300-dddd", "20260101-000200-cccc", "20260101-000100-bbbb",
+                                   "20260101-000000-aaaa"]
+            first = "20260101-000000-aaaa"
+            assert table.cell(first, "status") == "finished" and table.cell(first, "deficit") == "flip [0,4)"
+            assert table.cell(first, "progress") == "16/16" and table.cell(first, "final").startswith("0.")
+            assert [table.cell(first, k) for k in ("dataset", "model", "seed")] == ["synthetic", "cnn", "0"]
+            assert table.cell("20260101-000100-bbbb", "seed") == "1"
+            failed = "20260101-000300-dddd"
+            assert table.cell(failed, "status") == "failed" and table.cell(failed, "parent") == "20260101-000000-aaaa@2"
+            assert table.cell(failed, "final") == "-"  # a failed run has no final accuracy
+            assert table.cell(failed, "acc") != "-"  # only its last one
+            # Every column is as wide as its widest cell (all runs, not only those on screen).
+            widths = dict(zip((c.key for c in COLUMNS), table.widths, strict=True))
+            for key, label in (("status", "status"), ("deficit", "deficit"), ("progress", "epochs")):
+                assert widths[key] == max(len(label), *(len(table.cell(r, key)) for r in table.shown))
             assert widths["parent"] == len("20260101-000000-aaaa@2")
             # the highlighted run is charted, with the points it has
+            await pilot.press("end")  # the oldest run, at the bottom
+            assert table.current_id == first
             acc, fisher = (
                 app.screen.query_one("#acc-chart", Chart),
                 app.screen.query_one("#fisher-chart", Chart),
@@ -265,13 +267,13 @@ def test_dashboard_lists_filters_and_sorts_runs(tmp_path):
             await pilot.press(*["backspace"] * 4, "enter")
             assert len(table.shown) == 4 and app.focused is table
 
-            await pilot.press("s", "s", "s")  # created -> status -> deficit -> acc (best first)
+            await pilot.press("s", "s", "s")  # newest -> status -> deficit -> acc (best first)
             await pilot.pause()
             assert app.screen.sort == "acc"
-            accs = [float(str(table.get_row(r)[4])) for r in table.shown]
+            accs = [float(table.cell(r, "acc")) for r in table.shown]
             assert accs == sorted(accs, reverse=True)
 
-            await pilot.press("space", "up", "space")  # the cursor is on the last row
+            await pilot.press("home", "space", "down", "space")
             await pilot.pause()
             assert len(table.marked) == 2
             chart = app.screen.query_one("#acc-chart", Chart)
@@ -296,12 +298,12 @@ def test_between_90_and_120_columns_ids_lose_their_date_and_the_accuracies_stay_
             assert await wait_for(pilot, lambda: len(table.shown) == 4)
             await pilot.press("space")  # a mark keeps its room in the narrower column
             await pilot.pause()
-            assert table.compact and table.get_row_at(0)[0] == "● 000000-aaaa"
-            shown_to = sum(c.get_render_width(table) for c in table.ordered_columns[:6])
+            assert table.compact and table.get_row_at(0)[0] == "● 000300-dddd"
+            shown_to = sum(w + 2 for w in table.widths[:6])
             assert shown_to <= table.scrollable_content_region.width  # id to final, all on screen
             await pilot.resize_terminal(130, 30)
             assert await wait_for(pilot, lambda: not table.compact)
-            assert table.get_row_at(0)[0] == "● 20260101-000000-aaaa"
+            assert table.get_row_at(0)[0] == "● 20260101-000300-dddd"
 
     asyncio.run(scenario())
 
@@ -337,7 +339,7 @@ def test_runs_started_elsewhere_appear_within_two_seconds(tmp_path):
             write_run(home, "20260101-000400-eeee", epochs=16, done=3, end=None, created=T0 + 240)
             RunStore(home).reconcile()
             assert await wait_for(pilot, lambda: "20260101-000400-eeee" in table.shown, timeout=2.0)
-            assert str(table.get_row("20260101-000400-eeee")[3]) == "3/16"
+            assert table.cell("20260101-000400-eeee", "progress") == "3/16"
             with open(home / "runs" / "20260101-000400-eeee" / "events.jsonl", "a") as f:
                 f.write(
                     json.dumps(
@@ -356,9 +358,9 @@ def test_runs_started_elsewhere_appear_within_two_seconds(tmp_path):
                     + "\n"
                 )
             assert await wait_for(
-                pilot, lambda: str(table.get_row("20260101-000400-eeee")[3]) == "4/16", timeout=2.0
+                pilot, lambda: table.cell("20260101-000400-eeee", "progress") == "4/16", timeout=2.0
             )
-            assert str(table.get_row("20260101-000400-eeee")[4]) == "0.555"
+            assert table.cell("20260101-000400-eeee", "acc") == "0.555"
 
     asyncio.run(scenario())
 
@@ -504,8 +506,9 @@ def test_new_experiment_refuses_bad_settings_then_launches_a_run_that_finishes_a
             })
             table = app.screen.query_one(RunsTable)
             assert await wait_for(pilot, lambda: run_id in table.shown, timeout=10)
+            assert table.current_id == run_id  # the run just launched is highlighted (and charted)
             assert await wait_for(
-                pilot, lambda: str(table.get_row(run_id)[1]) == "finished", timeout=90
+                pilot, lambda: table.cell(run_id, "status") == "finished", timeout=90
             ), (home / "runs" / run_id / "log.txt").read_text()
             row = table.get_row(run_id)
             assert str(row[3]) == "3/3" and 0.0 <= float(str(row[5])) <= 1.0
@@ -612,6 +615,7 @@ def test_delete_asks_first_and_removes_the_run(tmp_path):
             parent, fork = "20260101-000000-aaaa", "20260101-000300-dddd"  # forked at epoch 2
             # The fork inherits the parent's first epochs: the parent cannot go first, and
             # the app says so before asking anything.
+            table.move_cursor(row=table.shown.index(parent))
             await pilot.press("D")
             assert await wait_for(pilot, lambda: any(
                 "cannot be deleted" in n.message and fork in n.message for n in app._notifications
@@ -694,11 +698,11 @@ def test_a_worker_killed_mid_run_shows_as_failed_with_the_reason_and_the_app_car
             table = app.screen.query_one(RunsTable)
             assert await wait_for(pilot, lambda: run_id in table.shown, timeout=10)
             assert await wait_for(
-                pilot, lambda: str(table.get_row(run_id)[3]).split("/")[0] not in ("", "0"), timeout=60
+                pilot, lambda: table.cell(run_id, "progress").split("/")[0] not in ("", "0"), timeout=60
             )
             os.kill(app.store.get(run_id)["pid"], signal.SIGKILL)
             assert await wait_for(
-                pilot, lambda: str(table.get_row(run_id)[1]) == "failed", timeout=30
+                pilot, lambda: table.cell(run_id, "status") == "failed", timeout=30
             )
             table.move_cursor(row=table.shown.index(run_id))
             await pilot.press("enter")
@@ -809,13 +813,13 @@ def test_compare_overlays_the_marked_runs(tmp_path):
         async with app.run_test(size=(120, 40)) as pilot:
             table = app.screen.query_one(RunsTable)
             assert await wait_for(pilot, lambda: len(table.shown) == 4)
-            await pilot.press("space", "down", "down", "space", "c")
+            await pilot.press("end", "space", "up", "up", "space", "c")  # newest first: from the bottom
             await pilot.pause(0.3)
             assert isinstance(app.screen, CompareScreen)
             rows = app.screen.query_one(DataTable)
             assert [rows.get_row_at(i)[1] for i in range(rows.row_count)] == [
-                "20260101-000000-aaaa",
                 "20260101-000200-cccc",
+                "20260101-000000-aaaa",
             ]
             chart = app.screen.query_one(Chart)
             assert await wait_for(pilot, lambda: chart.points == 32)  # 16 epochs of each

@@ -145,8 +145,8 @@ def test_new_experiment_launches_a_sweep_over_an_axis_and_opens_its_view(tmp_pat
             await pilot.press("escape")
             table = app.screen.query_one(RunsTable)
             assert await wait_for(pilot, lambda: set(ids) <= set(table.shown))
-            assert [str(table.get_row(r)[1]) for r in ids] == ["finished", "finished"]
-            assert [table.get_row(r)[2] for r in ids] == ["flip [0,1)", "flip [0,2)"]
+            assert [table.cell(r, "status") for r in ids] == ["finished", "finished"]
+            assert [table.cell(r, "deficit") for r in ids] == ["flip [0,1)", "flip [0,2)"]
             assert not app.sweeps  # the scheduler is done
 
     asyncio.run(scenario())
@@ -308,14 +308,14 @@ def test_cancel_asks_first_and_signals_a_worker_started_elsewhere(tmp_path):
             async with app.run_test(size=(120, 40)) as pilot:
                 table = app.screen.query_one(RunsTable)
                 assert await wait_for(pilot, lambda: run_id in table.shown)
-                assert str(table.get_row(run_id)[1]) == "running"
+                assert table.cell(run_id, "status") == "running"
                 table.move_cursor(row=table.shown.index(run_id))
                 await pilot.press("x")
                 assert await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal))
                 assert run_id in app.screen.question
                 await pilot.press("n")
                 await pilot.pause(0.5)
-                assert worker.poll() is None and str(table.get_row(run_id)[1]) == "running"
+                assert worker.poll() is None and table.cell(run_id, "status") == "running"
 
                 await pilot.press("enter")
                 assert await wait_for(pilot, lambda: isinstance(app.screen, RunDetailScreen))
@@ -345,9 +345,9 @@ def test_the_form_starts_the_run_through_the_chosen_launcher(tmp_path, registry)
             screen.query_one("#pick-launcher", Select).value = "launchers.slurm"
             assert await wait_for(pilot, lambda: screen.query("#f-launcher-cluster"))
             # No Slurm here: its default cluster cannot start, and the form says why.
-            await pilot.press("ctrl+l")
-            await pilot.pause()
-            assert "needs Slurm's sbatch" in str(screen.query_one("#launch-error", Static).render())
+            await pilot.press("ctrl+l")  # held until the launcher's fields are mounted, then acted on
+            assert await wait_for(
+                pilot, lambda: "needs Slurm's sbatch" in str(screen.query_one("#launch-error", Static).render()))
             assert not app.store.all()
             screen.field("launcher.cluster").set_value("local")  # submitit's local backend
             await pilot.pause()

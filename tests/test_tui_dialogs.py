@@ -73,7 +73,7 @@ async def loaded(app, pilot) -> None:
     def ready() -> bool:
         tables = list(app.screen.query(RunsTable).results(RunsTable))
         return app.polls_done >= 1 and all(
-            t.row_count == 4 and not t._require_update_dimensions for t in tables
+            t.row_count == 4 for t in tables
         ) and not any(c.busy for c in app.screen.query(Chart).results(Chart))
 
     steady = 0

@@ -36,7 +36,7 @@ def loaded(app, runs: int = 4):
             # (runs, then histories: each rebuilds it), and sizes its columns on the next idle
             # (DataTable's private flag says when it has).
             return app.polls_done >= 1 and all(
-                t.row_count == runs and not t._require_update_dimensions for t in tables
+                t.row_count == runs for t in tables
             )
 
         steady = 0
@@ -73,7 +73,7 @@ def test_run_detail_snapshot(snap_compare, tmp_path):
 
     async def open_detail(pilot) -> None:
         await loaded(app)(pilot)
-        await pilot.press("down", "enter")
+        await pilot.press("down", "down", "enter")  # newest first: 0100-bbbb is the third row
         await settle(app, pilot)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=open_detail)
@@ -84,7 +84,7 @@ def test_run_detail_heatmap_snapshot(snap_compare, tmp_path):
 
     async def open_heatmap(pilot) -> None:
         await loaded(app)(pilot)
-        await pilot.press("enter", "4")
+        await pilot.press("end", "enter", "4")  # the oldest run, 0000-aaaa
         await settle(app, pilot)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=open_heatmap)

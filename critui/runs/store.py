@@ -74,6 +74,9 @@ ACTIVE = ("queued", "running")
 LOCK_TIMEOUT_S = 30.0
 STAGING_MAX_AGE_S = 3600.0  # a staging folder younger than this may be a create() under way
 SKIPPED_EVENTS = ('{"event": "metric"', '{"event": "checkpoint"')  # lines a summary never needs
+TAGS_FILE = "tags.json"  # a run's tags and note: {"tags": [...], "note": "..."}
+TAG_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}")
+NOTE_MAX = 2000
 RUN_REF = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,79}")  # what may name a run, or a typo of one
 
 
@@ -360,6 +363,33 @@ class RunStore:
         else:
             shutil.rmtree(path, ignore_errors=True)
 
+    # -- tags and notes: the run folder's tags.json is the truth, the index a copy ------------
+
+    def annotate(self, run_id: str, add: list[str] = (), remove: list[str] = (),
+                 note: str | None = None) -> dict[str, Any]:
+        """Add and remove tags of a run and/or set its note (``""`` clears it); return the
+        run's ``{"tags": [...], "note": ...}``. Written to the run's ``tags.json`` (atomically)
+        and then to its index entry, under the index lock."""
+        for tag in [*add, *remove]:
+            check_tag(tag)
+        if note is not None:
+            note = check_note(note)
+        run_dir = self.run_dir(run_id)
+        with self.index() as db:
+            if run_id not in db.storage.state.by_run:
+                raise CritUIError(f"Run {run_id} is no longer in {self.home} (deleted?).")
+            current, problem = read_tags(run_dir)
+            if problem:
+                raise CritUIError(f"{problem} Fix or delete that file, then tag the run again.")
+            if not add and not remove and note is None:
+                return {"tags": current.get("tags", []), "note": current.get("note")}
+            tags = [t for t in current.get("tags", []) if t not in remove]
+            tags += [t for t in dict.fromkeys(add) if t not in tags]
+            notes = {"tags": tags, "note": current.get("note") if note is None else (note or None)}
+            atomic_write(run_dir / TAGS_FILE, json.dumps(notes, indent=2))
+            db.storage.set_fields(run_id, notes)
+        return notes
+
     # -- keeping the index true to the run directories ---------------------------------------
 
     def reconcile(self) -> list[str]:
@@ -500,6 +530,10 @@ class RunStore:
         doc = self._document(meta, spec, status="running" if alive else "interrupted")
         if not alive:
             doc.update(self.summary_fields(events, ended_default="interrupted"))
+        notes, tags_problem = read_tags(run_dir)
+        if tags_problem:  # the run is listed all the same, without its tags
+            self.warn(tags_problem)
+        doc.update(notes)
         if problem := entry_problem(doc):
             self.warn(f"{run_dir / 'spec.json'}: the run's entry {problem}; the run is not listed.")
             return None
@@ -604,6 +638,54 @@ def spec_fields(spec: dict[str, Any], spec_hash: str | None = None) -> dict[str,
         "epochs": int(spec["train"]["epochs"]),
         "seed": int(spec["train"]["seed"]),
     }
+
+
+def entry_tags(doc: dict[str, Any]) -> list[str]:
+    """A run's tags as its index entry holds them; anything but a list of text counts as none."""
+    tags = doc.get("tags")
+    return [t for t in tags if isinstance(t, str)] if isinstance(tags, list) else []
+
+
+def entry_note(doc: dict[str, Any]) -> str:
+    """A run's note as its index entry holds it ("" when none or not text)."""
+    return doc["note"] if isinstance(doc.get("note"), str) else ""
+
+
+def check_tag(tag: str) -> str:
+    """A tag name as given, or a CritUIError saying what a tag may be."""
+    if not isinstance(tag, str) or not TAG_NAME.fullmatch(tag):
+        raise CritUIError(
+            f"{tag!r} is not a tag name. A tag is 1 to 40 letters, digits, '_', '-' or '.', starting "
+            "with a letter or digit (e.g. baseline, cifar-rerun, v2.1); use `critui note` for free text."
+        )
+    return tag
+
+
+def check_note(note: str) -> str:
+    """A note as it is kept (stripped), or a CritUIError: one line of printable text, bounded."""
+    note = note.strip()
+    if len(note) > NOTE_MAX or any(not ch.isprintable() for ch in note):
+        raise CritUIError(
+            f"The note {note[:40]!r}{'...' if len(note) > 40 else ''} is "
+            + (f"{len(note)} characters long" if len(note) > NOTE_MAX else "not one line of printable text")
+            + f". A note is one line of at most {NOTE_MAX} printable characters; an empty note clears it."
+        )
+    return note
+
+
+def read_tags(run_dir: Path) -> tuple[dict[str, Any], str | None]:
+    """A run's ``{"tags": [...], "note": ...}`` from its ``tags.json`` ({} when it has none),
+    and what is wrong with the file, in words, when it cannot be used (then {})."""
+    path = run_dir / TAGS_FILE
+    data, problem = read_json_object(path)
+    if data is None:
+        return {}, None if problem == "is missing" else f"{path} {problem}; the run's tags and note are not shown."
+    tags, note = data.get("tags", []), data.get("note")
+    if not isinstance(tags, list) or not all(isinstance(t, str) and TAG_NAME.fullmatch(t) for t in tags):
+        return {}, f"{path}: tags is not a list of tag names; the run's tags and note are not shown."
+    if note is not None and (not isinstance(note, str) or len(note) > NOTE_MAX):
+        return {}, f"{path}: note is not text of at most {NOTE_MAX} characters; the run's tags and note are not shown."
+    return {"tags": list(dict.fromkeys(tags)), "note": note}, None
 
 
 def summary_events(run_dir: Path) -> list[dict[str, Any]]:

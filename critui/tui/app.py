@@ -14,7 +14,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from textual import work
+from textual import events, work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
@@ -245,6 +245,16 @@ class CritUIApp(App):
         )
 
     # -- command palette: every binding of the screen is a command --------------------------
+
+    async def on_event(self, event: events.Event) -> None:
+        # A screen rebuilding its fields holds the keys typed meanwhile (critui.tui.held_keys).
+        held = None
+        if isinstance(event, events.Key) and not event.is_forwarded:  # not one bubbling back
+            held = getattr(self.screen, "held_keys", None)
+        if held is not None:
+            held.append(event)
+            return
+        await super().on_event(event)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)

@@ -7,13 +7,26 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import DataTable, Header, Input, Static
+from textual.widgets import Header, Input, Static
 
 from critui.tui.histories import JoinedHistories, joined_history
 from critui.tui.run_actions import ask_cancel, ask_delete
 from critui.tui.widgets.charts import Chart, accuracy_draw, fisher_draw, fisher_totals_draw
 from critui.tui.widgets.footer import FittingFooter
 from critui.tui.widgets.runs_table import SORTS, RunsTable
+
+
+class ReadHistories:
+    """The joined histories of the runs whose events the feed has already read (the runs
+    training, those a screen opened); ``peek`` is None for the others, which the table shows
+    from their index entries: 10,000 runs never mean 10,000 events files read to draw it."""
+
+    def __init__(self, feed):
+        self.feed = feed
+        self.joined = JoinedHistories(feed)
+
+    def peek(self, run_id: str):
+        return self.joined.get(run_id) if self.feed.histories.peek(run_id) is not None else None
 
 
 class DashboardScreen(Screen):
@@ -46,6 +59,7 @@ class DashboardScreen(Screen):
             "Sweeps",
             tooltip="A sweep's final accuracy vs removal epoch or onset, filling in live",
         ),
+        Binding("t", "edit_tags", "Tags", tooltip="Edit the highlighted run's tags and note"),
         Binding("p", "plugins", "Plugins", tooltip="What loaded and what failed"),
         Binding("escape", "focus_table", "Table", show=False),
     ]
@@ -53,7 +67,7 @@ class DashboardScreen(Screen):
     # Footer keys dropped first on a narrow terminal (all stay in the palette, ctrl+p); the
     # filter box shows its own key.
     FOOTER_SPARE = (
-        "plugins", "export", "cycle_sort", "delete_run", "focus_filter", "cancel_run", "compare"
+        "plugins", "edit_tags", "export", "cycle_sort", "delete_run", "focus_filter", "cancel_run", "compare"
     )
     AUTO_FOCUS = "RunsTable"  # keys act on runs at once; / focuses the filter
     # Below 90 columns the charts go under the table (see critui.tcss).
@@ -63,14 +77,16 @@ class DashboardScreen(Screen):
         super().__init__(id="dashboard-screen")
         self.sort = SORTS[0]
         self.query_text = ""
+        self.form = None  # the last new-experiment form opened here: what it launched is selected
+        self.pending_select: str | None = None  # a run to select once a poll has brought it
 
     def compose(self) -> ComposeResult:
         yield Header()
         with Horizontal(id="dashboard"):
             with Vertical(id="left"):
-                yield Input(placeholder="filter: any text, e.g. flip finished  (/)", id="filter")
+                yield Input(placeholder="filter: text, tag:NAME, name:…, sweep:…  (/)", id="filter")
                 yield RunsTable(id="runs")
-                yield Static("", id="selection")
+                yield Static("reading the runs…", id="selection")
             with Vertical(id="charts"):
                 yield Chart("test accuracy", id="acc-chart")
                 yield Chart("Fisher trace per layer", id="fisher-chart")
@@ -90,19 +106,28 @@ class DashboardScreen(Screen):
         self.refresh_table()
 
     def on_screen_resume(self) -> None:
+        if self.form is not None and self.form.launched:
+            self.pending_select, self.form = self.form.launched, None
         self.refresh_table()
 
     def refresh_table(self) -> None:
         feed = self.app.feed
         self.table.marked &= set(feed.docs)
+        select = self.pending_select if self.pending_select in feed.docs else None
+        if select:  # the run just launched: shown (whatever the filter), highlighted, charted
+            self.pending_select = None
+            if self.query_text:
+                self.query_one("#filter", Input).value = self.query_text = ""
         # Progress and accuracy over each run's whole history, a fork's inherited epochs too.
-        self.table.show_runs(list(feed.docs.values()), JoinedHistories(feed), self.query_text, self.sort)
+        self.table.show_runs(list(feed.docs.values()), ReadHistories(feed), self.query_text, self.sort,
+                             select=select)
         self.refresh_charts()
 
     def selected_ids(self) -> list[str]:
         """The marked runs, else the highlighted one."""
-        marked = [r for r in self.table.shown if r in self.table.marked]
-        current = self.table.current_id
+        table = self.table
+        marked = [r for r in table.shown if r in table.marked] if table.marked else []
+        current = table.current_id
         return marked or ([current] if current else [])
 
     def refresh_charts(self) -> None:
@@ -126,18 +151,20 @@ class DashboardScreen(Screen):
         sort = f"sort: {self.sort}"
         shown = f"{len(self.table.shown)}/{len(feed.docs)} runs"
         marked = f"  {len(self.table.marked)} marked" if self.table.marked else ""
-        if not feed.docs:  # a new home: say how to start
+        if not self.app.polls_done:  # a large home takes a moment: say so
+            shown, sort = f"reading the runs in {self.app.store.home}…", ""
+        elif not feed.docs:  # a new home: say how to start
             shown, sort = "no runs yet: press n for a new experiment", "(or `critui run` elsewhere)"
         self.query_one("#selection", Static).update(f"{shown}  {sort}{marked}")
 
     # -- events --------------------------------------------------------------------------------
 
-    @on(DataTable.RowHighlighted)
-    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
+    @on(RunsTable.RowHighlighted)
+    def _highlighted(self, event: RunsTable.RowHighlighted) -> None:
         self.refresh_charts()
 
-    @on(DataTable.RowSelected)
-    def _selected(self, event: DataTable.RowSelected) -> None:
+    @on(RunsTable.RowSelected)
+    def _selected(self, event: RunsTable.RowSelected) -> None:
         self.action_open_run()
 
     @on(Input.Changed, "#filter")
@@ -154,7 +181,8 @@ class DashboardScreen(Screen):
     def action_new_experiment(self) -> None:
         from critui.tui.screens.new_experiment import NewExperimentScreen
 
-        self.app.push_screen(NewExperimentScreen())
+        self.form = NewExperimentScreen()
+        self.app.push_screen(self.form)
 
     def action_open_run(self) -> None:
         from critui.tui.screens.run_detail import RunDetailScreen
@@ -203,6 +231,13 @@ class DashboardScreen(Screen):
         from critui.tui.screens.sweep import open_sweeps
 
         open_sweeps(self.app)
+
+    def action_edit_tags(self) -> None:
+        from critui.tui.screens.tags import TagsScreen
+
+        run_id = self.table.current_id
+        if run_id and run_id in self.app.feed.docs:
+            self.app.push_screen(TagsScreen(self.app.feed.docs[run_id]))
 
     def action_plugins(self) -> None:
         from critui.tui.screens.plugins import PluginsScreen

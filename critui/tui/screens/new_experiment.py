@@ -49,6 +49,7 @@ from critui.runs.launcher import (
     make_launcher,
     split_launcher_sets,
 )
+from critui.tui.held_keys import HoldsKeys
 from critui.tui.widgets.param_form import ParamField
 
 NONE = "none"
@@ -69,7 +70,7 @@ def parse_values(text: str, param: Param, key: str) -> list[Any]:
     return values
 
 
-class NewExperimentScreen(Screen):
+class NewExperimentScreen(HoldsKeys, Screen):
     """Pick a dataset, model, deficit and metrics; set their parameters; launch."""
 
     BINDINGS = [
@@ -103,6 +104,7 @@ class NewExperimentScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
+        self.hold_keys()  # until the fields exist: keys typed meanwhile reach them, in order
         self.load_registry()
 
     @work(thread=True, exit_on_error=False)
@@ -166,6 +168,7 @@ class NewExperimentScreen(Screen):
         self.registry = registry
         await self.rebuild_plugin_fields()
         self.query_one("#launch", Button).disabled = False
+        self.release_keys()
 
     @staticmethod
     def _fields(params, prefix: str) -> list[ParamField]:
@@ -184,7 +187,11 @@ class NewExperimentScreen(Screen):
         if self.registry is None or not self.query("#plugin-fields"):
             return
         async with self._rebuilding:
-            await self._rebuild_plugin_fields()
+            self.hold_keys()  # a field removed and mounted again keeps the keys typed into it
+            try:
+                await self._rebuild_plugin_fields()
+            finally:
+                self.release_keys()
 
     async def _rebuild_plugin_fields(self) -> None:
         first = self.query_one("#plugin-fields", Vertical)
@@ -610,6 +617,8 @@ class NewExperimentScreen(Screen):
         self.app.call_from_thread(self._launched, doc, spec.window_note())
 
     def _launch_failed(self, message: str) -> None:
+        if self.registry is None:
+            self.release_keys()  # the plugins could not load: no fields are coming
         self.query_one("#launch-error", Static).update(f"Could not start: {message}")
         self.query_one("#launch", Button).disabled = self.registry is None
 
