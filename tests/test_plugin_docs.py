@@ -35,7 +35,7 @@ def test_open_bounds_conflicts_provenance_and_metric_views_are_documented():
     for phrase in ("min_open", "max_open", "(0, 1]", "### Which distribution owns an id",
                    "A built-in id", "refused in both", "CRITUI_LOAD_PLUGINS",
                    "### Where a run's plugins come from, checked again", "--allow-plugin-change",
-                   "`critui show RUN` prints them", "The TUI's `r`"):
+                   "`critui show RUN` prints each metric", "Metrics tab", "The TUI's `r`"):
         assert phrase in DOC, phrase
 
 

@@ -407,14 +407,21 @@ class NewExperimentScreen(HoldsKeys, Screen):
         for p in picks:
             config[p.split(".")[0].rstrip("s")] = {"id": p}
         config["metrics"] = {self.registry.get(m).name: {} for m in metrics}
+        axes = (sweep or {}).get("set", {})
+        swapped = {key.removesuffix(".id") for key in axes if key.count(".") <= 1 and key.split(".")[-1] in ("id", key)}
         for f in self.query(ParamField).results(ParamField):
             if f.key.startswith(SETTING_PREFIX):
                 continue  # where a run trains is not part of it (`--launcher`, `--set launcher.X`)
             *path, last = f.key.split(".")
+            value = f.validate_value()
+            if path and path[0] in swapped and value == f.param.default:
+                # A plugin a sweep axis swaps in gets the settings the user changed, not every
+                # default of the form's plugin, which it may not take (critui sweep refuses those).
+                continue
             table = config
             for part in path:
                 table = table.setdefault(part, {})
-            table[last] = f.validate_value()
+            table[last] = value
         if sweep is not None:
             config["sweep"] = sweep
         return config
