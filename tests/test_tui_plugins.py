@@ -169,3 +169,53 @@ def test_resume_refuses_a_missing_plugin_naming_what_to_install_and_starts_nothi
             assert events_of(home, RUN) == before and not app.feed.monitors
 
     asyncio.run(scenario())
+
+
+def test_fork_asks_about_a_changed_provider_and_records_the_change_in_the_child(tmp_path, registry):
+    """The fork dialog asks the question `critui fork --allow-plugin-change` answers: declined,
+    nothing is created; accepted, the child exists and records the change in its events."""
+    from textual.widgets import Input, Static
+
+    from critui.tui.screens.fork import ForkModal
+    from critui.tui.screens.run_detail import RunDetailScreen
+    from critui.tui.widgets.confirm import ConfirmModal
+
+    home = tmp_path / "home"
+    run_id = trained_run(home, registry)
+    plugins = {p.id: {"distribution": p.distribution, "version": p.version}
+               for p in (registry.get(i) for i in ("datasets.synthetic", "models.cnn", "deficits.flip", "metrics.fisher"))}
+    plugins["deficits.flip"] = {"distribution": "critui", "version": "0.0.1"}  # trained by an older critui
+    record_plugins(home, run_id, plugins)
+
+    async def scenario():
+        app = make_app(home, registry=registry, poll_interval=0.2)
+        started = []
+        app.start_worker = lambda rid, launcher=None: started.append(rid)  # trains nothing here
+        async with app.run_test(size=(120, 40)) as pilot:
+            assert await wait_for(pilot, lambda: run_id in app.feed.docs)
+            app.push_screen(RunDetailScreen(run_id))
+            assert await wait_for(pilot, lambda: app.feed.histories.get(run_id) is not None, timeout=30)
+            await pilot.press("f")
+            assert await wait_for(pilot, lambda: isinstance(app.screen, ForkModal))
+            modal = app.screen
+            modal.query_one("#fork-epoch", Input).value = "1"
+            await pilot.press("enter")
+            assert await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), timeout=30)
+            question = " ".join(app.screen.question.split())
+            assert f"deficits.flip came from critui 0.0.1 and now comes from critui {__version__}" in question
+            assert question.endswith("Fork anyway?")
+            await pilot.press("n")  # declined: the dialog says so, nothing is created
+            error = modal.query_one("#fork-error", Static)
+            assert await wait_for(pilot, lambda: "Not forked" in str(error.render()))
+            assert len(RunStore(home).all()) == 1 and not started
+
+            await pilot.press("enter")
+            assert await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), timeout=30)
+            await pilot.press("y")
+            assert await wait_for(pilot, lambda: len(started) == 1, timeout=30)
+            (child,) = started
+            assert RunStore(home).get(child)["parent"] == run_id
+            (changed,) = [e for e in events_of(home, child) if e["event"] == "plugins_changed"]
+            assert changed["action"] == "fork"
+
+    asyncio.run(scenario())

@@ -143,9 +143,10 @@ class ForkModal(ModalScreen[dict[str, Any] | None]):
         self.dismiss(None)
 
     @work(thread=True, exclusive=True, exit_on_error=False)
-    def fork(self, epoch: int, sets: list[str]) -> None:
+    def fork(self, epoch: int, sets: list[str], allow_plugin_change: bool = False) -> None:
+        from critui.provenance import check_provenance
         from critui.runs.launcher import make_launcher
-        from critui.runs.lineage import fork_run
+        from critui.runs.lineage import fork_run, read_spec
 
         app = self.app
         try:
@@ -153,12 +154,41 @@ class ForkModal(ModalScreen[dict[str, Any] | None]):
             parent = app.store.get(self.run_id)
             launcher = make_launcher(app.registry, parent.get("launcher"), parent.get("launcher_settings") or {},
                                      app.store.home)
-            doc, from_checkpoint = fork_run(app.store, app.registry, self.run_id, epoch, sets)
+            if not allow_plugin_change:
+                # The question `--allow-plugin-change` answers on the command line; a missing
+                # plugin, or one taking other parameters, still raises here.
+                spec = read_spec(app.store.run_dir(self.run_id), [])
+                changes = check_provenance(parent, app.registry, allow_change=True, action="fork", spec=spec)
+                if changes:
+                    app.call_from_thread(self._ask_plugin_change, epoch, sets, changes)
+                    return
+            doc, from_checkpoint = fork_run(app.store, app.registry, self.run_id, epoch, sets,
+                                            allow_plugin_change=allow_plugin_change)
             app.start_worker(doc["id"], launcher)
         except Exception as exc:  # noqa: BLE001 - a bad epoch or change is shown, never fatal
             app.call_from_thread(self._failed, str(exc))
             return
         app.call_from_thread(self._forked, doc, from_checkpoint)
+
+    def _ask_plugin_change(self, epoch: int, sets: list[str], changes: list) -> None:
+        """The parent was trained with other plugin code than is installed now: fork anyway
+        (the change is recorded in the child's events, as ``--allow-plugin-change`` does)?"""
+        from critui.tui.widgets.confirm import ConfirmModal
+
+        listed = "\n".join(f"- {change.describe()}." for change in changes)
+        question = (
+            f"Run {self.run_id} was trained with other plugin code than is installed now:\n{listed}\n"
+            f"The fork's epochs after {epoch} would be trained by the new code; the change is recorded "
+            "in its events and shown by `critui show`.\nFork anyway?"
+        )
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.fork(epoch, sets, allow_plugin_change=True)
+            else:
+                self._failed("Not forked: the installed plugins differ from the ones the run was trained with.")
+
+        self.app.push_screen(ConfirmModal(question, yes="Fork anyway"), answered)
 
     def _failed(self, message: str) -> None:
         error = self.query_one("#fork-error", Static)
