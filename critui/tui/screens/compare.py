@@ -7,6 +7,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header
 
+from critui.events import score_of
 from critui.tui.histories import joined_history
 from critui.tui.screens.run_detail import run_meta
 from critui.tui.widgets.charts import SERIES_COLOURS, Chart, accuracy_draw, rich_colour
@@ -56,7 +57,7 @@ class CompareScreen(Screen):
         for i, (run_id, history) in enumerate(zip(ids, histories, strict=True)):
             doc, rows = feed.docs[run_id], history.rows
             best = max(
-                (r["test_acc"] for r in rows if isinstance(r.get("test_acc"), (int, float))),
+                (score_of(r) for r in rows if isinstance(score_of(r), (int, float))),
                 default=None,
             )
             table.add_row(

@@ -28,6 +28,7 @@ from textual.widgets import (
 )
 
 from critui.config import device_text, launcher_text, window_note
+from critui.events import score_of, score_text
 from critui.launching import LOG_FILE
 from critui.runs.lineage import JoinedHistory, read_spec_json
 from critui.tui.histories import joined_history
@@ -67,7 +68,7 @@ def event_line(event: dict[str, Any]) -> str:
     if kind == "epoch":
         deficit = " deficit" if event.get("deficit_active") else ""
         return (
-            f"epoch {event.get('epoch')}: test acc {fmt_acc(event.get('test_acc'))}  "
+            f"epoch {event.get('epoch')}: {score_text(event)}  "
             f"train loss {event.get('train_loss', float('nan')):.4f}  lr {event.get('lr', 0):.3g}{deficit}"
         )
     if kind == "metric":
@@ -294,7 +295,7 @@ class RunDetailScreen(Screen):
         joined = joined_history(self.app.feed, self.run_id)
         rows = joined.rows
         window = doc.get("window")
-        current = rows[-1].get("test_acc") if rows else None
+        current = score_of(rows[-1]) if rows else None
         # A plugin's warnings (a metric's NaN, a metric switched off) are counted where the eye is.
         own = self.app.feed.histories.get(self.run_id)
         warnings = sum(e.get("event") == "warning" for e in (own.events if own else []))

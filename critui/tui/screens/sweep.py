@@ -26,6 +26,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Header, OptionList, Static
 from textual.widgets.option_list import Option
 
+from critui.events import score_of
 from critui.runs.report import (
     figure_points,
     has_series,
@@ -81,8 +82,8 @@ def run_states(store, record: dict[str, Any], curves_cache: dict[str, Any] | Non
                 curve = cached[1]
             else:
                 rows = full_rows(store, doc, docs)
-                curve = [(int(r["epoch"]), float(r["test_acc"])) for r in rows
-                         if isinstance(r.get("test_acc"), (int, float)) and isinstance(r.get("epoch"), int)]
+                curve = [(int(r["epoch"]), float(score_of(r))) for r in rows
+                         if isinstance(score_of(r), (int, float)) and isinstance(r.get("epoch"), int)]
                 cache[entry["run_id"]] = (key, curve)
         out.append({
             "index": entry["index"], "run_id": entry["run_id"], "label": entry.get("label") or entry["run_id"],

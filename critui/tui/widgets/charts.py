@@ -20,6 +20,7 @@ from textual.widget import Widget
 from textual_plotext import PlotextPlot
 from textual_plotext.plot import Plot
 
+from critui.events import score_label
 from critui.runs.report import packed
 
 # Series colours as 256-colour codes, which plotext and rich both take as they are: a colour
@@ -381,7 +382,12 @@ def accuracy_draw(
 ) -> Draw:
     """Test accuracy per epoch of several runs, each with its deficit window marked in its
     own colour (one run: in red); a legend names them unless there is one run or ``legend``
-    is off. ``metas`` (one per run) go into a saved CSV."""
+    is off. ``metas`` (one per run) go into a saved CSV. A regression's runs (a ``score``, such
+    as a test MSE, in place of accuracy) draw that score, named with its direction."""
+    regression = key == "test_acc" and any(rows and "score" in rows[-1] for _, rows, _ in runs)
+    if regression:
+        key = "score"
+        ylabel = score_label(next(rows for _, rows, _ in runs if rows and "score" in rows[-1]))
 
     def draw(c: Canvas) -> None:
         for i, (label, rows, window) in enumerate(runs):

@@ -21,7 +21,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from critui.config import deficit_label, short_id
-from critui.events import final_accuracy
+from critui.events import final_accuracy, score_of
 from critui.runs.store import entry_tags
 
 STATUS_STYLES = {
@@ -80,7 +80,7 @@ def row_cells(doc: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]
     """The table's cells for one run; progress and current accuracy come from its events."""
     status = doc.get("status", "?")
     done = max(len(rows), doc.get("epochs_done") or 0)
-    current = rows[-1].get("test_acc") if rows else doc.get("last_acc")
+    current = score_of(rows[-1]) if rows else doc.get("last_acc")
     final = None
     if status == "finished":  # a cancelled 14/20 run has no "final" accuracy, only its last one
         # Over the rows shown: with the dashboard's joined rows, a fork's inherited epochs
