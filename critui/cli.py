@@ -1381,11 +1381,14 @@ def _run_sweep(store, record: dict[str, Any], jobs: int, gpus_option: str | None
 @click.option("--png", type=click.Path(dir_okay=False, path_type=Path),
               help="Also draw the figure to this PNG file (needs matplotlib: pip install 'critui[plot]').")
 @click.option("--chart/--no-chart", default=True, help="Draw the terminal chart under the table.")
+@click.option("--metric", metavar="NAME.KEY", default=None,
+              help="Report a recorded metric's final value (mean of its last 5) instead of the test score, e.g. "
+                   "pathway-share.b; the drop is the reference's value minus the row's.")
 @click.option("--per-seed", is_flag=True,
               help="Show each seed's final accuracy and its drop from the same seed's reference "
                    "(with --csv: one line per run).")
 @home_option
-def report(sweep_ref, as_csv, as_json, output, png, chart, per_seed, home) -> None:
+def report(sweep_ref, as_csv, as_json, output, png, chart, metric, per_seed, home) -> None:
     """Print a sweep's figure: final test accuracy per axis value (mean ± std over seeds),
     the drop against the baseline, the LR at removal, and a terminal chart.
 
@@ -1407,8 +1410,10 @@ def report(sweep_ref, as_csv, as_json, output, png, chart, per_seed, home) -> No
                               "the table with --csv / --json and plot it elsewhere.") from None
     store = open_store(home)
     problems: list = []
-    data = reports.build_report(store, sched.load_record(store, sweep_ref), problems)
+    record = sched.load_record(store, sweep_ref)
+    data = reports.build_report(store, record, problems, metric=metric)
     warn_problems(problems)
+    reports.check_metric(data, store, record)
     if as_csv or as_json:
         if as_csv:
             text = reports.per_seed_csv(data) if per_seed else reports.to_csv(data)

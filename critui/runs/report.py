@@ -18,6 +18,7 @@ import math
 import statistics
 from typing import Any
 
+from critui.errors import CritUIError
 from critui.events import FINAL_WINDOW, Problem
 from critui.runs.lineage import read_spec, run_history
 from critui.sweeps import axis_text
@@ -26,11 +27,15 @@ COLUMNS = ("series", "value", "runs", "finished", "final_acc_mean", "final_acc_s
            "drop_std", "within_spread")
 
 
-def build_report(store, record: dict[str, Any], problems: list[Problem] | None = None) -> dict[str, Any]:
+def build_report(store, record: dict[str, Any], problems: list[Problem] | None = None,
+                 metric: str | None = None) -> dict[str, Any]:
     """The figure's data: one row per (series, primary value), with per-seed accuracies.
 
     A run whose events or spec.json cannot be read counts as unfinished; what was skipped
-    goes to ``problems``.
+    goes to ``problems``. With ``metric`` (``NAME.KEY`` of a recorded metric, e.g. the
+    deep-linear plugin's ``pathway-share.b``), each run's value is that metric's, as
+    :func:`metric_final` takes it, in place of its test score; its drop is the reference's
+    value minus the row's.
     """
     from critui.train.schedule import lr_at
 
@@ -57,9 +62,9 @@ def build_report(store, record: dict[str, Any], problems: list[Problem] | None =
         spec = read_spec(store.run_dir(doc["id"]), problems)
         done = doc.get("status") == "finished" and spec is not None and history.epochs_done >= spec.epochs
         if done:
-            scores.add(history.score)
+            scores.add((metric, True) if metric else history.score)
             group["finished"] += 1
-            group["accs"].append(history.final_acc)
+            group["accs"].append(metric_final(history.rows, metric) if metric else history.final_acc)
             group["by_seed"][axis.get("seed")] = group["accs"][-1]
         window = spec.window() if spec else None
         removal = spec.removal_epoch() if spec else None  # None: the run ends inside its window
@@ -89,6 +94,8 @@ def build_report(store, record: dict[str, Any], problems: list[Problem] | None =
                        if ref and ref["final_acc_mean"] is not None and row["final_acc_mean"] is not None else None)
         if not higher:
             row["lower_is_better"] = True
+        if metric:
+            row["raw"] = True  # a metric's own units, not accuracy points
         row["reference"] = "baseline" if ref and ref["baseline"] else (ref["value"] if ref else None)
         # Each seed's drop is from the same seed's reference run: the seeds' baselines differ
         # by several points on the demo, more than many of the drops.
@@ -101,7 +108,34 @@ def build_report(store, record: dict[str, Any], problems: list[Problem] | None =
     return {
         "sweep": record["id"], "name": record.get("name"), "primary": primary, "final_window": FINAL_WINDOW,
         "rows": rows_out, **({} if score == "test_acc" else {"score": score, "higher_is_better": higher}),
+        **({"metric": metric} if metric else {}),
     }
+
+
+def metric_final(rows: list[dict[str, Any]], metric: str) -> float | None:
+    """A run's final value of a recorded metric ``NAME.KEY``: the mean of its last
+    FINAL_WINDOW recorded values, as the final test score is taken; None if it has none."""
+    values = [v for r in rows if isinstance(v := r.get(metric), (int, float)) and not isinstance(v, bool)
+              and math.isfinite(v)]
+    tail = values[-FINAL_WINDOW:]
+    return sum(tail) / len(tail) if tail else None
+
+
+def check_metric(report: dict[str, Any], store, record: dict[str, Any]) -> None:
+    """Refuse a ``--metric`` no finished run of the sweep recorded, naming the ones they did."""
+    metric = report.get("metric")
+    if not metric or any(r["seeds"] for r in report["rows"]):
+        return
+    docs = {d["id"]: d for d in store.all()}
+    keys: set[str] = set()
+    for entry in record["runs"]:
+        if (doc := docs.get(entry["run_id"])) is not None:
+            keys |= {k for row in run_history(store, doc, docs).rows for k in row
+                     if "." in k and not k.startswith("fisher.")}
+    known = ", ".join(sorted(keys)[:20]) or "none"
+    raise CritUIError(f"No finished run of sweep {report['sweep']} recorded the metric {metric}. Give it as "
+                      f"NAME.KEY, the metric's name without `metrics.` and one of its keys; its runs recorded: "
+                      f"{known} (fisher.LAYER keys aside).")
 
 
 # -- is a drop more than the seeds' spread? ------------------------------------------------------
@@ -169,7 +203,7 @@ def one_seed(report: dict[str, Any]) -> bool:
 def row_cells(row: dict[str, Any], single: bool) -> list[str]:
     """A report row's seeds, final accuracy, drop and LR at removal, as the CLI and the TUI
     show them; ``single`` (see :func:`one_seed`) leaves the std out."""
-    if row.get("lower_is_better"):  # a regression's error: raw values, a drop > 0 is worse
+    if row.get("lower_is_better") or row.get("raw"):  # a regression's error or a metric: raw values
         acc = "-" if row["final_acc_mean"] is None else f"{row['final_acc_mean']:.4g}"
         if row["final_acc_mean"] is not None and not single:
             acc += f" ± {row['final_acc_std'] or 0.0:.2g}"
@@ -232,9 +266,13 @@ def rich_table(report: dict[str, Any]):
         table.add_row(*([labels[r["series"]]] if multi else []), *cells)
     ref = next((r for r in report["rows"] if r["drop"] is not None), None)
     if ref is not None:
-        table.caption = (("drop: this row's error minus the reference's (lower is better), per series; the reference "
-                          "is " if score else "drop: reference accuracy minus this row's, per series; the reference is ")
-                         + reference_text(report).replace("its ", "the ", 1))
+        if report.get("metric"):
+            lead = f"drop: the reference's {score} minus this row's, per series; the reference is "
+        elif score:
+            lead = "drop: this row's error minus the reference's (lower is better), per series; the reference is "
+        else:
+            lead = "drop: reference accuracy minus this row's, per series; the reference is "
+        table.caption = lead + reference_text(report).replace("its ", "the ", 1)
         if single:
             table.caption += f". {ONE_SEED_CAVEAT}"
         elif marked:
