@@ -242,7 +242,8 @@ def rich_table(report: dict[str, Any]):
     score = report.get("score")
     table = Table(title=f"sweep {report['sweep']}: final {score or 'test accuracy'} (mean of the last "
                   f"{report['final_window']} "
-                  "epochs)" + (", one seed" if single else ", mean ± std over seeds"), box=box.SIMPLE_HEAD,
+                  + ("values recorded)" if report.get("metric") else "epochs)")
+                  + (", one seed" if single else ", mean ± std over seeds"), box=box.SIMPLE_HEAD,
                   pad_edge=False)
     header, labels = series_column(series_names(report))
     multi = has_series(list(labels))
