@@ -99,7 +99,7 @@ def critui_here(home: Path, *args: str, env: dict[str, str] | None = None) -> su
     saved = {key: os.environ.get(key) for key in environment}
     out, err = io.StringIO(), io.StringIO()
     code = 0
-    starters = launching.start_worker, launchers.start_worker
+    original = launching.start_worker
     # Rich fixes a console's width when it is made, from COLUMNS then: set it as a new
     # process would see it.
     widths = [(console, console._width) for console in (cli.console, cli.err_console)]
@@ -114,7 +114,11 @@ def critui_here(home: Path, *args: str, env: dict[str, str] | None = None) -> su
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     finally:
-        launching.start_worker, launchers.start_worker = starters
+        # Every module holding the guard gets the real one back, also one first imported
+        # during this call (`from critui.launching import start_worker` binds what it finds).
+        for module in list(sys.modules.values()):
+            if getattr(module, "start_worker", None) is no_worker:
+                module.start_worker = original
         for console, width in widths:
             console._width = width
         for key, value in saved.items():
