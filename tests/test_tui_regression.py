@@ -47,7 +47,8 @@ def test_a_regression_run_shows_its_score_in_the_table_status_log_and_chart(tmp_
         app = make_app(home, poll_interval=0.2)
         async with app.run_test(size=(120, 40)) as pilot:
             table = app.screen.query_one(RunsTable)
-            assert await wait_for(pilot, lambda: table.cell(RUN, "acc") == f"{scores[-1]:.3f}", timeout=30)
+            shown = lambda: RUN in app.feed.docs and table.row_count > 0 and table.cell(RUN, "acc")  # noqa: E731 - after the first poll
+            assert await wait_for(pilot, lambda: shown() == f"{scores[-1]:.3f}", timeout=30)
             app.push_screen(RunDetailScreen(RUN))
             assert await wait_for(pilot, lambda: isinstance(app.screen, RunDetailScreen) and app.screen.is_mounted)
             await pilot.pause()
