@@ -444,10 +444,10 @@ async def open_new_experiment(pilot, deficit: str):
     screen = pilot.app.screen
     assert isinstance(screen, NewExperimentScreen)
     assert await wait_for(
-        pilot, lambda: screen.registry is not None and screen.query(ParamField), timeout=30
+        pilot, lambda: screen.ready and screen.query(ParamField), timeout=30
     )
     screen.query_one("#pick-deficit", Select).value = deficit
-    assert await wait_for(pilot, lambda: screen.query("#f-deficit-end"))
+    assert await wait_for(pilot, lambda: screen.ready and screen.query("#f-deficit-end"))
     return screen
 
 

@@ -88,13 +88,16 @@ async def open_form(app, pilot):
     await pilot.press("n")
     screen = app.screen
     assert await wait_for(
-        pilot, lambda: screen.registry is not None and screen.query(ParamField), timeout=30
+        pilot, lambda: screen.ready and screen.query(ParamField), timeout=30
     )
     screen.query_one("#pick-deficit", Select).value = "deficits.flip"
     screen.query_one("#pick-metrics-fisher", Checkbox).value = False
     assert await wait_for(
         pilot,
-        lambda: screen.query("#f-deficit-end") and not screen.query("#f-metrics-fisher-every"),
+        # Both picks rebuild the fields; between a rebuild's two groups some are missing.
+        lambda: screen.ready
+        and screen.query("#f-deficit-end")
+        and not screen.query("#f-metrics-fisher-every"),
     )
     for key, value in {**TINY, "train.epochs": "2"}.items():
         screen.field(key).set_value(value)
@@ -343,7 +346,7 @@ def test_the_form_starts_the_run_through_the_chosen_launcher(tmp_path, registry)
         async with app.run_test(size=(120, 40)) as pilot:
             screen = await open_form(app, pilot)
             screen.query_one("#pick-launcher", Select).value = "launchers.slurm"
-            assert await wait_for(pilot, lambda: screen.query("#f-launcher-cluster"))
+            assert await wait_for(pilot, lambda: screen.ready and screen.query("#f-launcher-cluster"))
             # No Slurm here: its default cluster cannot start, and the form says why.
             await pilot.press("ctrl+l")  # held until the launcher's fields are mounted, then acted on
             assert await wait_for(

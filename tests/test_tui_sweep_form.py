@@ -46,7 +46,7 @@ async def form(app, pilot):
     await pilot.press("n")
     assert await wait_for(pilot, lambda: isinstance(app.screen, NewExperimentScreen))
     screen = app.screen
-    assert await wait_for(pilot, lambda: screen.registry is not None and screen.query(ParamField), timeout=30)
+    assert await wait_for(pilot, lambda: screen.ready and screen.query(ParamField), timeout=30)
     return screen
 
 
@@ -158,7 +158,7 @@ def test_the_form_builds_onset_seeds_baseline_and_splits_the_cores_between_its_j
         async with app.run_test(size=(120, 40)) as pilot:
             screen = await form(app, pilot)
             screen.query_one("#pick-deficit", Select).value = "deficits.flip"
-            assert await wait_for(pilot, lambda: screen.query("#f-deficit-end"))
+            assert await wait_for(pilot, lambda: screen.ready and screen.query("#f-deficit-end"))
             # the deficit, its window and the Fisher settings come before train and optim
             keys = [f.key for f in screen.query(ParamField).results(ParamField)]
             assert keys.index("deficit.end") < keys.index("metrics.fisher.every") < keys.index("train.epochs")

@@ -201,11 +201,12 @@ def test_a_large_home_is_drawn_without_reading_every_run_s_events(tmp_path):
             assert len(dict.keys(app.feed.histories)) <= 2
             assert table.shown[0].endswith(f"{count - 1:04x}")  # newest first
             await pilot.press("end")
-            assert table.current_id.endswith("0000") and table.scroll_y > 0
+            # the scroll lands on a later refresh, on a loaded machine a poll or two later
+            assert await wait_for(pilot, lambda: table.current_id.endswith("0000") and table.scroll_y > 0)
             last_line = table.render_line(table.scrollable_content_region.height - 1).text
             assert "0000" in last_line
             await pilot.press("home", "pagedown")
-            assert table.cursor_row > 10
+            assert await wait_for(pilot, lambda: table.cursor_row > 10)
             await pilot.press("s")  # sort by status, over all 120
             assert len(table.shown) == count
 
@@ -253,7 +254,7 @@ def test_keys_typed_while_the_form_rebuilds_its_fields_reach_the_field_they_were
         async with app.run_test(size=(120, 40)) as pilot:
             await pilot.press("n")
             screen = app.screen
-            assert await wait_for(pilot, lambda: screen.registry is not None and screen.query(ParamField))
+            assert await wait_for(pilot, lambda: screen.ready and screen.query(ParamField))
             every = screen.field("metrics.fisher.every")
             probe_before = screen.field("metrics.fisher.probe").raw
             every.query_one(Input).focus()
@@ -268,8 +269,15 @@ def test_keys_typed_while_the_form_rebuilds_its_fields_reach_the_field_they_were
             await screen.rebuild_plugin_fields()
             screen.release_keys()
             await pilot.pause()
-            assert await wait_for(pilot, lambda: screen.field("metrics.fisher.every").raw == "1", timeout=5)
-            assert screen.field("metrics.fisher.every").raw == "1"
+            # The pick's own Changed message rebuilds the fields once more: wait until it is done.
+            assert await wait_for(
+                pilot,
+                lambda: screen.ready
+                and screen.query("#f-metrics-fisher-every")
+                and screen.field("metrics.fisher.every").raw == "1"
+                and app.focused is screen.field("metrics.fisher.every").query_one(Input),
+                timeout=30,
+            )
             assert screen.field("metrics.fisher.probe").raw == probe_before
             assert app.focused is screen.field("metrics.fisher.every").query_one(Input)
 

@@ -182,6 +182,11 @@ class NewExperimentScreen(HoldsKeys, Screen):
         ]
         return [str(p) for p in picks if p not in (NONE, Select.NULL)], metrics
 
+    @property
+    def ready(self) -> bool:
+        """The form is built and no rebuild is under way (during one, some fields are missing)."""
+        return self.registry is not None and not self._rebuilding.locked() and self.held_keys is None
+
     async def rebuild_plugin_fields(self) -> None:
         """One group of fields per chosen plugin, keeping values typed for plugins still chosen."""
         if self.registry is None or not self.query("#plugin-fields"):

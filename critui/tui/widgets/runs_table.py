@@ -331,10 +331,12 @@ class RunsTable(ScrollView, can_focus=True):
     def scroll_to_cursor(self) -> None:
         visible = max(self.scrollable_content_region.height - 1, 1)  # less the header
         top = int(self.scroll_y)
+        # At once, not after the next refresh: a deferred scroll could be overtaken by a poll's
+        # refill and leave the cursor below the visible rows.
         if self.cursor_row < top:
-            self.scroll_to(y=self.cursor_row, animate=False)
+            self.scroll_to(y=self.cursor_row, animate=False, immediate=True)
         elif self.cursor_row >= top + visible:
-            self.scroll_to(y=self.cursor_row - visible + 1, animate=False)
+            self.scroll_to(y=self.cursor_row - visible + 1, animate=False, immediate=True)
 
     def action_cursor(self, step: int) -> None:
         self.move_cursor(self.cursor_row + step)
