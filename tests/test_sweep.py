@@ -140,6 +140,13 @@ def test_blur_removal_sweep_with_two_jobs_forks_exactly_and_reports(tmp_path, ho
     png = critui("report", "last", "--png", str(out), env={"PYTHONPATH": str(no_mpl)})
     assert png.returncode == 2 and "Traceback" not in png.stderr
     assert "matplotlib" in png.stderr and "critui[plot]" in png.stderr and not out.exists()
+    try:
+        import matplotlib  # noqa: F401  (the dev extra installs it; a bare install may not)
+    except ImportError:
+        pass
+    else:
+        critui("report", "last", "--png", str(out), check=True)
+        assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # The trunk cannot be deleted while a fork inherits its first epochs; with the fork, it can.
     refused = critui("delete", trunk["run_id"], "--yes")
