@@ -242,3 +242,12 @@ def test_a_subprocess_lists_from_the_listing(critui, runs_home):
     expected = from_index(runs_home)
     result = critui("runs", check=True)
     assert result.stdout == expected and result.stderr == ""
+
+
+def test_a_listing_holds_what_a_fresh_read_of_the_index_holds_not_what_its_writer_holds(runs_home):
+    RunStore(runs_home).update(A, epochs="eight")  # this process holds it; a fresh read leaves it out
+    _compact(runs_home)  # the snapshot and its listing, written by this process
+    fresh = journal.read_index(runs_home / INDEX_FILE)
+    assert sorted(d["id"] for d in fresh) == [B, C, D]
+    assert sorted(row["id"] for row in kept(runs_home).rows.values()) == [B, C, D]
+    assert [listing.row_of(d) for d in fresh] == list(kept(runs_home).rows.values())

@@ -165,6 +165,9 @@ class IndexState:
     entries: dict[str, dict[str, Any]] = field(default_factory=dict)  # doc id -> entry (never changed in place)
     by_run: dict[str, str] = field(default_factory=dict)  # run id -> doc id
     rejected: dict[str, str] = field(default_factory=dict)  # doc id -> why it was left out
+    # Entries this process wrote that a fresh read would leave out (entry_problem): read entries
+    # are all checked, and the runs listing is made from these without checking 10,000 again.
+    invalid: set[str] = field(default_factory=set)
     generation: int = field(default_factory=lambda: next(_GENERATIONS))  # a new one for every full reload
     needs_compaction: bool = False  # something was left out: fold it away on the next write
     # The run ids whose entries changed (set, replaced or dropped) since the full reload, in
@@ -324,6 +327,7 @@ class JournalStorage(Storage):
     def _drop(state: IndexState, doc_id: str) -> None:
         old = state.entries.pop(doc_id, None)
         state.rejected.pop(doc_id, None)
+        state.invalid.discard(doc_id)
         if old is not None and state.by_run.get(old.get("id")) == doc_id:
             del state.by_run[old["id"]]
             state.logged(old["id"])
@@ -369,6 +373,8 @@ class JournalStorage(Storage):
                 state.entries[doc_id] = doc
                 state.by_run[doc["id"]] = doc_id
                 state.logged(doc["id"])
+                if entry_problem(doc) is not None:
+                    state.invalid.add(doc_id)
             if (state.needs_compaction or state.snapshot_key is None
                     or state.journal_size + len(lines) > max(MIN_JOURNAL_BYTES, state.snapshot_size // 2)):
                 self.compact()
@@ -412,6 +418,7 @@ class JournalStorage(Storage):
             state.journal_ino, state.journal_offset, state.journal_size = end.st_ino, 0, 0
             state.entries.clear()
             state.by_run.clear()
+            state.invalid.clear()
             state.snapshot_key = None
 
     def compact(self) -> None:
@@ -452,7 +459,7 @@ class JournalStorage(Storage):
     def _write_listing(self, snapshot: bytes, journal: bytes) -> bool:
         from critui.runs import listing  # it reads this module's checks
 
-        rows, full = listing.from_entries(self.state.entries)
+        rows, full = listing.from_entries(self.state.entries, self.state.invalid)
         return listing.save(self.path, listing.Listing(rows, full, listing.digest(snapshot), len(journal), journal))
 
     def close(self) -> None:

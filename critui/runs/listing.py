@@ -89,12 +89,13 @@ class Listing:
         return digest(self.journal[: self.journal_bytes])
 
 
-def from_entries(entries: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+def from_entries(entries: dict[str, Any], invalid: set[str]) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
     """Rows and whole active entries of an index's entries, as a fresh read of the index would
-    keep them: an entry with a problem, or repeating an earlier entry's run id, is left out."""
+    keep them: an entry ``invalid`` names (one with a problem), or one repeating an earlier
+    entry's run id, is left out."""
     rows, full, seen = {}, {}, set()
     for key, doc in entries.items():
-        if entry_problem(doc) is not None or doc["id"] in seen:
+        if key in invalid or doc["id"] in seen:
             continue
         seen.add(doc["id"])
         rows[key] = row_of(doc)

@@ -327,7 +327,8 @@ class RunStore:
         if rows is None:
             self.reconcile()
             with self.index() as db:
-                rows = [listing_file.row_of(d) for d in db.storage.state.entries.values()]
+                state = db.storage.state
+                rows = list(listing_file.from_entries(state.entries, state.invalid)[0].values())
                 if rewrite:
                     db.storage.save_listing()
         return sorted(rows, key=_created)
