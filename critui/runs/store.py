@@ -26,8 +26,6 @@ import operator
 import os
 import re
 import shutil
-import socket
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -93,6 +91,8 @@ def default_home() -> Path:
 
 def git_commit() -> str | None:
     """The commit of the critui source tree, with ``-dirty`` if it has local changes."""
+    import subprocess  # here: `critui runs` and the TUI's start never need it
+
     root = Path(__file__).resolve().parents[2]
     if not (root / ".git").exists():
         return None
@@ -250,6 +250,8 @@ class RunStore:
 
     def create(self, spec: RunSpec, plugins: dict[str, dict[str, str]], extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """Make a run directory (complete before it appears) and its index entry, ``queued``."""
+        import socket  # here: `critui runs` and the TUI's start never need it
+
         run_id = new_run_id()
         meta = {
             "id": run_id,
@@ -499,11 +501,11 @@ class RunStore:
         copied in; a folder not named by a run id is warned about, not returned."""
         # Staging folders a killed create() left; only when the runs folder is read anyway (a
         # new process always reads it once), as 10,000 entries are not listed at every poll.
-        names = os.listdir(self.runs_dir)
-        if any(map(is_temp, names)):
+        unknown = [name for name in os.listdir(self.runs_dir) if name not in known]  # no run id is a temp
+        if any(map(is_temp, unknown)):
             remove_stale_temps(self.runs_dir, older_than_s=STAGING_MAX_AGE_S)
         missing, waiting = [], False
-        for name in [n for n in names if n not in known and not n.startswith(".")]:
+        for name in [n for n in unknown if not n.startswith(".")]:
             path = self.runs_dir / name
             if not (path / "spec.json").exists() and not (path / "run.json").exists():
                 waiting = True  # not a run, or one still being copied in: look again next time
