@@ -4,7 +4,9 @@ index gives, whatever happened to the listing, and whatever another process wrot
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -251,3 +253,16 @@ def test_a_listing_holds_what_a_fresh_read_of_the_index_holds_not_what_its_write
     assert sorted(d["id"] for d in fresh) == [B, C, D]
     assert sorted(row["id"] for row in kept(runs_home).rows.values()) == [B, C, D]
     assert [listing.row_of(d) for d in fresh] == list(kept(runs_home).rows.values())
+
+
+@pytest.mark.parametrize("planted", ["a link to the snapshot", "a named pipe"])
+def test_a_listing_that_is_not_a_file_is_never_followed_or_waited_on(runs_home, planted):
+    expected = from_index(runs_home)
+    path = listing.listing_path(runs_home / INDEX_FILE)
+    path.unlink()
+    if planted == "a named pipe":
+        os.mkfifo(path)  # reading it would wait for a writer for ever
+    else:
+        path.symlink_to(runs_home / INDEX_FILE)
+    assert runs(runs_home) == expected
+    assert path.is_symlink() or stat.S_ISFIFO(path.lstat().st_mode)  # left as it is, never replaced

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import stat
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
@@ -38,6 +40,7 @@ LISTING_SUFFIX = ".listing"  # history.json -> history.listing
 FORMAT = "critui-listing"
 VERSION = 1
 ACTIVE = ("queued", "running")
+MAX_BYTES = 512 << 20  # no listing is bigger (130 MB at a million runs): anything bigger is not one
 REFRESH_BYTES = 64 * 1024  # a reader replaying more of the journal than this writes a fresh listing
 # What `critui runs` shows and filters on, as :func:`row_of` takes it from an index entry.
 FIELDS = ("id", "status", "created", "dataset", "model", "deficit", "window", "epochs", "epochs_done",
@@ -186,9 +189,8 @@ def load(index_path: Path, journal_path: Path) -> tuple[Listing | None, str | No
     """The index's rows from the kept listing, with the journal lines appended since it was made
     replayed over it; or None and why they cannot be had so (the listing missing, stale or
     damaged, or a journal line the index would leave out). Call it under the index lock."""
-    path = listing_path(index_path)
     try:
-        data = path.read_bytes()
+        data = _read_regular(listing_path(index_path))
     except FileNotFoundError:
         return None, "missing"
     except OSError as exc:
@@ -212,6 +214,20 @@ def load(index_path: Path, journal_path: Path) -> tuple[Listing | None, str | No
     if not _replay(found, journal):
         return None, "the journal holds a line the index leaves out"
     return found, None
+
+
+def _read_regular(path: Path) -> bytes:
+    """A regular file's bytes; OSError for anything else planted there (a link, a FIFO that
+    would block, a device that never ends) or for a file too big to be a listing."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_BYTES:
+            raise OSError(f"{path} is not a regular file of at most {MAX_BYTES >> 20} MiB")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read(MAX_BYTES + 1)
+    finally:
+        os.close(fd)
 
 
 def _replay(found: Listing, journal: bytes) -> bool:
