@@ -219,6 +219,7 @@ class JournalStorage(Storage):
         self.journal = self.path.with_name(self.path.name.removesuffix(".json") + JOURNAL_SUFFIX)
         self.problems: list[str] = []
         self.writes = 0  # how many times this storage wrote (appended or folded)
+        self.compactions = 0  # how many times it wrote a new snapshot
         key = str(self.path.resolve())
         self.state = _STATES.setdefault(key, IndexState())
         self._key = key
@@ -424,7 +425,7 @@ class JournalStorage(Storage):
     def compact(self) -> None:
         """Fold the journal into a new snapshot; both are replaced atomically, snapshot first."""
         state = self.state
-        snapshot = json.dumps({TABLE: state.entries}, separators=(",", ":")).encode()
+        snapshot = json.dumps({TABLE: state.entries}, separators=(",", ":"))
         atomic_write(self.path, snapshot)
         # A kill between the two replacements leaves the old journal over the new snapshot:
         # replaying it sets every entry to what the snapshot already holds, so nothing is lost.
@@ -434,33 +435,13 @@ class JournalStorage(Storage):
         state.journal_ino, state.journal_offset, state.journal_size = (journal[0] if journal else None), 0, 0
         state.rejected.clear()
         state.needs_compaction = False
-        # Last: a kill before it leaves a listing naming the old snapshot, which no reader uses.
-        self._write_listing(snapshot, b"")
+        self.compactions += 1
 
-    def save_listing(self) -> bool:
-        """Write the runs listing (:mod:`critui.runs.listing`) of the index as this process
-        holds it; call it under the lock, just after a refresh. False if it was not written."""
+    def is_current(self) -> bool:
+        """Whether this process's copy is what a fresh read of the files gives (call it under
+        the lock, after a refresh or a write): the snapshot it read or wrote, nothing left out."""
         state = self.state
-        if state.needs_compaction or state.rejected or state.snapshot_key != _file_key(self.path):
-            return False  # what this process holds is not what a fresh read of the files gives
-        try:
-            snapshot = self.path.read_bytes()
-        except FileNotFoundError:
-            snapshot = b""
-        try:
-            with open(self.journal, "rb") as f:
-                journal = f.read(state.journal_offset)
-        except FileNotFoundError:
-            journal = b""
-        if len(journal) != state.journal_offset:
-            return False
-        return self._write_listing(snapshot, journal)
-
-    def _write_listing(self, snapshot: bytes, journal: bytes) -> bool:
-        from critui.runs import listing  # it reads this module's checks
-
-        rows, full = listing.from_entries(self.state.entries, self.state.invalid)
-        return listing.save(self.path, listing.Listing(rows, full, listing.digest(snapshot), len(journal), journal))
+        return not state.needs_compaction and not state.rejected and state.snapshot_key == _file_key(self.path)
 
     def close(self) -> None:
         pass

@@ -34,7 +34,14 @@ from typing import Any
 from critui.errors import CritUIError
 from critui.files import atomic_write
 from critui.runs.ids import RUN_ID
-from critui.runs.journal import FIELD_CHECKS, REQUIRED, STATUSES, TABLE, entry_problem
+from critui.runs.journal import (
+    FIELD_CHECKS,
+    REQUIRED,
+    STATUSES,
+    TABLE,
+    JournalStorage,
+    entry_problem,
+)
 
 LISTING_SUFFIX = ".listing"  # history.json -> history.listing
 FORMAT = "critui-listing"
@@ -105,6 +112,27 @@ def from_entries(entries: dict[str, Any], invalid: set[str]) -> tuple[dict[str, 
         if doc["status"] in ACTIVE:
             full[key] = doc
     return rows, full
+
+
+def save_index(storage: JournalStorage) -> bool:
+    """Write the listing of the index as ``storage`` holds it, when that is what a fresh read of
+    its files gives (call it under the index lock, after a refresh or a write); False if not."""
+    if not storage.is_current():
+        return False
+    state = storage.state
+    try:
+        snapshot = storage.path.read_bytes()
+    except FileNotFoundError:
+        snapshot = b""
+    try:
+        with open(storage.journal, "rb") as f:
+            journal = f.read(state.journal_offset)
+    except FileNotFoundError:
+        journal = b""
+    if len(journal) != state.journal_offset:
+        return False
+    rows, full = from_entries(state.entries, state.invalid)
+    return save(storage.path, Listing(rows, full, digest(snapshot), len(journal), journal))
 
 
 def encode(found: Listing) -> bytes:

@@ -200,6 +200,8 @@ class RunStore:
                 yield db
                 if db.storage.state.needs_compaction:
                     db.storage.compact()  # fold away what was left out, so it is told once
+                if db.storage.compactions:  # a new snapshot: the runs listing of it, for `critui runs`
+                    listing_file.save_index(db.storage)
             finally:
                 for problem in db.storage.problems:
                     self.warn(problem)
@@ -332,7 +334,7 @@ class RunStore:
                 state = db.storage.state
                 rows = list(listing_file.from_entries(state.entries, state.invalid)[0].values())
                 if rewrite:
-                    db.storage.save_listing()
+                    listing_file.save_index(db.storage)
         return sorted(rows, key=_created)
 
     def _kept_listing(self) -> tuple[list[dict[str, Any]] | None, bool]:
