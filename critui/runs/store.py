@@ -322,10 +322,10 @@ class RunStore:
         first, once the index is up to date with the run folders, as after :meth:`reconcile`.
 
         Read from the listing kept beside the index (``history.listing``) when it can be used:
-        then neither the index nor any run folder is read but those of queued and running runs,
-        to see that they are still alive. When it is missing, stale or damaged, or reconcile
-        has something to write, the index is read and reconciled as by any other command, and
-        a fresh listing is written."""
+        then the index is hashed (to know the listing is of it) but not parsed, and no run
+        folder is read but those of queued and running runs, to see that they are still alive.
+        When it is missing, stale or damaged, or reconcile has something to write, the index is
+        read and reconciled as by any other command, and a fresh listing is written."""
         with self._locked():
             rows, rewrite = self._kept_listing()
         if rows is None:
