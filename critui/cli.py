@@ -541,9 +541,10 @@ def runs(status, deficit, model, dataset, tags, limit, as_json, home) -> None:
         return
     # The full table if it fits; else the compact one (no creation time, and a dataset that
     # every run shares named in the title), which fits 80 columns.
-    table = _runs_table(docs, store.home, wide=True)
+    shared: dict[str, list[str]] = {}  # the columns both tables have, made once
+    table = _runs_table(docs, store.home, wide=True, shared=shared)
     if table.width > console.width:
-        table = _runs_table(docs, store.home, wide=False)
+        table = _runs_table(docs, store.home, wide=False, shared=shared)
     table.print(console)
 
 
@@ -634,8 +635,10 @@ def _pad(text: str, width: int, right: bool) -> str:
     return pad + text if right else text + pad
 
 
-def _runs_table(docs: list[dict[str, Any]], home: Path, wide: bool) -> RunsListing:
-    """The listing of ``docs`` (rows of :meth:`RunStore.listing`), a column at a time."""
+def _runs_table(docs: list[dict[str, Any]], home: Path, wide: bool,
+                shared: dict[str, list[str]] | None = None) -> RunsListing:
+    """The listing of ``docs`` (rows of :meth:`RunStore.listing`), a column at a time;
+    ``shared`` keeps the columns the wide and the compact table share, for the other one."""
     forks = any(d["parent"] for d in docs)
     datasets = {short_id(name) for name in {d["dataset"] for d in docs}}
     one_dataset = not wide and len(datasets) == 1
@@ -652,11 +655,14 @@ def _runs_table(docs: list[dict[str, Any]], home: Path, wide: bool) -> RunsListi
             parts = [short_id(model)] + ([] if one_dataset else [short_id(dataset)]) + [deficit_label(deficit, window)]
             text = described[key] = " / ".join(parts)
         experiments.append(text)
-    cells = [
-        [d["id"] for d in docs], [d["status"] for d in docs], experiments,
-        [f"{done}/{epochs}" for done, epochs in map(operator.itemgetter("epochs_done", "epochs"), docs)],
-        ["-" if d["final_acc"] is None else f"{d['final_acc']:.4f}" for d in docs],  # as _fmt_acc
-    ]
+    shared = {} if shared is None else shared
+    if "id" not in shared:
+        shared.update({
+            "id": [d["id"] for d in docs], "status": [d["status"] for d in docs],
+            "epochs": [f"{done}/{epochs}" for done, epochs in map(operator.itemgetter("epochs_done", "epochs"), docs)],
+            "final acc": ["-" if d["final_acc"] is None else f"{d['final_acc']:.4f}" for d in docs],  # as _fmt_acc
+        })
+    cells = [shared["id"], shared["status"], experiments, shared["epochs"], shared["final acc"]]
     if wide:
         minutes: dict[float, str] = {}  # runs of a sweep are made in the same few minutes
         made = []
@@ -668,8 +674,10 @@ def _runs_table(docs: list[dict[str, Any]], home: Path, wide: bool) -> RunsListi
             made.append(text)
         cells.append(made)
     if forks:
-        # The id's random suffix is enough to name the parent (`critui show a092` finds it).
-        cells.append([f"…{d['parent'][-4:]}@{d['fork_epoch']}" if d["parent"] else "" for d in docs])
+        if "fork of" not in shared:
+            # The id's random suffix is enough to name the parent (`critui show a092` finds it).
+            shared["fork of"] = [f"…{d['parent'][-4:]}@{d['fork_epoch']}" if d["parent"] else "" for d in docs]
+        cells.append(shared["fork of"])
     return RunsListing(title, columns + (["fork of"] if forks else []), cells, {"epochs", "final acc"}, experiment)
 
 

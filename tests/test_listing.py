@@ -266,3 +266,12 @@ def test_a_listing_that_is_not_a_file_is_never_followed_or_waited_on(runs_home, 
         path.symlink_to(runs_home / INDEX_FILE)
     assert runs(runs_home) == expected
     assert path.is_symlink() or stat.S_ISFIFO(path.lstat().st_mode)  # left as it is, never replaced
+
+
+def test_a_narrow_terminal_gets_the_compact_table_from_the_listing_too(runs_home):
+    narrow = {"COLUMNS": "80"}
+    listing.listing_path(runs_home / INDEX_FILE).unlink()
+    expected = critui_here(runs_home, "runs", env=narrow).stdout
+    assert "all on synthetic" in expected and "created" not in expected
+    assert all(len(line) <= 80 for line in expected.splitlines())
+    assert critui_here(runs_home, "runs", env=narrow).stdout == expected
