@@ -275,3 +275,16 @@ def test_a_narrow_terminal_gets_the_compact_table_from_the_listing_too(runs_home
     assert "all on synthetic" in expected and "created" not in expected
     assert all(len(line) <= 80 for line in expected.splitlines())
     assert critui_here(runs_home, "runs", env=narrow).stdout == expected
+
+
+def test_a_folder_in_the_index_s_place_is_set_aside_and_the_index_rebuilt(runs_home):
+    expected = from_index(runs_home)
+    (runs_home / INDEX_FILE).unlink()
+    (runs_home / INDEX_FILE).mkdir()
+    journal.forget_cached(runs_home / INDEX_FILE)
+    result = critui_here(runs_home, "runs")
+    assert result.returncode == 0 and "Traceback" not in result.stderr
+    assert "cannot be read" in result.stderr and "rebuilt" in result.stderr
+    assert [line.split()[0] for line in result.stdout.splitlines()[3:]] == [A, B, C, D]
+    assert list(runs_home.glob(f"{INDEX_FILE}.damaged-*"))[0].is_dir()  # kept for a look
+    assert runs(runs_home) == result.stdout == expected

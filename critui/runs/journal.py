@@ -268,6 +268,8 @@ class JournalStorage(Storage):
             data = self.path.read_bytes()
         except FileNotFoundError:
             return {}
+        except OSError as exc:  # e.g. a folder in its place: set it aside like any damaged index
+            raise IndexDamaged(f"cannot be read ({exc.strerror or exc})") from None
         if not data.strip():
             return {}
         try:

@@ -117,18 +117,14 @@ def from_entries(entries: dict[str, Any], invalid: set[str]) -> tuple[dict[str, 
 def save_index(storage: JournalStorage) -> bool:
     """Write the listing of the index as ``storage`` holds it, when that is what a fresh read of
     its files gives (call it under the index lock, after a refresh or a write); False if not."""
-    if not storage.is_current():
-        return False
     state = storage.state
     try:
-        snapshot = storage.path.read_bytes()
-    except FileNotFoundError:
-        snapshot = b""
-    try:
-        with open(storage.journal, "rb") as f:
-            journal = f.read(state.journal_offset)
-    except FileNotFoundError:
-        journal = b""
+        if not storage.is_current():
+            return False
+        snapshot = _read_if_there(storage.path)
+        journal = _read_if_there(storage.journal, state.journal_offset)
+    except OSError:  # the index's own readers say what is wrong with its files
+        return False
     if len(journal) != state.journal_offset:
         return False
     rows, full = from_entries(state.entries, state.invalid)
@@ -228,13 +224,9 @@ def load(index_path: Path, journal_path: Path) -> tuple[Listing | None, str | No
     except Exception as exc:  # noqa: BLE001 - whatever is wrong with a cache, the index has the answer
         return None, f"damaged ({exc})" if isinstance(exc, ValueError) else f"damaged ({type(exc).__name__})"
     try:
-        snapshot = index_path.read_bytes()
-    except FileNotFoundError:
-        snapshot = b""
-    try:
-        journal = journal_path.read_bytes()
-    except FileNotFoundError:
-        journal = b""
+        snapshot, journal = _read_if_there(index_path), _read_if_there(journal_path)
+    except OSError as exc:  # e.g. a folder in the index's place: the index's own reader says what
+        return None, f"the index cannot be read ({exc.strerror or exc})"
     if digest(snapshot) != found.snapshot_sha256 or len(journal) < found.journal_bytes or (
             digest(journal[: found.journal_bytes]) != header.get("journal_sha256")):
         return None, "stale"
@@ -242,6 +234,15 @@ def load(index_path: Path, journal_path: Path) -> tuple[Listing | None, str | No
     if not _replay(found, journal):
         return None, "the journal holds a line the index leaves out"
     return found, None
+
+
+def _read_if_there(path: Path, size: int = -1) -> bytes:
+    """A file's bytes (its first ``size``), or none if there is no file."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(size)
+    except FileNotFoundError:
+        return b""
 
 
 def _read_regular(path: Path) -> bytes:
