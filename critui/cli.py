@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import operator
 import os
 import signal
 import sys
@@ -515,12 +516,17 @@ def plugins(as_json: bool) -> None:
 @home_option
 def runs(status, deficit, model, dataset, tags, limit, as_json, home) -> None:
     """List the run history, oldest first."""
-    from critui.runs.store import check_tag, entry_tags
+    from critui.runs.store import RunStore, check_tag, entry_tags
 
     for tag in tags:
         check_tag(tag)
-    store = open_store(home)
-    docs = store.all()
+    if as_json:
+        store = open_store(home)
+        docs = store.all()
+    else:  # only the columns shown: read from the listing kept beside the index, not all of it
+        store = RunStore(home)
+        docs = store.listing()
+        print_problems(store)
     if status or deficit is not None or model is not None or dataset is not None:
         docs = [d for d in docs if _matches(d, status, deficit, model, dataset)]
     if tags:
@@ -535,9 +541,10 @@ def runs(status, deficit, model, dataset, tags, limit, as_json, home) -> None:
         return
     # The full table if it fits; else the compact one (no creation time, and a dataset that
     # every run shares named in the title), which fits 80 columns.
-    table = _runs_table(docs, store.home, wide=True)
+    shared: dict[str, list[str]] = {}  # the columns both tables have, made once
+    table = _runs_table(docs, store.home, wide=True, shared=shared)
     if table.width > console.width:
-        table = _runs_table(docs, store.home, wide=False)
+        table = _runs_table(docs, store.home, wide=False, shared=shared)
     table.print(console)
 
 
@@ -557,12 +564,11 @@ class RunsListing:
 
     title: str
     columns: list[str]
-    rows: list[list[str]]  # plain text; the status column is coloured when printed
+    cells: list[list[str]]  # a list per column, plain text; the status column is coloured when printed
     right: set[str]
     wrap: str  # the one column that may be cut to fit
 
     def __post_init__(self):
-        self.cells = [list(col) for col in zip(*self.rows, strict=True)] or [[] for _ in self.columns]
         self.widths = [max(_width(c), _column_width(col)) for c, col in zip(self.columns, self.cells, strict=True)]
 
     @property
@@ -590,14 +596,15 @@ class RunsListing:
         def column(i: int, cells: list[str]) -> list[str]:
             width = widths[i]
             measure = len if "".join(cells).isascii() else _width  # "…" below is one cell wide, too
-            if max(map(measure, cells), default=0) > width:
+            if max(map(measure, set(cells)), default=0) > width:
                 cells = [c if measure(c) <= width else _cut(c, width) for c in cells]
             if i == status and codes:  # padded as the plain text, then coloured
                 return [c.join(codes[c]) + " " * (width - len(c)) if c in codes else _pad(c, width, False)
                         for c in cells]
             if measure is len:
                 return list(map(str.rjust if right[i] else str.ljust, cells, itertools.repeat(width)))
-            return [_pad(c, width, right[i]) for c in cells]
+            padded = {c: _pad(c, width, right[i]) for c in set(cells)}  # each distinct text measured once
+            return [padded[c] for c in cells]
 
         title = [paint(part.replace("\u00a0", " ").center(total).rstrip(), "italic")
                  for part in textwrap.wrap(self.title, max(total, 20))]
@@ -613,7 +620,7 @@ def _column_width(cells: list[str]) -> int:
         return 0
     if "".join(cells).isascii():
         return max(map(len, cells))
-    return max(map(_width, cells))
+    return max(map(_width, set(cells)))  # cells repeat (a parent's forks): measure each text once
 
 
 def _cut(text: str, width: int) -> str:
@@ -628,8 +635,11 @@ def _pad(text: str, width: int, right: bool) -> str:
     return pad + text if right else text + pad
 
 
-def _runs_table(docs: list[dict[str, Any]], home: Path, wide: bool) -> RunsListing:
-    forks = any(d.get("parent") for d in docs)
+def _runs_table(docs: list[dict[str, Any]], home: Path, wide: bool,
+                shared: dict[str, list[str]] | None = None) -> RunsListing:
+    """The listing of ``docs`` (rows of :meth:`RunStore.listing`), a column at a time;
+    ``shared`` keeps the columns the wide and the compact table share, for the other one."""
+    forks = any(d["parent"] for d in docs)
     datasets = {short_id(name) for name in {d["dataset"] for d in docs}}
     one_dataset = not wide and len(datasets) == 1
     # No-break spaces keep "all on DATASET" on one line when a long home wraps the title.
@@ -637,35 +647,38 @@ def _runs_table(docs: list[dict[str, Any]], home: Path, wide: bool) -> RunsListi
     experiment = "model / deficit" if one_dataset else "model / dataset / deficit"
     columns = ["id", "status", experiment, "epochs", "final acc"] + (["created"] if wide else [])
     described: dict[tuple, str] = {}  # a home holds few experiments, repeated over many runs
-
-    def describe(d: dict[str, Any]) -> str:
-        window = d.get("window")
-        key = (d["model"], d["dataset"], d.get("deficit"), tuple(window) if window else None)
-        if key not in described:
-            parts = [short_id(d["model"])] + ([] if one_dataset else [short_id(d["dataset"])]) + [_deficit_text(d)]
-            described[key] = " / ".join(parts)
-        return described[key]
-
-    minutes: dict[float, str] = {}  # runs of a sweep are made in the same few minutes
-
-    def made(d: dict[str, Any]) -> str:
-        created = d.get("created", 0)
-        minute = created // 60  # time zones are offset by whole minutes (since 1972, everywhere)
-        if minute not in minutes:
-            minutes[minute] = time.strftime("%m-%d %H:%M", time.localtime(created))
-        return minutes[minute]
-
-    rows = []
-    for d in docs:
-        row = [
-            d["id"], d["status"], describe(d),
-            f"{d.get('epochs_done', 0)}/{d['epochs']}", _fmt_acc(d.get("final_acc")),
-        ] + ([made(d)] if wide else [])
-        if forks:
+    experiments = []
+    for model, dataset, deficit, window in map(operator.itemgetter("model", "dataset", "deficit", "window"), docs):
+        key = (model, dataset, deficit, tuple(window) if window else None)
+        text = described.get(key)
+        if text is None:
+            parts = [short_id(model)] + ([] if one_dataset else [short_id(dataset)]) + [deficit_label(deficit, window)]
+            text = described[key] = " / ".join(parts)
+        experiments.append(text)
+    shared = {} if shared is None else shared
+    if "id" not in shared:
+        shared.update({
+            "id": [d["id"] for d in docs], "status": [d["status"] for d in docs],
+            "epochs": [f"{done}/{epochs}" for done, epochs in map(operator.itemgetter("epochs_done", "epochs"), docs)],
+            "final acc": ["-" if d["final_acc"] is None else f"{d['final_acc']:.4f}" for d in docs],  # as _fmt_acc
+        })
+    cells = [shared["id"], shared["status"], experiments, shared["epochs"], shared["final acc"]]
+    if wide:
+        minutes: dict[float, str] = {}  # runs of a sweep are made in the same few minutes
+        made = []
+        for created in map(operator.itemgetter("created"), docs):
+            minute = created // 60  # time zones are offset by whole minutes (since 1972, everywhere)
+            text = minutes.get(minute)
+            if text is None:
+                text = minutes[minute] = time.strftime("%m-%d %H:%M", time.localtime(created))
+            made.append(text)
+        cells.append(made)
+    if forks:
+        if "fork of" not in shared:
             # The id's random suffix is enough to name the parent (`critui show a092` finds it).
-            row.append(f"…{d['parent'][-4:]}@{d['fork_epoch']}" if d.get("parent") else "")
-        rows.append(row)
-    return RunsListing(title, columns + (["fork of"] if forks else []), rows, {"epochs", "final acc"}, experiment)
+            shared["fork of"] = [f"…{d['parent'][-4:]}@{d['fork_epoch']}" if d["parent"] else "" for d in docs]
+        cells.append(shared["fork of"])
+    return RunsListing(title, columns + (["fork of"] if forks else []), cells, {"epochs", "final acc"}, experiment)
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})

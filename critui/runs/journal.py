@@ -165,6 +165,9 @@ class IndexState:
     entries: dict[str, dict[str, Any]] = field(default_factory=dict)  # doc id -> entry (never changed in place)
     by_run: dict[str, str] = field(default_factory=dict)  # run id -> doc id
     rejected: dict[str, str] = field(default_factory=dict)  # doc id -> why it was left out
+    # Entries this process wrote that a fresh read would leave out (entry_problem): read entries
+    # are all checked, and the runs listing is made from these without checking 10,000 again.
+    invalid: set[str] = field(default_factory=set)
     generation: int = field(default_factory=lambda: next(_GENERATIONS))  # a new one for every full reload
     needs_compaction: bool = False  # something was left out: fold it away on the next write
     # The run ids whose entries changed (set, replaced or dropped) since the full reload, in
@@ -216,6 +219,7 @@ class JournalStorage(Storage):
         self.journal = self.path.with_name(self.path.name.removesuffix(".json") + JOURNAL_SUFFIX)
         self.problems: list[str] = []
         self.writes = 0  # how many times this storage wrote (appended or folded)
+        self.compactions = 0  # how many times it wrote a new snapshot
         key = str(self.path.resolve())
         self.state = _STATES.setdefault(key, IndexState())
         self._key = key
@@ -264,6 +268,8 @@ class JournalStorage(Storage):
             data = self.path.read_bytes()
         except FileNotFoundError:
             return {}
+        except OSError as exc:  # e.g. a folder in its place: set it aside like any damaged index
+            raise IndexDamaged(f"cannot be read ({exc.strerror or exc})") from None
         if not data.strip():
             return {}
         try:
@@ -324,6 +330,7 @@ class JournalStorage(Storage):
     def _drop(state: IndexState, doc_id: str) -> None:
         old = state.entries.pop(doc_id, None)
         state.rejected.pop(doc_id, None)
+        state.invalid.discard(doc_id)
         if old is not None and state.by_run.get(old.get("id")) == doc_id:
             del state.by_run[old["id"]]
             state.logged(old["id"])
@@ -369,6 +376,8 @@ class JournalStorage(Storage):
                 state.entries[doc_id] = doc
                 state.by_run[doc["id"]] = doc_id
                 state.logged(doc["id"])
+                if entry_problem(doc) is not None:
+                    state.invalid.add(doc_id)
             if (state.needs_compaction or state.snapshot_key is None
                     or state.journal_size + len(lines) > max(MIN_JOURNAL_BYTES, state.snapshot_size // 2)):
                 self.compact()
@@ -412,6 +421,7 @@ class JournalStorage(Storage):
             state.journal_ino, state.journal_offset, state.journal_size = end.st_ino, 0, 0
             state.entries.clear()
             state.by_run.clear()
+            state.invalid.clear()
             state.snapshot_key = None
 
     def compact(self) -> None:
@@ -427,6 +437,13 @@ class JournalStorage(Storage):
         state.journal_ino, state.journal_offset, state.journal_size = (journal[0] if journal else None), 0, 0
         state.rejected.clear()
         state.needs_compaction = False
+        self.compactions += 1
+
+    def is_current(self) -> bool:
+        """Whether this process's copy is what a fresh read of the files gives (call it under
+        the lock, after a refresh or a write): the snapshot it read or wrote, nothing left out."""
+        state = self.state
+        return not state.needs_compaction and not state.rejected and state.snapshot_key == _file_key(self.path)
 
     def close(self) -> None:
         pass

@@ -26,8 +26,6 @@ import operator
 import os
 import re
 import shutil
-import socket
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -51,6 +49,7 @@ from critui.events import (
     worker_pid,
 )
 from critui.files import TEMP_SUFFIX, atomic_write, is_temp, remove_stale_temps
+from critui.runs import listing as listing_file
 from critui.runs.ids import check_run_id, is_run_id, new_run_id
 from critui.runs.journal import (
     FIELD_CHECKS,
@@ -63,6 +62,7 @@ from critui.runs.journal import (
     forget_cached,
     is_number,
 )
+from critui.runs.listing import ACTIVE, entry_tags  # noqa: F401 - part of this module's interface
 
 if TYPE_CHECKING:
     from critui.config import RunSpec
@@ -70,7 +70,6 @@ if TYPE_CHECKING:
 INDEX_FILE = "history.json"
 LOCK_FILE = "history.lock"
 RUNS_DIR = "runs"
-ACTIVE = ("queued", "running")
 LOCK_TIMEOUT_S = 30.0
 STAGING_MAX_AGE_S = 3600.0  # a staging folder younger than this may be a create() under way
 SKIPPED_EVENTS = ('{"event": "metric"', '{"event": "checkpoint"')  # lines a summary never needs
@@ -92,6 +91,8 @@ def default_home() -> Path:
 
 def git_commit() -> str | None:
     """The commit of the critui source tree, with ``-dirty`` if it has local changes."""
+    import subprocess  # here: `critui runs` and the TUI's start never need it
+
     root = Path(__file__).resolve().parents[2]
     if not (root / ".git").exists():
         return None
@@ -179,24 +180,32 @@ class RunStore:
     # -- the index ---------------------------------------------------------------------------
 
     @contextmanager
-    def index(self) -> Iterator[TinyDB]:
-        """The TinyDB index, opened under the file lock for one read-modify-write."""
+    def _locked(self) -> Iterator[None]:
+        """The index's file lock, held for the block."""
         try:
             with self._lock:
-                db = self._open_index()
-                try:
-                    yield db
-                    if db.storage.state.needs_compaction:
-                        db.storage.compact()  # fold away what was left out, so it is told once
-                finally:
-                    for problem in db.storage.problems:
-                        self.warn(problem)
-                    db.close()
+                yield
         except Timeout:
             raise CritUIError(
                 f"The run index in {self.home} stayed locked for {LOCK_TIMEOUT_S:.0f} s. Another "
                 f"critui process may be stuck; if none is running, delete {self.home / LOCK_FILE}."
             ) from None
+
+    @contextmanager
+    def index(self) -> Iterator[TinyDB]:
+        """The TinyDB index, opened under the file lock for one read-modify-write."""
+        with self._locked():
+            db = self._open_index()
+            try:
+                yield db
+                if db.storage.state.needs_compaction:
+                    db.storage.compact()  # fold away what was left out, so it is told once
+                if db.storage.compactions:  # a new snapshot: the runs listing of it, for `critui runs`
+                    listing_file.save_index(db.storage)
+            finally:
+                for problem in db.storage.problems:
+                    self.warn(problem)
+                db.close()
 
     def _open_index(self) -> TinyDB:
         db = TinyDB(self.home / INDEX_FILE, storage=JournalStorage)
@@ -243,6 +252,8 @@ class RunStore:
 
     def create(self, spec: RunSpec, plugins: dict[str, dict[str, str]], extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """Make a run directory (complete before it appears) and its index entry, ``queued``."""
+        import socket  # here: `critui runs` and the TUI's start never need it
+
         run_id = new_run_id()
         meta = {
             "id": run_id,
@@ -305,6 +316,48 @@ class RunStore:
         with self.index() as db:
             docs = [dict(d) for d in db.storage.state.entries.values()]
         return sorted(docs, key=_created)
+
+    def listing(self) -> list[dict[str, Any]]:
+        """Every run's row of ``critui runs`` (:data:`critui.runs.listing.FIELDS`), oldest
+        first, once the index is up to date with the run folders, as after :meth:`reconcile`.
+
+        Read from the listing kept beside the index (``history.listing``) when it can be used:
+        then the index is hashed (to know the listing is of it) but not parsed, and no run
+        folder is read but those of queued and running runs, to see that they are still alive.
+        When it is missing, stale or damaged, or reconcile has something to write, the index is
+        read and reconciled as by any other command, and a fresh listing is written."""
+        with self._locked():
+            rows, rewrite = self._kept_listing()
+        if rows is None:
+            self.reconcile()
+            with self.index() as db:
+                state = db.storage.state
+                rows = list(listing_file.from_entries(state.entries, state.invalid)[0].values())
+                if rewrite:
+                    listing_file.save_index(db.storage)
+        return sorted(rows, key=_created)
+
+    def _kept_listing(self) -> tuple[list[dict[str, Any]] | None, bool]:
+        """The rows from the kept listing, if reconcile would change nothing (call it under the
+        lock); else None, and whether the kept listing is no use (to be written afresh)."""
+        remove_stale_temps(self.home)  # as reconcile does
+        index_path = self.home / INDEX_FILE
+        journal_path = index_path.with_name(index_path.name.removesuffix(".json") + JOURNAL_SUFFIX)
+        found, _why = listing_file.load(index_path, journal_path)
+        if found is None:
+            return None, True
+        for doc in found.full.values():  # queued and running runs: still so?
+            try:
+                if self._settle(dict(doc), progress=False):
+                    return None, False  # one to settle: reconcile writes it
+            except Exception:  # noqa: BLE001 - reconcile says what is wrong with the run
+                return None, False
+        missing, _waiting = self._unindexed({row["id"] for row in found.rows.values()})
+        if missing:
+            return None, False  # reconcile indexes them
+        if found.replayed > listing_file.REFRESH_BYTES:
+            listing_file.save(index_path, found)  # so the next reader replays less
+        return list(found.rows.values()), False
 
     def changes(self, since: tuple[int, int] | None = None) -> IndexChanges:
         """What changed in the index since ``since`` (the ``cursor`` of an earlier call; None
@@ -425,23 +478,9 @@ class RunStore:
         scan = (self._folder_key(), state.generation)
         if scan == self._scanned and not state.rejected:
             return []
-        # Staging folders a killed create() left; only when the runs folder is read anyway (a
-        # new process always reads it once), as 10,000 entries are not listed at every poll.
-        with os.scandir(self.runs_dir) as listing:
-            names = [(entry.name, entry.path) for entry in listing]
-        if any(is_temp(name) for name, _ in names):
-            remove_stale_temps(self.runs_dir, older_than_s=STAGING_MAX_AGE_S)
-        docs, waiting = [], False
-        for name, entry_path in names:
-            if name.startswith(".") or name in state.by_run:
-                continue
-            path = Path(entry_path)
-            if not (path / "spec.json").exists() and not (path / "run.json").exists():
-                waiting = True  # not a run, or one still being copied in: look again next time
-                continue
-            if not is_run_id(name):
-                self.warn(self._foreign_folder_message(path))
-                continue
+        missing, waiting = self._unindexed(state.by_run)
+        docs = []
+        for path in missing:
             try:
                 doc = self._rebuild(path)
             except Exception as exc:  # noqa: BLE001 - one damaged run must not stop the others
@@ -458,6 +497,26 @@ class RunStore:
             db.storage.insert(docs)
         self._scanned = None if waiting else (self._folder_key(), db.storage.state.generation)
         return [d["id"] for d in docs]
+
+    def _unindexed(self, known) -> tuple[list[Path], bool]:
+        """The run folders whose ids ``known`` lacks, and whether a folder may be one still being
+        copied in; a folder not named by a run id is warned about, not returned."""
+        # Staging folders a killed create() left; only when the runs folder is read anyway (a
+        # new process always reads it once), as 10,000 entries are not listed at every poll.
+        unknown = [name for name in os.listdir(self.runs_dir) if name not in known]  # no run id is a temp
+        if any(map(is_temp, unknown)):
+            remove_stale_temps(self.runs_dir, older_than_s=STAGING_MAX_AGE_S)
+        missing, waiting = [], False
+        for name in [n for n in unknown if not n.startswith(".")]:
+            path = self.runs_dir / name
+            if not (path / "spec.json").exists() and not (path / "run.json").exists():
+                waiting = True  # not a run, or one still being copied in: look again next time
+                continue
+            if not is_run_id(name):
+                self.warn(self._foreign_folder_message(path))
+                continue
+            missing.append(path)
+        return missing, waiting
 
     def _folder_key(self) -> tuple | None:
         try:
@@ -487,7 +546,10 @@ class RunStore:
         return {"epochs_done": epochs_covered(rows), "final_acc": final_accuracy(rows),
                 "last_acc": score_of(rows[-1]) if rows else None}
 
-    def _settle(self, doc: dict[str, Any], docs_by_id: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    def _settle(self, doc: dict[str, Any], docs_by_id: dict[str, dict[str, Any]] | None = None,
+                progress: bool = True) -> dict[str, Any]:
+        """The fields that settle an active run whose worker is gone ({} while it lives); a
+        fork's progress from its joined history unless ``progress`` is False (only asking)."""
         run_dir = self.run_dir(doc["id"])
         if not run_dir.exists():
             return {"status": "interrupted", "error": "the run directory was deleted", "ended": time.time()}
@@ -506,7 +568,7 @@ class RunStore:
         if doc.get("status") == "queued" and pid_alive(doc.get("manager_pid")) and not events:
             return {}  # its manager is still about to start it
         fields = self.summary_fields(events, ended_default="interrupted")
-        if doc.get("parent"):
+        if doc.get("parent") and progress:
             fields.update(self._fork_progress(doc, docs_by_id))
         return fields
 
@@ -638,12 +700,6 @@ def spec_fields(spec: dict[str, Any], spec_hash: str | None = None) -> dict[str,
         "epochs": int(spec["train"]["epochs"]),
         "seed": int(spec["train"]["seed"]),
     }
-
-
-def entry_tags(doc: dict[str, Any]) -> list[str]:
-    """A run's tags as its index entry holds them; anything but a list of text counts as none."""
-    tags = doc.get("tags")
-    return [t for t in tags if isinstance(t, str)] if isinstance(tags, list) else []
 
 
 def entry_note(doc: dict[str, Any]) -> str:

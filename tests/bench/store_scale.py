@@ -5,7 +5,10 @@ epochs with Fisher lines; one run in 20 a fork), indexes them, and measures:
 
 - update: one index update (``store.update``) in a process that has the index open (median
   of 50); target ≤ 10 ms at 10,000 runs. "cold update" opens the index in a new store first.
-- runs: ``critui runs`` as a subprocess (interpreter start included; median of 3); ≤ 0.5 s.
+- runs: ``critui runs`` as a subprocess (interpreter start included; median of 3); ≤ 0.5 s. It
+  reads the listing kept beside the index (``history.listing``) and the journal lines since.
+  "no listing kept": the same with the listing deleted before each, so read from the whole
+  index (and the listing written again), as the first listing after an upgrade or a damage.
 - TUI start: ``CritUIApp.run_test`` until the first poll has filled the dashboard; ≤ 1 s.
 - TUI poll: one ``RunsFeed.poll`` with nothing changed (median of 20; every 5th reconciles); ≤ 20 ms.
   "index changed": a poll after one run's entry changed (median of 10), which reads only the
@@ -30,6 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from critui.runs.journal import forget_cached  # noqa: E402
+from critui.runs.listing import listing_path  # noqa: E402
 from critui.runs.store import INDEX_FILE, RunStore  # noqa: E402
 from tests.synthetic_home import T0, run_id, write_run  # noqa: E402
 
@@ -66,10 +70,12 @@ def update_s(home: Path, ids: list[str]) -> tuple[float, float]:
     return warm, cold
 
 
-def runs_s(home: Path) -> float:
+def runs_s(home: Path, kept: bool = True) -> float:
     env = {**os.environ, "COLUMNS": "160"}
 
     def listing():
+        if not kept:
+            listing_path(home / INDEX_FILE).unlink(missing_ok=True)
         subprocess.run([sys.executable, "-m", "critui", "runs", "--home", str(home)], env=env, check=True,
                        capture_output=True)
 
@@ -129,10 +135,13 @@ def main(sizes: list[int]) -> None:
             print(f"{count} runs synthesised in {t:.1f} s", file=sys.stderr)
             rebuild = rebuild_s(home)
             warm, cold = update_s(home, ids)
+            cold_listing = runs_s(home, kept=False)
             listing = runs_s(home)
             rows[count] = {"update": warm * 1e3, "cold update": cold * 1e3, "critui runs": listing,
+                           "critui runs, no listing kept": cold_listing,
                            **tui_s(home, count), "rebuild": rebuild}
-    units = {"update": "ms", "cold update": "ms", "critui runs": "s", "TUI first poll": "s", "TUI start": "s",
+    units = {"update": "ms", "cold update": "ms", "critui runs": "s", "critui runs, no listing kept": "s",
+             "TUI first poll": "s", "TUI start": "s",
              "TUI poll": "ms", "TUI poll, reconciling": "ms", "TUI poll, index changed": "ms", "rebuild": "s"}
     targets = {"update": "≤ 10 ms", "critui runs": "≤ 0.5 s", "TUI start": "≤ 1 s", "TUI poll": "≤ 20 ms",
                "rebuild": "≤ 10 s"}
