@@ -343,13 +343,20 @@ def test_the_sweep_view_fills_in_live_flags_ended_runs_and_overlays_every_curve(
                 assert ticks.split() == ["2", "4", "8"], chart.render().plain
                 assert {"c", "s", "r"} <= set(screen.active_bindings)  # the view's own keys
 
+                fills, reports = screen.table_fills, screen.report
                 add_epochs(home, UNFINISHED, range(5, 8))  # the worker goes on
                 assert await wait_for(pilot, lambda: row_of(UNFINISHED)[3] == "8/12", timeout=10)
                 assert row_of(UNFINISHED)[4] == "0.7000"
+                # new epochs of a training run: its cells updated in place, the report not rebuilt
+                assert screen.table_fills == fills and screen.table_updates
+                assert screen.report is reports
 
                 await pilot.press("c")  # every run's curve, the one in training up to its last epoch
                 assert await wait_for(pilot, lambda: "every run" in chart.title and not chart.busy)
-                assert await wait_for(pilot, lambda: chart.points == sum(len(s["curve"]) for s in screen.states))
+                assert await wait_for(pilot, lambda: chart.points > 0 and not chart.busy)
+                # on screen the curves are traced into cells; a saved figure has every run's curve whole
+                plotted = [c for c in chart.figure().plt.calls if c["name"] == "plot"]
+                assert sum(len(c["xs"]) for c in plotted) == sum(len(s["curve"]) for s in screen.states)
                 assert sum(len(s["curve"]) for s in screen.states if s["run_id"] == UNFINISHED) == 8
                 await pilot.press("c")
                 assert await wait_for(pilot, lambda: "final test accuracy" in chart.title)
@@ -358,3 +365,16 @@ def test_the_sweep_view_fills_in_live_flags_ended_runs_and_overlays_every_curve(
     finally:
         worker.kill()
         worker.wait()
+
+
+def test_the_overlay_traces_curves_into_cells_once_each():
+    from critui.tui.screens.sweep import raster
+
+    line = [(0.0, 0.0), (10.0, 1.0)]
+    xs, ys = raster([line], 11, 11, (0.0, 10.0), (0.0, 1.0))
+    assert len(xs) == 11  # a diagonal: one cell per column, none skipped
+    assert sorted(round(x) for x in xs) == list(range(11))
+    again, _ = raster([line, line, [(0.0, 0.0), (5.0, 0.5)]], 11, 11, (0.0, 10.0), (0.0, 1.0))
+    assert len(again) == 11  # curves that overlap are drawn once
+    _, steep = raster([[(0.0, 0.0), (1.0, 1.0)]], 11, 11, (0.0, 10.0), (0.0, 1.0))
+    assert {round(y * 10) for y in steep} == set(range(11))  # a steep segment fills every row it crosses
