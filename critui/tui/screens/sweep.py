@@ -29,6 +29,7 @@ from textual.widgets.option_list import Option
 
 from critui.events import score_of
 from critui.runs.report import (
+    SPREAD_MARK,
     figure_points,
     has_series,
     one_seed,
@@ -39,6 +40,8 @@ from critui.runs.report import (
     seed_cells,
     seed_list,
     series_names,
+    spread_legend,
+    within_spread,
 )
 from critui.tui.widgets.charts import SERIES_COLOURS, Canvas, Chart, Draw, rich_colour
 
@@ -115,6 +118,12 @@ def report_key(record: dict[str, Any], docs: dict[str, dict[str, Any]]) -> tuple
         out.append((entry["run_id"], status, doc.get("ended"), doc.get("final_acc") if settled else None,
                     doc.get("epochs_done") if settled else None))
     return (record.get("id"), len(record.get("runs", [])), tuple(out))
+
+
+def spread_marks(report: dict[str, Any]) -> list[bool | None]:
+    """Each row's ``~`` mark (:func:`critui.runs.report.within_spread`): True when its drop is
+    within the seeds' spread, None where that cannot be said (one seed, the reference)."""
+    return [r["within_spread"] if "within_spread" in r else within_spread(r) for r in report["rows"]]
 
 
 def planned_values(record: dict[str, Any] | None) -> list[Any]:
@@ -492,6 +501,8 @@ class SweepScreen(Screen):
             caption += f". {per_seed_caption(report)}"
         elif one_seed(report):
             caption += f". {ONE_SEED_HINT}"
+        if not self.per_seed and any(mark is not None for mark in spread_marks(report)):
+            caption += f"\n{spread_legend()}"  # the table's ~ column, on a line of its own
         self.query_one("#sweep-caption", Static).update(caption)
 
     def _fill_runs(self, names: list[str]) -> None:
@@ -520,13 +531,18 @@ class SweepScreen(Screen):
             if self.per_seed
             else ["seeds", "final acc", "drop", "lr at removal"]  # final acc: mean ± std
         )
+        marks = spread_marks(report) if not self.per_seed else []
+        if any(mark is not None for mark in marks):  # as `critui report`: a column of its own after the drop
+            numbers.insert(3, SPREAD_MARK)
         columns = (["series"] if multi else []) + [primary, *numbers]
         rows = []
-        for r in report["rows"]:
+        for i, r in enumerate(report["rows"]):
             colour = rich_colour(SERIES_COLOURS[names.index(r["series"]) % len(SERIES_COLOURS)])
             value = "no deficit" if r["baseline"] else str(r["value"])
             shown = seed_cells(r, seeds) if self.per_seed else row_cells(r, single)
             cells = [Text(cell, justify="right") for cell in (value, *shown)]
+            if SPREAD_MARK in numbers:
+                cells.insert(4, Text(SPREAD_MARK if marks[i] else "", style="bold"))
             series = [Text(f"━━ {r['series']}", style=colour)] if multi else []
             rows.append([*series, *cells])
         self._set_table(table, columns, rows)
