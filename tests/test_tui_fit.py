@@ -1,0 +1,49 @@
+"""Screens keep to the terminal: lines that would wrap are cut with "…" instead (at 120
+and 80 columns), and what matters most on them comes first."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from critui.runs.store import RunStore
+from tests.test_tui import T0, make_app, wait_for, write_run
+
+RUN = "20260101-000000-aaaa"
+
+
+def add_warnings(home, run_id: str, count: int) -> None:
+    """What a metric plugin's NaN leaves in a run's events: warnings."""
+    with open(home / "runs" / run_id / "events.jsonl", "a") as f:
+        for i in range(count):
+            f.write(json.dumps({"event": "warning", "time": T0 + i, "message": f"metrics.x returned nan in epoch {i}",
+                                "plugin": "metrics.x"}) + "\n")
+
+
+@pytest.mark.parametrize("width", [120, 80])
+def test_the_run_status_line_with_warnings_keeps_to_one_line(tmp_path, width):
+    from textual.widgets import Static
+
+    from critui.tui.screens.run_detail import RunDetailScreen
+
+    home = tmp_path / "home"
+    write_run(home, RUN, epochs=20)
+    add_warnings(home, RUN, 3)
+    RunStore(home).reconcile()
+
+    async def scenario():
+        app = make_app(home, poll_interval=0.2)
+        async with app.run_test(size=(width, 30)) as pilot:
+            assert await wait_for(pilot, lambda: RUN in app.feed.docs)
+            app.push_screen(RunDetailScreen(RUN))
+            assert await wait_for(pilot, lambda: isinstance(app.screen, RunDetailScreen) and app.screen.is_mounted)
+            status = app.screen.query_one("#detail-status", Static)
+            assert await wait_for(pilot, lambda: "3 warning(s)" in str(status.render()))
+            await pilot.pause()
+            assert status.size.height == 1  # not wrapped onto a second line
+            visible = str(status.render())[: status.size.width - 2]  # less its padding
+            assert "3 warning(s)" in visible  # right after the status: seen at 80 columns too
+
+    asyncio.run(scenario())
