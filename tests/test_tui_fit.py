@@ -47,3 +47,34 @@ def test_the_run_status_line_with_warnings_keeps_to_one_line(tmp_path, width):
             assert "3 warning(s)" in visible  # right after the status: seen at 80 columns too
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("size", [(60, 20), (80, 24), (120, 35)])
+def test_the_sweep_view_keeps_its_tables_and_keys_on_screen(tmp_path, size):
+    """At 60x20 the figure took the whole screen: the tables and the caption were below it,
+    and the footer cut "Save plot" mid-word."""
+    from textual.widgets._footer import FooterKey
+
+    from critui.tui.screens.sweep import SweepScreen
+    from tests.test_tui_sweep import SWEEP_ID, write_sweep
+
+    home = tmp_path / "home"
+    write_sweep(home)
+
+    async def scenario():
+        app = make_app(home, poll_interval=0.2)
+        async with app.run_test(size=size) as pilot:
+            assert await wait_for(pilot, lambda: app.polls_done >= 1)
+            app.push_screen(SweepScreen(SWEEP_ID))
+            assert await wait_for(pilot, lambda: isinstance(app.screen, SweepScreen) and app.screen.report is not None)
+            await pilot.pause(0.2)
+            screen = app.screen
+            for part in ("#sweep-title", "#sweep-chart", "#sweep-table", "#sweep-caption", "#sweep-runs"):
+                region = screen.query_one(part).region
+                assert region.height >= (5 if part == "#sweep-chart" else 1), (part, region)
+                assert region.bottom <= size[1] - 1, (part, region)  # above the footer
+            keys = list(screen.query(FooterKey))
+            assert sum(k.outer_size.width for k in keys) <= size[0]
+            assert "Save plot" in [k.description for k in keys]
+
+    asyncio.run(scenario())

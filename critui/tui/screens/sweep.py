@@ -24,7 +24,7 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.coordinate import Coordinate
 from textual.screen import ModalScreen, Screen
-from textual.widgets import DataTable, Footer, Header, OptionList, Static
+from textual.widgets import DataTable, Header, OptionList, Static
 from textual.widgets.option_list import Option
 
 from critui.events import score_of
@@ -44,6 +44,7 @@ from critui.runs.report import (
     within_spread,
 )
 from critui.tui.widgets.charts import SERIES_COLOURS, Canvas, Chart, Draw, rich_colour
+from critui.tui.widgets.footer import FittingFooter
 
 NO_SWEEPS = "No sweeps yet: press n for the form (its sweep section), or run `critui sweep FILE.toml`"
 # The report's caveat names a command-line flag; in the TUI the form's seeds field is the way.
@@ -306,7 +307,18 @@ class SweepScreen(Screen):
         padding: 0 1;
         color: $text-muted;
     }
+    /* A short terminal (under 30 rows): the caption keeps two lines and the chart gives way,
+       so the tables stay on screen (at 60x20 the chart took them all). */
+    SweepScreen.-short #sweep-chart {
+        height: 1fr;
+        min-height: 5;
+    }
+    SweepScreen.-short #sweep-caption {
+        max-height: 2;
+    }
     """
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (30, "-tall")]
+    FOOTER_SPARE = ("reload", "toggle_seeds")  # left out first on a narrow terminal (keys still work)
 
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back", tooltip="Back to the dashboard"),
@@ -359,7 +371,7 @@ class SweepScreen(Screen):
             yield DataTable(id="sweep-table", cursor_type="row", zebra_stripes=True)
             yield Static("", id="sweep-caption")
             yield DataTable(id="sweep-runs", cursor_type="row", zebra_stripes=True)
-        yield Footer()
+        yield FittingFooter()
 
     def on_mount(self) -> None:
         self.app.runs_changed.subscribe(self, self.on_runs_changed)
