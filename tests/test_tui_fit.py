@@ -78,3 +78,25 @@ def test_the_sweep_view_keeps_its_tables_and_keys_on_screen(tmp_path, size):
             assert "Save plot" in [k.description for k in keys]
 
     asyncio.run(scenario())
+
+
+def test_the_forms_metric_boxes_stack_on_a_narrow_terminal(tmp_path):
+    """At 60 columns the second metric's box was cut ("▐X▌ metr"): under 100 they stack."""
+    from textual.widgets import Checkbox
+
+    from critui.tui.screens.new_experiment import NewExperimentScreen
+
+    async def scenario():
+        app = make_app(tmp_path / "home", poll_interval=3600)
+        async with app.run_test(size=(60, 20)) as pilot:
+            await pilot.press("n")
+            assert await wait_for(pilot, lambda: isinstance(app.screen, NewExperimentScreen))
+            screen = app.screen
+            assert await wait_for(pilot, lambda: screen.ready and screen.query("#metrics-picks Checkbox"), timeout=30)
+            await pilot.pause(0.2)
+            boxes = list(screen.query("#metrics-picks Checkbox").results(Checkbox))
+            assert len(boxes) >= 2
+            for box in boxes:
+                assert box.region.right <= 60 and box.size.width >= len(str(box.label)), box.region
+
+    asyncio.run(scenario())

@@ -80,6 +80,8 @@ class NewExperimentScreen(HoldsKeys, Screen):
         Binding("escape", "app.pop_screen", "Back", tooltip="Back to the dashboard"),
     ]
 
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]  # see #metrics-picks in critui.tcss
+
     def __init__(self) -> None:
         super().__init__()
         self.registry = None
