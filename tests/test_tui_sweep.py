@@ -343,13 +343,20 @@ def test_the_sweep_view_fills_in_live_flags_ended_runs_and_overlays_every_curve(
                 assert ticks.split() == ["2", "4", "8"], chart.render().plain
                 assert {"c", "s", "r"} <= set(screen.active_bindings)  # the view's own keys
 
+                fills, reports = screen.table_fills, screen.report
                 add_epochs(home, UNFINISHED, range(5, 8))  # the worker goes on
                 assert await wait_for(pilot, lambda: row_of(UNFINISHED)[3] == "8/12", timeout=10)
                 assert row_of(UNFINISHED)[4] == "0.7000"
+                # new epochs of a training run: its cells updated in place, the report not rebuilt
+                assert screen.table_fills == fills and screen.table_updates
+                assert screen.report is reports
 
                 await pilot.press("c")  # every run's curve, the one in training up to its last epoch
                 assert await wait_for(pilot, lambda: "every run" in chart.title and not chart.busy)
-                assert await wait_for(pilot, lambda: chart.points == sum(len(s["curve"]) for s in screen.states))
+                assert await wait_for(pilot, lambda: chart.points > 0 and not chart.busy)
+                # on screen the curves are traced into cells; a saved figure has every run's curve whole
+                plotted = [c for c in chart.figure().plt.calls if c["name"] == "plot"]
+                assert sum(len(c["xs"]) for c in plotted) == sum(len(s["curve"]) for s in screen.states)
                 assert sum(len(s["curve"]) for s in screen.states if s["run_id"] == UNFINISHED) == 8
                 await pilot.press("c")
                 assert await wait_for(pilot, lambda: "final test accuracy" in chart.title)
@@ -358,3 +365,65 @@ def test_the_sweep_view_fills_in_live_flags_ended_runs_and_overlays_every_curve(
     finally:
         worker.kill()
         worker.wait()
+
+
+def test_the_overlay_traces_curves_into_cells_once_each():
+    from critui.tui.screens.sweep import raster
+
+    line = [(0.0, 0.0), (10.0, 1.0)]
+    xs, ys = raster([line], 11, 11, (0.0, 10.0), (0.0, 1.0))
+    assert len(xs) == 11  # a diagonal: one cell per column, none skipped
+    assert sorted(round(x) for x in xs) == list(range(11))
+    again, _ = raster([line, line, [(0.0, 0.0), (5.0, 0.5)]], 11, 11, (0.0, 10.0), (0.0, 1.0))
+    assert len(again) == 11  # curves that overlap are drawn once
+    _, steep = raster([[(0.0, 0.0), (1.0, 1.0)]], 11, 11, (0.0, 10.0), (0.0, 1.0))
+    assert {round(y * 10) for y in steep} == set(range(11))  # a steep segment fills every row it crosses
+
+
+def test_the_sweep_view_marks_drops_within_the_seeds_spread(tmp_path):
+    """As `critui report`: a drop smaller than 2 std of the per-seed drops is marked ~ in a
+    column of its own after the drop, and the caption says what ~ means."""
+    from critui.runs.report import SPREAD_MARK, build_report
+
+    home = tmp_path / "home"
+    record = write_sweep(home, seeds=(0, 1, 2))
+    # flip removed at 8: seeds 1 and 2 drift 30 points apart, the mean stays: noise, not a drop
+    for seed, shift in ((1, 0.3), (2, -0.3)):
+        run_id = next(e["run_id"] for e in record["runs"] if e["axis"].get("removal") == 8
+                      and e["axis"]["seed"] == seed and e["axis"]["deficit.id"] == "deficits.flip")
+        events = home / "runs" / run_id / "events.jsonl"
+        lines = [json.loads(line) for line in events.read_text().splitlines()]
+        for line in lines:
+            if line["event"] == "epoch":
+                line["test_acc"] += shift
+        events.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    report = build_report(RunStore(home), record)
+    marked = [(r["series"], str(r["value"])) for r in report["rows"] if r["within_spread"]]
+    assert marked == [("deficit=flip", "8")]
+
+    async def scenario():
+        from textual.widgets import DataTable
+
+        from critui.tui.screens.sweep import SweepScreen
+
+        app = make_app(home, poll_interval=0.2)
+        async with app.run_test(size=(120, 40)) as pilot:
+            assert await wait_for(pilot, lambda: app.polls_done >= 1)
+            app.push_screen(SweepScreen(SWEEP_ID))
+            assert await wait_for(pilot, lambda: isinstance(app.screen, SweepScreen) and app.screen.report is not None)
+            screen = app.screen
+            table = screen.query_one("#sweep-table", DataTable)
+            assert await wait_for(pilot, lambda: table.row_count == len(report["rows"]))
+            labels = [str(c.label) for c in table.columns.values()]
+            column = labels.index(SPREAD_MARK)
+            assert labels[column - 1] == "drop"  # right after the drop
+            shown = [(str(table.get_row_at(i)[0]).removeprefix("━━ "), str(table.get_row_at(i)[1]))
+                     for i in range(table.row_count) if str(table.get_row_at(i)[column]) == SPREAD_MARK]
+            assert shown == marked
+            caption = str(screen.query_one("#sweep-caption").render())
+            assert "~: within the seeds' spread" in caption
+            await pilot.press("s")  # per seed: each seed's drop, no mark
+            assert await wait_for(pilot, lambda: "seed 2" in [str(c.label) for c in table.columns.values()])
+            assert SPREAD_MARK not in [str(c.label) for c in table.columns.values()]
+
+    asyncio.run(scenario())

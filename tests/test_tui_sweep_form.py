@@ -211,3 +211,67 @@ def test_sweep_preview_snapshot(snap_compare, tmp_path, registry, cores):
         await pilot.pause(0.3)
 
     assert snap_compare(app, terminal_size=(80, 24), run_before=open_it)
+
+
+async def fill_removal_sweep(pilot, screen, seeds: str = "0,1") -> None:
+    """A removal sweep typed into the form: t0 = 0, 4, 8 with 4 clean epochs after, seeds."""
+    from textual.widgets import Input, Select
+
+    from critui.tui.widgets.param_form import ParamField
+
+    screen.query_one("#pick-deficit", Select).value = "deficits.blur"  # a removal axis needs a deficit
+    assert await wait_for(pilot, lambda: screen.ready and any(
+        f.key == "deficit.size" for f in screen.query(ParamField).results(ParamField)), timeout=30)
+    screen.query_one("#window-axis", Select).value = "removal"
+    screen.query_one("#window-values", Input).value = "0,4,8"
+    screen.query_one("#window-after", Input).value = "4"
+    screen.query_one("#axis-seeds", Input).value = seeds
+    screen.query_one("#sweep-jobs", Input).value = "2"
+
+
+def test_the_form_previews_the_plan_live_as_the_sweep_fields_change(tmp_path, registry, cores):
+    """Without ctrl+l: the run count and the epochs from scratch and forked, under the sweep
+    fields, planned again (once the typing pauses) when the seeds change; the same figures
+    ctrl+l's plan gives."""
+    from textual.widgets import Input
+
+    async def scenario():
+        from critui.tui.screens.new_experiment import NewExperimentScreen, SweepPlanModal
+
+        app = make_app(tmp_path / "home", registry=registry, poll_interval=3600)
+        async with app.run_test(size=(120, 40)) as pilot:
+            screen = await form(app, pilot)
+            assert "one run" in str(screen.query_one("#sweep-preview").render())
+            await fill_removal_sweep(pilot, screen)
+            assert await wait_for(pilot, lambda: screen.preview_text.startswith("plan: 6 runs"), timeout=30), screen.preview_text
+            two_seeds = screen.preview_text
+            screen.query_one("#axis-seeds", Input).value = "0,1,2"
+            assert await wait_for(pilot, lambda: screen.preview_text.startswith("plan: 9 runs"), timeout=30)
+            screen.query_one("#window-values", Input).value = "0,4,"  # half typed: said, not raised
+            assert await wait_for(pilot, lambda: screen.preview_text.startswith("plan: not yet"), timeout=30)
+            screen.query_one("#window-values", Input).value = "0,4,8"
+            assert await wait_for(pilot, lambda: screen.preview_text.startswith("plan: 9 runs"), timeout=30)
+            await pilot.press("ctrl+l")
+            assert await wait_for(pilot, lambda: isinstance(app.screen, SweepPlanModal), timeout=30)
+            plan = app.screen.plan
+            await pilot.press("n")
+            assert await wait_for(pilot, lambda: isinstance(app.screen, NewExperimentScreen))
+            return two_seeds, screen.preview_text, plan
+
+    two_seeds, three_seeds, plan = asyncio.run(scenario())
+    assert len(plan.planned) == 9
+    assert f"epochs {plan.scratch} from scratch, {plan.forked} forked" in three_seeds
+    assert "2 at once" in two_seeds and "epochs" in two_seeds
+
+
+def test_form_sweep_preview_snapshot(snap_compare, tmp_path, registry, cores):
+    app = make_app(tmp_path / "home", registry=registry, poll_interval=3600)
+
+    async def run_before(pilot) -> None:
+        screen = await form(app, pilot)
+        await fill_removal_sweep(pilot, screen, seeds="0,1,2")
+        assert await wait_for(pilot, lambda: screen.preview_text.startswith("plan: 9 runs"), timeout=30)
+        await pilot.pause(0.3)
+        await pilot.wait_for_scheduled_animations()
+
+    assert snap_compare(app, terminal_size=(120, 35), run_before=run_before)

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -295,8 +297,11 @@ async def measure_sweep(home: Path, record: dict) -> dict[str, list[float]]:
             results["key_seeds"].append(await press("s", lambda f, p=per_seed: f[2] != p))
             await pilot.pause(0.05)
             start = time.perf_counter()  # what the view's worker does on each poll that changed a run
-            build_report(app.store, record)
-            run_states(app.store, record, cache)
+            if hasattr(screen, "load_data"):
+                screen.load_data()
+            else:  # the view before it cached its report and read the feed's tails
+                build_report(app.store, record)
+                run_states(app.store, record, cache)
             results["reload"].append(time.perf_counter() - start)
         for curves, key in ((False, "redraw_figure"), (True, "redraw_curves")):
             if screen.curves != curves:
@@ -315,7 +320,10 @@ def sweep_main() -> None:
         home = Path(tmp) / "home"
         training, record = write_bench_sweep(home)
         # stand-ins for the 12 live workers: processes whose command line names their run
-        workers = [subprocess.Popen(["sh", "-c", "sleep 600", run_id]) for run_id in training]
+        # no pipe of ours held open: a leftover `sleep` would keep a caller's shell waiting 600 s
+        workers = [subprocess.Popen(["sh", "-c", "sleep 600", run_id], stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                   for run_id in training]
         store = RunStore(home)
         for run_id, worker in zip(training, workers, strict=True):
             store.update(run_id, status="running", pid=worker.pid)
@@ -327,13 +335,13 @@ def sweep_main() -> None:
         finally:
             stop.set()
             for worker in workers:
-                worker.kill()
+                os.killpg(worker.pid, signal.SIGKILL)  # the shell and its sleep
                 worker.wait()
     points = results.pop("points")
     print(f"Sweep view, {len(record['runs'])} runs, {points[2]} training (streaming an epoch each every 0.1 s), "
           f"{points[1]} points in progress, 120x40, {ROUNDS} rounds")
     lines = [
-        ("reload: report + every run's state (worker)", "reload", None),
+        ("reload: the view's worker (report, run states)", "reload", None),
         ("chart redraw: the figure", "redraw_figure", 50),
         (f"chart redraw: every run's curve ({points[0]} points)", "redraw_curves", 50),
         ("key c -> chart redrawn (figure <-> curves)", "key_curves", 100),

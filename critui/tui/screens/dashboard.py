@@ -11,6 +11,7 @@ from textual.widgets import Header, Input, Static
 
 from critui.tui.histories import JoinedHistories, joined_history
 from critui.tui.run_actions import ask_cancel, ask_delete
+from critui.tui.screens.run_detail import run_meta
 from critui.tui.widgets.charts import Chart, accuracy_draw, fisher_draw, fisher_totals_draw
 from critui.tui.widgets.footer import FittingFooter
 from critui.tui.widgets.runs_table import SORTS, RunsTable
@@ -60,6 +61,8 @@ class DashboardScreen(Screen):
             tooltip="A sweep's final accuracy vs removal epoch or onset, filling in live",
         ),
         Binding("t", "edit_tags", "Tags", tooltip="Edit the highlighted run's tags and note"),
+        Binding("g", "save_charts", "Save plot",
+                tooltip="Save the charts on screen as PNG or SVG and the CSV behind them (asks where)"),
         Binding("p", "plugins", "Plugins", tooltip="What loaded and what failed"),
         Binding("escape", "focus_table", "Table", show=False),
     ]
@@ -67,7 +70,7 @@ class DashboardScreen(Screen):
     # Footer keys dropped first on a narrow terminal (all stay in the palette, ctrl+p); the
     # filter box shows its own key.
     FOOTER_SPARE = (
-        "plugins", "edit_tags", "export", "cycle_sort", "delete_run", "focus_filter", "cancel_run", "compare"
+        "plugins", "save_charts", "edit_tags", "export", "cycle_sort", "delete_run", "focus_filter", "cancel_run", "compare"
     )
     AUTO_FOCUS = "RunsTable"  # keys act on runs at once; / focuses the filter
     # Below 90 columns the charts go under the table (see critui.tcss).
@@ -136,16 +139,17 @@ class DashboardScreen(Screen):
         histories = {r: joined_history(feed, r) for r in ids}  # a fork's inherited epochs too
         key = tuple((r, histories[r].version) for r in ids)
         runs = [(r[-4:], histories[r].rows, feed.docs[r].get("window")) for r in ids]
+        metas = [run_meta(feed.docs[r]) for r in ids]  # a saved CSV's run, deficit, window, seed
         acc = self.query_one("#acc-chart", Chart)
-        acc.show(key, accuracy_draw(runs))
+        acc.show(key, accuracy_draw(runs, metas=metas))
         fisher = self.query_one("#fisher-chart", Chart)
         if len(ids) == 1:
             layers = histories[ids[0]].layers
             fisher.title = f"Fisher trace per layer, {ids[0][-4:]}"
-            fisher.show(key, fisher_draw(runs[0][1], layers, runs[0][2]))
+            fisher.show(key, fisher_draw(runs[0][1], layers, runs[0][2], meta=metas[0]))
         elif ids:
             fisher.title = f"total Fisher trace of {len(ids)} runs"
-            fisher.show(key, fisher_totals_draw(runs))
+            fisher.show(key, fisher_totals_draw(runs, metas=metas))
         else:
             fisher.show((), None)
         sort = f"sort: {self.sort}"
@@ -238,6 +242,17 @@ class DashboardScreen(Screen):
         run_id = self.table.current_id
         if run_id and run_id in self.app.feed.docs:
             self.app.push_screen(TagsScreen(self.app.feed.docs[run_id]))
+
+    def action_save_charts(self) -> None:
+        """Save the charts on screen (the highlighted or marked runs') as PNG/SVG and CSV."""
+        from critui.tui.widgets.save import save_screen_charts
+
+        ids = self.selected_ids()
+        if not ids:
+            self.app.notify("No run is charted: highlight or mark one first.", severity="warning")
+            return
+        stem = ids[0] if len(ids) == 1 else f"critui-{len(ids)}-runs"
+        save_screen_charts(self, stem, f"the charts of {', '.join(r[-4:] for r in ids)}")
 
     def action_plugins(self) -> None:
         from critui.tui.screens.plugins import PluginsScreen

@@ -80,6 +80,8 @@ class NewExperimentScreen(HoldsKeys, Screen):
         Binding("escape", "app.pop_screen", "Back", tooltip="Back to the dashboard"),
     ]
 
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]  # see #metrics-picks in critui.tcss
+
     def __init__(self) -> None:
         super().__init__()
         self.registry = None
@@ -91,11 +93,17 @@ class NewExperimentScreen(HoldsKeys, Screen):
         self.set_axes: dict[str, str] = {}  # sweep.set axes: key -> its values as typed
         self.default_jobs = 1
         self.plan = None  # the last sweep plan shown (for tests)
+        self.preview_text = ""  # the live plan preview under the sweep fields
+        self.previews = 0  # plans previewed (for tests)
+        self._preview_timer = None
+        self._preview_token = 0
 
     def compose(self) -> ComposeResult:
         yield Header()
         with VerticalScroll(id="new-form"):
             yield LoadingIndicator()
+        # The live plan, under the form whatever its scroll: what ctrl+l would launch.
+        yield Static(ONE_RUN, id="sweep-preview", markup=False)
         with Horizontal(id="launch-bar"):
             yield Static("", id="launch-error", markup=False)
             yield Button(
@@ -434,18 +442,70 @@ class NewExperimentScreen(HoldsKeys, Screen):
     def plan_sweep(self, table: dict[str, Any]):
         """The form as a sweep, expanded, its cores split and its fork tree planned exactly as
         ``critui sweep --jobs N`` plans it. Errors as CritUIError or ParamError."""
-        from critui.runs import scheduler as sched
-        from critui.sweeps import expand, parse_sweep
+        return build_plan(self.sweep_config(table), self.jobs(), self.registry, self.launcher.local)
 
+    def sweep_config(self, table: dict[str, Any]) -> dict[str, Any]:
+        """The form as a sweep config with ``table`` as its [sweep], named if it has no name."""
         config = self.form_config(table)
         if "name" not in config:
             axes = [a for a in ("removal", "onset") if a in table] + list(table.get("set", {}))
             config["name"] = f"{' '.join(axes) or 'seed'} sweep"
-        jobs = self.jobs()
-        sweep = parse_sweep(config)
-        planned = expand(sweep, self.registry)
-        nodes, scratch, forked = sched.plan_sweep(planned, jobs, self.launcher.local)
-        return SweepPlan(sweep, planned, nodes, scratch, forked, jobs)
+        return config
+
+    # -- the live plan preview: what ctrl+l would launch, updated as the sweep fields change ----
+
+    @on(Input.Changed)
+    @on(Select.Changed)
+    @on(Checkbox.Changed)
+    def _form_changed(self, event) -> None:
+        if self.registry is not None:
+            self.schedule_preview()
+
+    def schedule_preview(self) -> None:
+        """Plan again once the typing has paused (PREVIEW_DELAY_S): one plan per pause, not per key."""
+        if self._preview_timer is not None:
+            self._preview_timer.stop()
+        self._preview_timer = self.set_timer(PREVIEW_DELAY_S, self.update_preview)
+
+    def update_preview(self) -> None:
+        """Read the form here (UI thread) and plan it in a thread worker, as ctrl+l would."""
+        self._preview_timer = None
+        if not self.ready or not self.query("#sweep-preview"):
+            self.schedule_preview()  # fields are being rebuilt: plan once they exist
+            return
+        preview = self.query_one("#sweep-preview", Static)
+        try:
+            table = self.sweep_table()
+            if table is None:
+                self.preview_text = ONE_RUN
+                preview.update(self.preview_text)
+                return
+            config, jobs = self.sweep_config(table), self.jobs()
+        except (ParamError, CritUIError) as exc:
+            self.preview_text = f"plan: not yet: {exc}"
+            preview.update(self.preview_text)
+            return
+        info = self.registry.get(self.launcher_id())
+        local = bool(getattr(getattr(info, "cls", None), "local", True))
+        self._preview_token += 1
+        self._plan_preview(self._preview_token, config, jobs, local)
+
+    @work(thread=True, group="plan-preview", exclusive=True, exit_on_error=False)
+    def _plan_preview(self, token: int, config: dict[str, Any], jobs: int, local: bool) -> None:
+        try:
+            text = build_plan(config, jobs, self.registry, local).preview()
+        except Exception as exc:  # noqa: BLE001 - a half-typed form: said, never raised
+            text = f"plan: not yet: {explained(exc) if isinstance(exc, OSError) else exc}"
+        try:
+            self.app.call_from_thread(self._show_preview, token, text)
+        except RuntimeError:
+            pass  # the app is closing
+
+    def _show_preview(self, token: int, text: str) -> None:
+        if token == self._preview_token and self.query("#sweep-preview"):  # the latest plan only
+            self.preview_text = text
+            self.query_one("#sweep-preview", Static).update(text)
+            self.previews += 1
 
     def action_launch(self) -> None:
         if self.registry is None:
@@ -711,6 +771,23 @@ def sweep_rows(jobs: int = 1) -> Vertical:
 # -- the plan of a sweep, shown before it launches ---------------------------------------------
 
 
+PREVIEW_DELAY_S = 0.3  # the plan preview waits this long after the last change
+ONE_RUN = "plan: one run (no window axis, set axis, seeds or baseline in the sweep section)"
+
+
+def build_plan(config: dict[str, Any], jobs: int, registry, local: bool) -> SweepPlan:
+    """A sweep config expanded, its cores split and its fork tree planned exactly as ``critui
+    sweep --jobs N`` plans it (:func:`critui.runs.scheduler.plan_sweep`). Errors as
+    CritUIError or ParamError."""
+    from critui.runs import scheduler as sched
+    from critui.sweeps import expand, parse_sweep
+
+    sweep = parse_sweep(config)
+    planned = expand(sweep, registry)
+    nodes, scratch, forked = sched.plan_sweep(planned, jobs, local)
+    return SweepPlan(sweep, planned, nodes, scratch, forked, jobs)
+
+
 class SweepPlan:
     """A sweep as it will launch: its spec, runs, fork tree, epochs and workers."""
 
@@ -726,6 +803,13 @@ class SweepPlan:
         return (f"Sweep {self.sweep.name}: {len(self.planned)} runs, {self.jobs} at once ({each} each).\n"
                 f"Epochs: {self.scratch} from scratch, {self.forked} with shared-prefix forking "
                 f"({saved} fewer{percent}).")
+
+    def preview(self) -> str:
+        """The plan in two lines, for the form's live preview (ctrl+l shows the fork tree)."""
+        saved = self.scratch - self.forked
+        percent = f", {100 * saved / self.scratch:.0f}% saved" if self.scratch else ""
+        return (f"plan: {len(self.planned)} runs, {self.jobs} at once; epochs {self.scratch} from scratch, "
+                f"{self.forked} forked{percent} (ctrl+l: the fork tree, then launch)")
 
     def tree_lines(self, limit: int = 200) -> list[str]:
         """The fork tree, depth first, indented (a child starts from its parent's checkpoint)."""

@@ -299,15 +299,17 @@ class RunDetailScreen(Screen):
         # A plugin's warnings (a metric's NaN, a metric switched off) are counted where the eye is.
         own = self.app.feed.histories.get(self.run_id)
         warnings = sum(e.get("event") == "warning" for e in (own.events if own else []))
-        status.update(
-            Text.assemble(
-                (f"run {self.run_id}  ", "bold"),
-                (doc.get("status", "?"), STATUS_STYLES.get(doc.get("status"), "")),
-                f"  {joined.epochs_done}/{doc.get('epochs')} epochs  acc {fmt_acc(current)}"
-                f"  final {fmt_acc(joined.final_acc)}  {deficit_text(doc)}",
-                (f"  {warnings} warning(s): see the Overview's log" if warnings else "", "yellow"),
-            )
+        # One line at any width: the warnings right after the status, where a narrow terminal
+        # still shows them, and the deficit (which can be long) cut with "…" rather than wrapped.
+        line = Text.assemble(
+            (f"run {self.run_id}  ", "bold"),
+            (doc.get("status", "?"), STATUS_STYLES.get(doc.get("status"), "")),
+            (f"  ⚠ {warnings} warning(s) (Overview log)" if warnings else "", "yellow"),
+            f"  {joined.epochs_done}/{doc.get('epochs')} epochs  acc {fmt_acc(current)}"
+            f"  final {fmt_acc(joined.final_acc)}  {deficit_text(doc)}",
         )
+        line.no_wrap, line.overflow = True, "ellipsis"
+        status.update(line)
         self.query_one("#config-text", Static).update(config_table(doc, self.spec, joined))
         key = (self.run_id, joined.version)
         acc = self.query_one("#acc", Chart)

@@ -22,12 +22,14 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.coordinate import Coordinate
 from textual.screen import ModalScreen, Screen
-from textual.widgets import DataTable, Footer, Header, OptionList, Static
+from textual.widgets import DataTable, Header, OptionList, Static
 from textual.widgets.option_list import Option
 
 from critui.events import score_of
 from critui.runs.report import (
+    SPREAD_MARK,
     figure_points,
     has_series,
     one_seed,
@@ -38,8 +40,11 @@ from critui.runs.report import (
     seed_cells,
     seed_list,
     series_names,
+    spread_legend,
+    within_spread,
 )
 from critui.tui.widgets.charts import SERIES_COLOURS, Canvas, Chart, Draw, rich_colour
+from critui.tui.widgets.footer import FittingFooter
 
 NO_SWEEPS = "No sweeps yet: press n for the form (its sweep section), or run `critui sweep FILE.toml`"
 # The report's caveat names a command-line flag; in the TUI the form's seeds field is the way.
@@ -57,16 +62,21 @@ STATUS_STYLE = {
 }
 
 
-def run_states(store, record: dict[str, Any], curves_cache: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+def run_states(store, record: dict[str, Any], curves_cache: dict[str, Any] | None = None,
+               feed=None) -> list[dict[str, Any]]:
     """Each run of the sweep as the view shows it: series and axis value (as the report groups
     them), status, epochs done of planned, current test accuracy and its accuracy curve.
 
     The curve is the run's joined history (:func:`critui.runs.lineage.full_rows`); a run that
-    has ended is read once (``curves_cache``, keyed by its id and how it ended)."""
+    has ended is read once (``curves_cache``, keyed by its id and how it ended). With ``feed``
+    (the app's :class:`~critui.tui.feed.RunsFeed`), its index entries are used and a run still
+    training is drawn from the feed's live tail (read incrementally at each poll, joined by
+    :func:`critui.tui.histories.joined_history`): a poll re-reads no run's whole events file."""
     from critui.runs.lineage import full_rows
     from critui.sweeps import axis_text
+    from critui.tui.histories import joined_history
 
-    docs = {d["id"]: d for d in store.all()}
+    docs = feed.docs if feed is not None else {d["id"]: d for d in store.all()}
     primary = record.get("primary")
     cache = curves_cache if curves_cache is not None else {}
     out = []
@@ -76,12 +86,14 @@ def run_states(store, record: dict[str, Any], curves_cache: dict[str, Any] | Non
         status = doc.get("status", "queued") if doc else "deleted"
         curve: list[tuple[int, float]] = []
         if doc is not None:
-            key = (status, doc.get("ended"), doc.get("epochs_done"))
+            live = status in ("running", "queued")
+            history = joined_history(feed, doc["id"]) if live and feed is not None else None
+            key = ("live", history.version) if history is not None else (status, doc.get("ended"), doc.get("epochs_done"))
             cached = cache.get(entry["run_id"])
-            if cached is not None and cached[0] == key and status not in ("running", "queued"):
+            if cached is not None and cached[0] == key and (history is not None or not live):
                 curve = cached[1]
             else:
-                rows = full_rows(store, doc, docs)
+                rows = history.rows if history is not None else full_rows(store, doc, docs)
                 curve = [(int(r["epoch"]), float(score_of(r))) for r in rows
                          if isinstance(score_of(r), (int, float)) and isinstance(r.get("epoch"), int)]
                 cache[entry["run_id"]] = (key, curve)
@@ -93,6 +105,26 @@ def run_states(store, record: dict[str, Any], curves_cache: dict[str, Any] | Non
             "acc": curve[-1][1] if curve else None, "curve": curve,
         })
     return out
+
+
+def report_key(record: dict[str, Any], docs: dict[str, dict[str, Any]]) -> tuple:
+    """What :func:`critui.runs.report.build_report` depends on: the sweep's runs and how each
+    ended. A run still training adds nothing to the figure's table until it finishes, so its
+    new epochs leave the key (and the report) as they were."""
+    out = []
+    for entry in record.get("runs", []):
+        doc = docs.get(entry["run_id"]) or {}
+        status = doc.get("status")
+        settled = status not in ("running", "queued")
+        out.append((entry["run_id"], status, doc.get("ended"), doc.get("final_acc") if settled else None,
+                    doc.get("epochs_done") if settled else None))
+    return (record.get("id"), len(record.get("runs", [])), tuple(out))
+
+
+def spread_marks(report: dict[str, Any]) -> list[bool | None]:
+    """Each row's ``~`` mark (:func:`critui.runs.report.within_spread`): True when its drop is
+    within the seeds' spread, None where that cannot be said (one seed, the reference)."""
+    return [r["within_spread"] if "within_spread" in r else within_spread(r) for r in report["rows"]]
 
 
 def planned_values(record: dict[str, Any] | None) -> list[Any]:
@@ -179,28 +211,75 @@ def sweep_draw(report: dict[str, Any], states: list[dict[str, Any]] | None = Non
     return draw
 
 
+def raster(curves: list[list[tuple[float, float]]], columns: int, rows: int,
+           xlim: tuple[float, float], ylim: tuple[float, float]) -> tuple[list[float], list[float]]:
+    """The cells of a ``columns`` × ``rows`` grid over ``xlim`` × ``ylim`` that the polylines
+    ``curves`` pass through, each once, as data coordinates (cell centres).
+
+    The sweep overlay draws 36 curves or more in two or three colours: plotext joins each
+    curve's points itself, one series at a time, which cost 100-400 ms a build under load.
+    Traced here on a grid at least as fine as plotext's (half blocks: two per cell each way)
+    and drawn as one scatter per colour, the curves cost what the cells they cover cost,
+    and curves that overlap (seeds of one value) are drawn once."""
+    (x0, x1), (y0, y1) = xlim, ylim
+    sx = (columns - 1) / ((x1 - x0) or 1.0)
+    sy = (rows - 1) / ((y1 - y0) or 1.0)
+    cells: set[tuple[int, int]] = set()
+    for curve in curves:
+        px = [(x - x0) * sx for x, _ in curve]
+        py = [(y - y0) * sy for _, y in curve]
+        cells.add((round(px[0]), round(py[0])))
+        for i in range(1, len(px)):
+            ax, ay, dx, dy = px[i - 1], py[i - 1], px[i] - px[i - 1], py[i] - py[i - 1]
+            steps = int(max(abs(dx), abs(dy))) + 1
+            for k in range(1, steps + 1):
+                t = k / steps
+                cells.add((round(ax + dx * t), round(ay + dy * t)))
+    ordered = sorted(cells)
+    return [x0 + i / sx for i, _ in ordered], [y0 + j / sy for _, j in ordered]
+
+
 def curves_draw_all(report: dict[str, Any], states: list[dict[str, Any]]) -> Draw:
     """Every run's test accuracy by epoch, in its series' colour: the whole sweep at a glance
-    (a run still training is a line that stops at its last epoch)."""
+    (a run still training is a line that stops at its last epoch). On screen each series'
+    curves are traced into cells (:func:`raster`) and drawn at once; a saved figure gets
+    every run's whole curve as a line."""
 
     def draw(c: Canvas) -> None:
         names = series_names(report)
-        seen: set[str] = set()
+        by_series: dict[int, list[list[tuple[float, float]]]] = {}
         for st in states:
             if not st["curve"]:
                 continue
             i = names.index(st["series"]) if st["series"] in names else 0
             colour = SERIES_COLOURS[i % len(SERIES_COLOURS)]
-            xs, ys = zip(*st["curve"], strict=True)
-            label = st["series"] if st["series"] not in seen and len(names) > 1 else None
-            seen.add(st["series"])
-            c.line(list(xs), list(ys), color=colour, label=label)
-        if not c.points:
+            if c.for_file:
+                xs, ys = zip(*st["curve"], strict=True)
+                first = i not in by_series
+                c.line(list(xs), list(ys), color=colour, label=st["series"] if first and len(names) > 1 else None,
+                       meta={"series": st["series"], "run": st["run_id"]})
+            by_series.setdefault(i, []).append(st["curve"])
+        if not by_series:
             c.plt.title(f"{c.title}: no run has trained an epoch yet")
             return
-        top = max((st["epochs"] for st in states), default=1)
-        c.plt.xlim(0, max(top - 1, 1))
-        c.plt.xlabel("epoch")
+        curves = [curve for group in by_series.values() for curve in group]
+        low_x = min(x for curve in curves for x, _ in curve)
+        high_x = max(max(x for curve in curves for x, _ in curve), low_x + 1)
+        low_y = min(y for curve in curves for _, y in curve)
+        high_y = max(y for curve in curves for _, y in curve)
+        pad = max((high_y - low_y) * 0.05, 0.01)
+        ylim = (low_y - pad, high_y + pad)
+        if not c.for_file:
+            for i, group in sorted(by_series.items()):
+                colour = SERIES_COLOURS[i % len(SERIES_COLOURS)]
+                xs, ys = raster(group, 2 * max(c.width, 10), 2 * max(getattr(c, "height", 0) or 40, 4), (low_x, high_x), ylim)
+                c.plt.scatter(xs, ys, marker="hd", color=colour)
+                c.points += len(xs)
+                if len(names) > 1:
+                    c.legend.append((names[i], colour))
+            c.xrange = (low_x, high_x)
+        c.plt.ylim(*ylim)
+        c.epoch_axis()
         c.plt.ylabel("test acc")
 
     return draw
@@ -228,7 +307,18 @@ class SweepScreen(Screen):
         padding: 0 1;
         color: $text-muted;
     }
+    /* A short terminal (under 30 rows): the caption keeps two lines and the chart gives way,
+       so the tables stay on screen (at 60x20 the chart took them all). */
+    SweepScreen.-short #sweep-chart {
+        height: 1fr;
+        min-height: 5;
+    }
+    SweepScreen.-short #sweep-caption {
+        max-height: 2;
+    }
     """
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (30, "-tall")]
+    FOOTER_SPARE = ("reload", "toggle_seeds")  # left out first on a narrow terminal (keys still work)
 
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back", tooltip="Back to the dashboard"),
@@ -265,6 +355,10 @@ class SweepScreen(Screen):
         self.states: list[dict[str, Any]] = []  # each run: status, progress, accuracy (run_states)
         self.partial = 0  # points in progress on the figure (for tests)
         self._curves_cache: dict[str, Any] = {}
+        self._report_cache: tuple[tuple, dict[str, Any]] | None = None  # (report_key, report)
+        self._table_cells: dict[str, tuple] = {}  # each table's (columns, rows) on screen
+        self.table_fills = 0  # tables filled whole (for tests)
+        self.table_updates = 0  # tables updated cell by cell (for tests)
         self._loading = False
         self._again = False
         self._told: set[str] = set()  # record problems already shown: each reload meets them again
@@ -277,7 +371,7 @@ class SweepScreen(Screen):
             yield DataTable(id="sweep-table", cursor_type="row", zebra_stripes=True)
             yield Static("", id="sweep-caption")
             yield DataTable(id="sweep-runs", cursor_type="row", zebra_stripes=True)
-        yield Footer()
+        yield FittingFooter()
 
     def on_mount(self) -> None:
         self.app.runs_changed.subscribe(self, self.on_runs_changed)
@@ -292,6 +386,7 @@ class SweepScreen(Screen):
             self.reload()
 
     def action_reload(self) -> None:
+        self._report_cache = None  # r: read every run again, not only those that changed
         self.reload()
 
     def action_toggle_seeds(self) -> None:
@@ -317,20 +412,37 @@ class SweepScreen(Screen):
 
     @work(thread=True, group="sweep-report", exit_on_error=False)
     def _load_worker(self) -> None:
-        from critui.runs.report import build_report
-        from critui.runs.scheduler import load_record
-
         record, report, states, error = None, None, [], None
         try:
-            record = load_record(self.app.store, self.sweep_id, on_problem=self._problem)
-            report = build_report(self.app.store, record)
-            states = run_states(self.app.store, record, self._curves_cache)
+            record, report, states = self.load_data()
         except Exception as exc:  # noqa: BLE001 - a half-written run must not end the screen
             error = f"{type(exc).__name__}: {exc}"
         try:
             self.app.call_from_thread(self._loaded, record, report, error, states)
         except RuntimeError:
             pass  # the app is closing
+
+    def load_data(self) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+        """The sweep's record, its report and each run's state (from a thread worker).
+
+        Once the app has polled, its index entries and live tails are used: the report is
+        built again only when a run of the sweep ended or changed status (:func:`report_key`),
+        and a training run's new epochs come from the feed's tail, so a poll during a sweep
+        reads no events file whole."""
+        from critui.runs.report import build_report
+        from critui.runs.scheduler import load_record
+
+        store = self.app.store
+        record = load_record(store, self.sweep_id, on_problem=self._problem)
+        feed = self.app.feed if self.app.polls_done else None
+        key = report_key(record, feed.docs) if feed is not None else None
+        cached = self._report_cache
+        if key is not None and cached is not None and cached[0] == key:
+            report = cached[1]
+        else:
+            report = build_report(store, record)
+            self._report_cache = (key, report) if key is not None else None
+        return record, report, run_states(store, record, self._curves_cache, feed=feed)
 
     def _problem(self, message: str) -> None:
         """A sweep record that was skipped: a warning (once), from the loading thread."""
@@ -401,13 +513,13 @@ class SweepScreen(Screen):
             caption += f". {per_seed_caption(report)}"
         elif one_seed(report):
             caption += f". {ONE_SEED_HINT}"
+        if not self.per_seed and any(mark is not None for mark in spread_marks(report)):
+            caption += f"\n{spread_legend()}"  # the table's ~ column, on a line of its own
         self.query_one("#sweep-caption", Static).update(caption)
 
     def _fill_runs(self, names: list[str]) -> None:
         """Every run: its label, status (failed and cancelled flagged), progress, accuracy."""
         table = self.query_one("#sweep-runs", DataTable)
-        cursor = table.cursor_row
-        table.clear(columns=True)
         rows = []
         for st in self.states:
             word, style = STATUS_STYLE.get(st["status"], (st["status"], ""))
@@ -419,18 +531,10 @@ class SweepScreen(Screen):
                 Text(word, style=style), Text(f"{st['done']}/{st['epochs']}", justify="right"),
                 Text(acc, justify="right"),
             ])
-        columns = ["#", "run", "status", "epochs", "test acc"]
-        for c, label in enumerate(columns):
-            table.add_column(label, width=max(cell_len(t) for t in [label, *(row[c].plain for row in rows)]))
-        for i, cells in enumerate(rows):
-            table.add_row(*cells, key=str(i))
-        if table.row_count:
-            table.move_cursor(row=min(cursor, table.row_count - 1))
+        self._set_table(table, ["#", "run", "status", "epochs", "test acc"], rows)
 
     def _fill_table(self, report: dict[str, Any], names: list[str], primary: str) -> None:
         table = self.query_one("#sweep-table", DataTable)
-        cursor = table.cursor_row
-        table.clear(columns=True)
         multi = has_series(names)
         single = one_seed(report)
         seeds = seed_list(report)
@@ -439,24 +543,50 @@ class SweepScreen(Screen):
             if self.per_seed
             else ["seeds", "final acc", "drop", "lr at removal"]  # final acc: mean ± std
         )
+        marks = spread_marks(report) if not self.per_seed else []
+        if any(mark is not None for mark in marks):  # as `critui report`: a column of its own after the drop
+            numbers.insert(3, SPREAD_MARK)
         columns = (["series"] if multi else []) + [primary, *numbers]
         rows = []
-        for r in report["rows"]:
+        for i, r in enumerate(report["rows"]):
             colour = rich_colour(SERIES_COLOURS[names.index(r["series"]) % len(SERIES_COLOURS)])
             value = "no deficit" if r["baseline"] else str(r["value"])
             shown = seed_cells(r, seeds) if self.per_seed else row_cells(r, single)
             cells = [Text(cell, justify="right") for cell in (value, *shown)]
+            if SPREAD_MARK in numbers:
+                cells.insert(4, Text(SPREAD_MARK if marks[i] else "", style="bold"))
             series = [Text(f"━━ {r['series']}", style=colour)] if multi else []
             rows.append([*series, *cells])
+        self._set_table(table, columns, rows)
+
+    def _set_table(self, table: DataTable, columns: list[str], rows: list[list[Text]]) -> None:
+        """Show ``rows`` under ``columns``: when the columns, their widths and the number of rows
+        are as on screen, only the cells that changed are written (a poll during a sweep
+        changes a few runs' progress); otherwise the table is filled again, cursor kept."""
+        widths = [max(cell_len(text) for text in [label, *(row[c].plain for row in rows)])
+                  for c, label in enumerate(columns)]
+        shape = (tuple(columns), tuple(widths), len(rows))
+        cells = [[(t.plain, str(t.style), t.justify) for t in row] for row in rows]
+        before = self._table_cells.get(table.id or "")
+        self._table_cells[table.id or ""] = (shape, cells)
+        if before is not None and before[0] == shape and table.row_count == len(rows):
+            for r, (old, new) in enumerate(zip(before[1], cells, strict=True)):
+                for c, (was, now) in enumerate(zip(old, new, strict=True)):
+                    if was != now:
+                        table.update_cell_at(Coordinate(r, c), rows[r][c])
+            self.table_updates += 1
+            return
+        cursor = table.cursor_row
+        table.clear(columns=True)
         # Explicit widths: columns cleared and re-added in one refresh kept their headers'
         # widths on screen, cutting "deficit=blur" to "def" (Textual 8.2).
-        for c, label in enumerate(columns):
-            cells = [row[c].plain if isinstance(row[c], Text) else row[c] for row in rows]
-            table.add_column(label, width=max(cell_len(text) for text in [label, *cells]))
-        for i, cells in enumerate(rows):
-            table.add_row(*cells, key=str(i))
+        for label, width in zip(columns, widths, strict=True):
+            table.add_column(label, width=width)
+        for i, row in enumerate(rows):
+            table.add_row(*row, key=str(i))
         if table.row_count:
             table.move_cursor(row=min(cursor, table.row_count - 1))
+        self.table_fills += 1
 
 
 class SweepPicker(ModalScreen[str | None]):

@@ -326,6 +326,7 @@ class Chart(PlotextPlot):
         plt.theme(theme)
         plt.title(fitted(self.title, width))
         canvas = Canvas(plt, width, self.title)
+        canvas.height = height  # rows of the terminal chart (the sweep overlay traces at this size)
         if draw is not None:
             try:
                 draw(canvas)
