@@ -237,7 +237,7 @@ def run(run_dir: Path, log, state: dict) -> None:
     # Half the cores this process may use (a Slurm job's allocation, not the node's count).
     torch.set_num_threads(spec.train["threads"] or max(1, usable_cores() // 2))
     registry = registry_for_run(run_dir)  # only the distributions this run's plugins come from
-    t_start = time.perf_counter()
+    t_start, cpu_start = time.perf_counter(), time.process_time()
 
     from critui.train.plugin_guard import MetricRunner, check_dataset_tensors
 
@@ -289,11 +289,13 @@ def run(run_dir: Path, log, state: dict) -> None:
         parameters=sum(p.numel() for p in model.parameters()),
         lr_at_removal=None if removal is None else lr_at(spec, removal),
         setup_seconds=round(time.perf_counter() - t_start, 3),
+        setup_cpu_seconds=round(time.process_time() - cpu_start, 3),  # CPU time: what a loaded machine does not inflate
     )
 
     log_every = int(spec.train.get("log_every", 1))
     checkpoint_every = int(spec.train.get("checkpoint_every", 1))
     window = spec.window()
+    fast.train()  # train_epoch calls train() only when the root module is out of training mode
     for epoch in range(first_epoch, spec.epochs):
         state["epoch"] = epoch
         t0 = time.perf_counter()
@@ -314,6 +316,7 @@ def run(run_dir: Path, log, state: dict) -> None:
                 deficit_active=spec.deficit_active(epoch),
             )
             metrics.measure(context)  # a failing metric is a warning naming it, never the run's end
+            fast.train()  # a metric may have left a submodule in eval mode
         next_epoch = epoch + 1
         if (next_epoch % checkpoint_every == 0 or next_epoch == spec.epochs
                 or next_epoch in spec.keep_checkpoints):
@@ -330,6 +333,7 @@ def run(run_dir: Path, log, state: dict) -> None:
         final_acc=final_accuracy(rows),  # the final score: an accuracy, or a regression's test MSE
         final_window=FINAL_WINDOW,
         seconds=round(time.perf_counter() - t_start, 3),
+        cpu_seconds=round(time.process_time() - cpu_start, 3),
     )
 
 
