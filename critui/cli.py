@@ -823,7 +823,7 @@ def show(run_ref, fisher, normalised, chart, home) -> None:
     RUN is a run id, a unique prefix or suffix of one, or `last`. A forked run's epochs
     before its fork, trained by its parent, are shown first and marked with *.
     """
-    from critui.events import read_events
+    from critui.events import read_events, reference_series
     from critui.runs.lineage import read_spec_json, run_history
 
     store = open_store(home)
@@ -842,7 +842,9 @@ def show(run_ref, fisher, normalised, chart, home) -> None:
     if fisher and layers:
         for table in _fisher_tables(rows, layers, normalised, console.width):
             console.print(table)
-    for table in _metric_tables(rows, console.width):  # plugin metrics, each in its own table(s)
+    events = read_events(run_dir)
+    references = reference_series(events)  # a metric's predicted curve, printed beside its values
+    for table in _metric_tables(rows, console.width, references):  # plugin metrics, each in its own table(s)
         console.print(table)
     if chart and rows:
         from critui.runs.report import run_chart
@@ -852,7 +854,6 @@ def show(run_ref, fisher, normalised, chart, home) -> None:
         from rich.text import Text
 
         console.print(Text.from_ansi(run_chart(rows, bounds, width=min(console.width, 100))))
-    events = read_events(run_dir)
     _print_warnings(events)
     failure = next((e for e in reversed(events) if e["event"] == "failed"), None)
     if doc["status"] == "failed" and failure and failure.get("traceback"):
@@ -1008,19 +1009,34 @@ def _fisher_table(rows, layers, normalised, shown=None) -> Table:
     return table
 
 
-def _metric_tables(rows, width: int) -> list[Table]:
+REF = " ref"  # a reference curve's column: the metric's key and this
+
+
+def _metric_tables(rows, width: int, references=None) -> list[Table]:
     """Each plugin metric's values as a table like the Fisher one: an epoch row per
     measurement, a column per key (a per-layer metric: per layer). Keys that do not fit
-    ``width`` go on to a further table, the epoch column repeated, so that no value is cut."""
+    ``width`` go on to a further table, the epoch column repeated, so that no value is cut.
+    A key with a reference curve (``references``, from :func:`critui.events.reference_series`)
+    gets a ``KEY ref`` column beside it: the curve's value at that epoch."""
+    from critui.events import reference_at
     from critui.runs.lineage import metric_keys
 
+    references = references or {}
     groups: dict[str, list[str]] = {}
     for key in metric_keys(rows):
         groups.setdefault(key.split(".", 1)[0], []).append(key)
+        if key in references:
+            groups[key.split(".", 1)[0]].append(key + REF)
+
+    def value(r, k):
+        if k.endswith(REF):
+            return reference_at(references[k[: -len(REF)]], r["epoch"])
+        return r.get(k)
+
     tables = []
     for name, keys in groups.items():
         measured = [r for r in rows if any(k in r for k in keys)]
-        parts = _column_parts(keys, measured, lambda r, k: r.get(k), width, name=lambda k: k.split(".", 1)[1])
+        parts = _column_parts(keys, measured, value, width, name=lambda k: k.split(".", 1)[1])
         for i, part in enumerate(parts):
             more = f" ({i + 1}/{len(parts)})" if len(parts) > 1 else ""
             table = Table(title=f"metrics.{escape(name)}{more}", box=box.SIMPLE_HEAD)
@@ -1028,10 +1044,10 @@ def _metric_tables(rows, width: int) -> list[Table]:
             for key in part:
                 table.add_column(escape(key.split(".", 1)[1]), justify="right", no_wrap=True)
             for r in measured:
-                if not any(k in r for k in part):
+                if not any(k.removesuffix(REF) in r for k in part):
                     continue
                 # null: the metric returned something not finite (the warnings below say which)
-                cells = [("null" if r.get(k) is None and k in r else _fmt_num(r.get(k))) for k in part]
+                cells = [("null" if r.get(k) is None and k in r else _fmt_num(value(r, k))) for k in part]
                 table.add_row(f"{r['epoch']}*" if r.get("inherited") else str(r["epoch"]), *cells)
             tables.append(table)
     return tables

@@ -27,6 +27,7 @@ A resumed run may repeat an epoch that ran but was not checkpointed; the last li
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import os
@@ -274,6 +275,40 @@ def epoch_table(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for key, value in e.get("values", {}).items():
                 row[f"{name}.{key}"] = value
     return [rows[k] for k in sorted(rows) if "test_acc" in rows[k] or "score" in rows[k]]
+
+
+def reference_series(events: list[dict[str, Any]]) -> dict[str, tuple[list[float], list[float]]]:
+    """The reference curves metrics supplied (``Metric.reference``), keyed like the rows'
+    metric values (``singular-values.s1``): ``(epochs, values)`` each. A worker writes them
+    when it starts; the last event of each metric wins. Points that are not two finite
+    numbers are skipped, so a damaged event costs only itself."""
+    found: dict[str, tuple[list[float], list[float]]] = {}
+    for e in events:
+        if e.get("event") != "reference" or not isinstance(e.get("metric"), str) or not isinstance(e.get("series"), dict):
+            continue
+        name = e["metric"].split(".", 1)[-1]
+        for key, points in e["series"].items():
+            xs, ys = [], []
+            for point in points if isinstance(points, list) else ():
+                if (isinstance(point, list) and len(point) == 2
+                        and all(type(v) in (int, float) and math.isfinite(v) for v in point)):
+                    xs.append(float(point[0]))
+                    ys.append(float(point[1]))
+            if xs:
+                found[f"{name}.{key}"] = (xs, ys)
+    return found
+
+
+def reference_at(curve: tuple[list[float], list[float]], epoch: float) -> float | None:
+    """A reference curve's value at ``epoch``, linearly interpolated; None outside its range."""
+    xs, ys = curve
+    if not xs or epoch < xs[0] or epoch > xs[-1]:
+        return None
+    i = bisect.bisect_left(xs, epoch)
+    if xs[i] == epoch or i == 0:
+        return ys[i]
+    x0, x1, y0, y1 = xs[i - 1], xs[i], ys[i - 1], ys[i]
+    return y0 + (y1 - y0) * (epoch - x0) / (x1 - x0)
 
 
 def epochs_covered(rows: list[dict[str, Any]]) -> int:

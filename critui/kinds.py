@@ -158,6 +158,7 @@ class MetricContext:
     seed: int
     deficit: Deficit | None = None
     deficit_active: bool = False
+    spec: Any = None  # the run's RunSpec (its optimiser, model and dataset settings), or None
 
 
 class Metric(Plugin):
@@ -179,6 +180,16 @@ class Metric(Plugin):
 
     def compute(self, ctx: MetricContext) -> dict[str, float]:
         raise NotImplementedError
+
+    def reference(self, ctx: MetricContext) -> dict[str, list[tuple[float, float]]] | None:
+        """Optional: what theory (or a reference implementation) predicts for some of this
+        metric's keys over the whole run, as ``{key: [(epoch, value), ...]}``; None (the
+        default) for none. Called once when a worker starts, with the context of its first
+        epoch (``ctx.deficit`` and its settings give the window). The worker records it as a
+        ``reference`` event; ``critui show`` prints it beside the measured values and the TUI
+        overlays it on the metric's chart. Keys are this metric's own (``s1``, not
+        ``singular-values.s1``); at most 64 series of 5,000 finite points each."""
+        return None
 
 
 class Worker(Protocol):

@@ -938,7 +938,8 @@ def check_metric(
       same keys every epoch it returns any (an empty dict means "nothing this epoch");
     - it leaves the model (weights, buffers, gradients, train/eval mode) and the data as
       they were;
-    - a second instance with the same seed gives the same values.
+    - a second instance with the same seed gives the same values;
+    - ``reference(ctx)``, where it is defined, returns None or curves of the keys it measures.
     """
     import torch
 
@@ -1051,6 +1052,26 @@ def check_metric(
                             f"the first {_short_repr(values)}.",
                             "derive any sampling from ctx.seed and ctx.epoch (a seeded torch.Generator), "
                             "and keep the same probe of images every epoch.")
+    if type(metric).reference is not Metric.reference:
+        _check_reference(cls, metric, context(0), set(first))
+
+
+def _check_reference(cls: type, metric: Any, ctx: Any, keys: set[str]) -> None:
+    """``reference(ctx)``, where a metric defines it, returns None or curves the worker can
+    record (:func:`critui.train.plugin_guard.clean_reference`), for keys it measures."""
+    from critui.train.plugin_guard import clean_reference
+
+    try:
+        curves = clean_reference(metric.reference(ctx))
+    except TypeError as exc:
+        raise _fail(cls, "returned an unusable reference", str(exc) + ".",
+                    "return None or {key: [(epoch, value), ...]} with finite numbers.") from exc
+    except Exception as exc:
+        raise _fail(cls, "raised in reference", f"{type(exc).__name__}: {exc}",
+                    "make reference work on the MetricContext it gets, or return None.") from exc
+    if unknown := sorted(set(curves) - keys):
+        raise _fail(cls, "gave a reference for keys it does not measure", f"{unknown}; compute returns {sorted(keys)}.",
+                    "name each reference curve after the key of compute's values it predicts.")
 
 
 def _check_values(cls: type, values: Any, epoch: int) -> None:

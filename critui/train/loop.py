@@ -83,7 +83,10 @@ def task_loss(output: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
     gradient flow has no factor 2)."""
     if loss == "cross_entropy":
         return F.cross_entropy(output, y)
-    squared = (output.float().reshape(y.shape) - y).pow(2)
+    output = output.float()
+    if output.shape != y.shape:  # a (N, 1) output for (N,) targets; a reshape is one more op a step
+        output = output.reshape(y.shape)
+    squared = (output - y).pow(2)
     return 0.5 * (squared.sum() if loss == "half_sse" else squared.mean())
 
 
@@ -215,14 +218,18 @@ def train_epoch(
     """One pass over the training set; the only host sync is the reduction at the end.
 
     ``model`` may be the compiled module (:func:`compile_model`); the optimiser holds the
-    parameters it shares with the eager one.
+    parameters it shares with the eager one. When ``optim.batch_size`` covers the training
+    set the epoch is one full-batch gradient step, taken with as little Python around it as
+    possible: a tiny model (deep linear networks, 100×100 layers) steps in well under a
+    millisecond, so every tensor op of bookkeeping shows.
     """
     device = data.train_x.device
     seed = spec.seed
     batch_size = spec.optim["batch_size"]
     active = deficit is not None and spec.deficit_active(epoch)
+    lr = lr_at(spec, epoch)
     for group in optimizer.param_groups:
-        group["lr"] = lr_at(spec, epoch)
+        group["lr"] = lr
     # Dropout and any plugin that uses the global RNG see a per-epoch seed too. On the CPU
     # only the CPU generator is seeded: torch.manual_seed also seeds every accelerator
     # backend, formatting a stack trace for each (~2 ms, more than a small model's step).
@@ -230,30 +237,18 @@ def train_epoch(
         torch.default_generator.manual_seed(derive_seed(seed, epoch, "global"))
     else:
         torch.manual_seed(derive_seed(seed, epoch, "global"))
-    n = len(data.train_y)
-    if batch_size >= n:  # full-batch gradient descent: the order of one batch changes nothing
-        order = torch.arange(n, device=device)
-    else:
-        order = torch.randperm(n, generator=generator(device, seed, epoch, "order"), device=device)
     # Seeded only when used (seeding is a hash and a generator: a small model's step costs less)
     deficit_gen = generator(device, seed, epoch, "deficit") if active else None
     augment_gen = generator(device, seed, epoch, "augment") if data.augment == "crop-flip" else None
+    # Module.train() walks every submodule (tens of microseconds); evaluation and the worker
+    # put the model back in training mode, so it is only needed when something left it out.
+    if not model.training:
+        model.train()
 
-    model.train()
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
-    seen = 0
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        if len(idx) < 2:  # BatchNorm cannot train on a single sample
-            break
-        if len(idx) == n:  # the whole set, in order: no copy
-            x, y = data.train_x, data.train_y
-        else:
-            x, y = data.train_x[idx], data.train_y[idx]
+    def step(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if active:
             x, y = deficit.apply(x, y, epoch, deficit_gen)  # type: ignore[union-attr]
-        if data.augment == "crop-flip":
+        if augment_gen is not None:
             x = crop_flip(x, augment_gen)
         with speed.autocast(device):
             logits = model(speed.layout(x))
@@ -261,9 +256,30 @@ def train_epoch(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        loss_sum += loss.detach() * len(idx)
+        return loss.detach(), logits.detach(), y
+
+    n = len(data.train_y)
+    if batch_size >= n >= 2:  # full-batch gradient descent: one step on the whole set, in order
+        loss, logits, y = step(data.train_x, data.train_y)
+        if data.regression:
+            mean_loss, accuracy = loss.item(), None
+        else:
+            mean_loss, n_correct = _to_host(loss, (logits.argmax(1) == y).sum())
+            accuracy = n_correct / n
+        return EpochResult(mean_loss, accuracy, math.isfinite(mean_loss))
+
+    order = torch.randperm(n, generator=generator(device, seed, epoch, "order"), device=device)
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    for start in range(0, n, batch_size):
+        idx = order[start : start + batch_size]
+        if len(idx) < 2:  # BatchNorm cannot train on a single sample
+            break
+        loss, logits, y = step(data.train_x[idx], data.train_y[idx])
+        loss_sum += loss * len(idx)
         if not data.regression:
-            correct += (logits.detach().argmax(1) == y).sum()
+            correct += (logits.argmax(1) == y).sum()
         seen += len(idx)
     mean_loss, n_correct = _to_host(loss_sum / max(seen, 1), correct)
     accuracy = None if data.regression else n_correct / max(seen, 1)

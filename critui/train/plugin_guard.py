@@ -64,6 +64,24 @@ class MetricRunner:
                     self.log.write("metric", epoch=context.epoch, metric=info.id, values=clean,
                                    seconds=round(time.perf_counter() - started, 4))
 
+    def record_references(self, context) -> None:
+        """Each metric's optional reference curves (``Metric.reference``), as one ``reference``
+        event per metric that supplies any; a curve that is not a list of finite (epoch,
+        value) pairs is dropped with a warning, and a metric whose ``reference`` raises keeps
+        measuring (only its reference is lost)."""
+        for info, metric in self.metrics:
+            if info.id in self.off or not callable(getattr(metric, "reference", None)):
+                continue
+            try:
+                series = clean_reference(metric.reference(context))
+            except Exception as exc:  # noqa: BLE001 - a reference is an extra, never the run's end
+                self._warn(info, context.epoch, f"{_origin(info)}'s reference raised {type(exc).__name__}: {exc}; "
+                           "the run goes on without its reference curve.")
+                continue
+            if series:
+                with self.bookkeeping():
+                    self.log.write("reference", epoch=context.epoch, metric=info.id, series=series)
+
     def _clean(self, info, epoch: int, values: dict) -> dict[str, float | None]:
         """Values as JSON floats; null (with a warning) for anything non-finite or not a number."""
         clean: dict[str, float | None] = {}
@@ -95,6 +113,29 @@ def _as_float(value: Any) -> float | None:
     except (TypeError, ValueError, RuntimeError):
         return None
     return number if math.isfinite(number) else None
+
+
+MAX_REFERENCE_SERIES = 64
+MAX_REFERENCE_POINTS = 5000
+
+
+def clean_reference(value: Any) -> dict[str, list[list[float]]]:
+    """A metric's ``reference`` return value as JSON: ``{key: [[epoch, value], ...]}``, points
+    in epoch order. Raises TypeError (the caller's warning names the plugin) for anything else."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or len(value) > MAX_REFERENCE_SERIES:
+        raise TypeError(f"reference returned {_short(value)}, not a dict of at most {MAX_REFERENCE_SERIES} series")
+    series: dict[str, list[list[float]]] = {}
+    for key, points in value.items():
+        pairs = [tuple(p) for p in points] if isinstance(points, (list, tuple)) else None
+        if not pairs or len(pairs) > MAX_REFERENCE_POINTS or any(len(p) != 2 for p in pairs):
+            raise TypeError(f"reference series {key!r} is not a list of 1 to {MAX_REFERENCE_POINTS} (epoch, value) pairs")
+        clean = [[_as_float(x), _as_float(y)] for x, y in pairs]
+        if any(x is None or y is None for x, y in clean):
+            raise TypeError(f"reference series {key!r} has a point that is not two finite numbers")
+        series[str(key)] = sorted(clean)
+    return series
 
 
 def _short(value: Any) -> str:

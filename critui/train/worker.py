@@ -220,7 +220,6 @@ def run(run_dir: Path, log, state: dict) -> None:
     from critui.config import RunSpec
     from critui.devices import device_name, resolve_device, usable_cores
     from critui.events import FINAL_WINDOW
-    from critui.kinds import MetricContext
     from critui.plugins import registry_for_run
     from critui.train import checkpoint
     from critui.train.loop import (
@@ -237,7 +236,7 @@ def run(run_dir: Path, log, state: dict) -> None:
     # Half the cores this process may use (a Slurm job's allocation, not the node's count).
     torch.set_num_threads(spec.train["threads"] or max(1, usable_cores() // 2))
     registry = registry_for_run(run_dir)  # only the distributions this run's plugins come from
-    t_start = time.perf_counter()
+    t_start, cpu_start = time.perf_counter(), time.process_time()
 
     from critui.train.plugin_guard import MetricRunner, check_dataset_tensors
 
@@ -289,11 +288,14 @@ def run(run_dir: Path, log, state: dict) -> None:
         parameters=sum(p.numel() for p in model.parameters()),
         lr_at_removal=None if removal is None else lr_at(spec, removal),
         setup_seconds=round(time.perf_counter() - t_start, 3),
+        setup_cpu_seconds=round(time.process_time() - cpu_start, 3),  # CPU time: what a loaded machine does not inflate
     )
 
     log_every = int(spec.train.get("log_every", 1))
     checkpoint_every = int(spec.train.get("checkpoint_every", 1))
     window = spec.window()
+    metrics.record_references(_metric_context(model, data, spec, first_epoch, device, deficit))
+    fast.train()  # train_epoch calls train() only when the root module is out of training mode
     for epoch in range(first_epoch, spec.epochs):
         state["epoch"] = epoch
         t0 = time.perf_counter()
@@ -307,13 +309,9 @@ def run(run_dir: Path, log, state: dict) -> None:
             )
         if _logged_epoch(epoch, spec.epochs, log_every, window):
             _log_epoch(log, fast, data, spec, epoch, result, eval_bs, speed, t0)
-            context = MetricContext(
-                model=model, epoch=epoch, epochs=spec.epochs, device=device,
-                train_x=data.train_x, train_y=data.train_y, test_x=data.test_x, test_y=data.test_y,
-                num_classes=data.num_classes, seed=spec.seed, deficit=deficit,
-                deficit_active=spec.deficit_active(epoch),
-            )
+            context = _metric_context(model, data, spec, epoch, device, deficit)
             metrics.measure(context)  # a failing metric is a warning naming it, never the run's end
+            fast.train()  # a metric may have left a submodule in eval mode
         next_epoch = epoch + 1
         if (next_epoch % checkpoint_every == 0 or next_epoch == spec.epochs
                 or next_epoch in spec.keep_checkpoints):
@@ -330,6 +328,18 @@ def run(run_dir: Path, log, state: dict) -> None:
         final_acc=final_accuracy(rows),  # the final score: an accuracy, or a regression's test MSE
         final_window=FINAL_WINDOW,
         seconds=round(time.perf_counter() - t_start, 3),
+        cpu_seconds=round(time.process_time() - cpu_start, 3),
+    )
+
+
+def _metric_context(model, data, spec, epoch: int, device, deficit):
+    from critui.kinds import MetricContext
+
+    return MetricContext(
+        model=model, epoch=epoch, epochs=spec.epochs, device=device,
+        train_x=data.train_x, train_y=data.train_y, test_x=data.test_x, test_y=data.test_y,
+        num_classes=data.num_classes, seed=spec.seed, deficit=deficit,
+        deficit_active=spec.deficit_active(epoch), spec=spec,
     )
 
 

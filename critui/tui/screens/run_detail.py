@@ -28,7 +28,7 @@ from textual.widgets import (
 )
 
 from critui.config import device_text, launcher_text, window_note
-from critui.events import score_of, score_text
+from critui.events import reference_series, score_of, score_text
 from critui.launching import LOG_FILE
 from critui.runs.lineage import JoinedHistory, read_spec_json
 from critui.tui.histories import joined_history
@@ -385,9 +385,12 @@ class RunDetailScreen(Screen):
         keys = [k for k in self._groups.get(name, []) if k in self._chosen.get(name, [])] if name else []
         chart = self.query_one("#metric-chart", Chart)
         chart.title = f"{name} per epoch" if name else "no plugin metric recorded yet"
+        history = self.app.feed.histories.get(self.run_id)
+        references = reference_series(history.events) if history else {}  # Metric.reference curves
         chart.show(
-            (key, name, tuple(keys)),
-            metric_draw(rows, keys, window, name or "", meta=run_meta(doc), log=name == "fisher") if name else None,
+            (key, name, tuple(keys), len(references)),
+            metric_draw(rows, keys, window, name or "", meta=run_meta(doc), log=name == "fisher",
+                        references=references) if name else None,
         )
 
     def on_select_changed(self, event: Select.Changed) -> None:

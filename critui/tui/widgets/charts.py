@@ -30,6 +30,7 @@ from critui.runs.report import packed
 # themes: blue, orange, green, magenta, teal, gold, purple, brown, grey, navy.
 SERIES_COLOURS = (33, 208, 34, 163, 37, 136, 99, 130, 244, 25)
 WINDOW_COLOUR = 196
+REFERENCE_COLOUR = 250  # a plugin's reference curve (Metric.reference): light grey under the data
 # A run without Fisher points has the metric off, or has not reached its first measurement.
 NO_FISHER = "no Fisher data: metrics.fisher is off, or has not measured yet"
 SETTLED = ("finished", "failed", "cancelled", "interrupted")
@@ -449,10 +450,12 @@ def fisher_draw(
 
 
 def metric_draw(rows: list[dict[str, Any]], keys: Sequence[str], window, ylabel: str,
-                meta: dict[str, Any] | None = None, log: bool = False) -> Draw:
+                meta: dict[str, Any] | None = None, log: bool = False,
+                references: dict[str, tuple[list[float], list[float]]] | None = None) -> Draw:
     """Any recorded metric's keys (a plugin metric's layers) against the epoch; an epoch where
     a value is null (the metric returned NaN) has no point. ``log``: a log scale when every
-    value is positive."""
+    value is positive. ``references`` (:func:`critui.events.reference_series`): a plugin's
+    predicted curve for a key, overlaid in the reference colour, one legend entry for all."""
 
     def draw(c: Canvas) -> None:
         positive = True
@@ -461,6 +464,12 @@ def metric_draw(rows: list[dict[str, Any]], keys: Sequence[str], window, ylabel:
             positive = positive and all(y > 0 for y in ys)
             c.line(xs, ys, label=key.split(".", 1)[-1], color=SERIES_COLOURS[i % len(SERIES_COLOURS)],
                    meta={"series": key, **(meta or {})})
+        drawn = [key for key in keys if key in (references or {})]
+        for j, key in enumerate(drawn):
+            xs, ys = references[key]  # type: ignore[index]
+            positive = positive and all(y > 0 for y in ys)
+            c.line(xs, ys, label="reference" if j == 0 else None, color=REFERENCE_COLOUR,
+                   meta={"series": f"{key} (reference)", **(meta or {})})
         if not c.points:
             c.plt.title(fitted(f"{c.title}: no values recorded" if keys else f"{c.title}: no key chosen", c.width))
             return

@@ -27,6 +27,29 @@ class SingularValues(Metric):
     def when(self, epoch, epochs):
         return epoch % self.settings["every"] == 0 or epoch == epochs - 1
 
+    def reference(self, ctx: MetricContext) -> dict[str, list[tuple[float, float]]] | None:
+        """The singular values gradient flow predicts for deep linear matrix completion
+        (:func:`mode_trajectories`), with a task switch's first target during its window;
+        None for any other task, or an optimiser other than plain gradient descent."""
+        spec = ctx.spec
+        if spec is None or spec.model.id != "models.deep-linear" or spec.dataset.id != "datasets.matrix-completion":
+            return None
+        optim = spec.optim
+        if optim.get("name") != "sgd" or optim.get("momentum") or optim.get("weight_decay") or optim.get("decay") != 1:
+            return None
+        n, depth = int(spec.model.params["n"]), int(spec.model.params["depth"])
+        target = full_matrix(n, ctx)
+        phases: list[tuple[int, torch.Tensor]] = [(0, target)]
+        first = getattr(ctx.deficit, "first", None)
+        if spec.deficit is not None and spec.deficit.id == "deficits.task-switch" and first is not None:
+            start, end = spec.window()
+            if start < end:
+                phases = ([(0, target)] if start > 0 else []) + [(start, first), (end, target)]
+        curves = mode_trajectories(phases, depth=depth, lr=float(optim["lr"]), n=n,
+                                   init=float(spec.model.params["init_scale"]), epochs=ctx.epochs,
+                                   k=self.settings["k"])
+        return {f"s{i + 1}": points for i, points in enumerate(curves)}
+
     def compute(self, ctx: MetricContext) -> dict[str, float]:
         if not hasattr(ctx.model, "end_to_end"):
             raise CritUIError(f"metrics.singular-values needs a model with an end_to_end() map (models.deep-linear, "
@@ -62,3 +85,80 @@ class PathwayShare(Metric):
             scale = float((total * total).sum()) or 1.0
             return {"share_a": float((omega_a * total).sum()) / scale, "share_b": float((omega_b * total).sum()) / scale,
                     "norm_a": float(torch.linalg.matrix_norm(omega_a)), "norm_b": float(torch.linalg.matrix_norm(omega_b))}
+
+
+def full_matrix(n: int, ctx: MetricContext) -> torch.Tensor:
+    """The dataset's whole n×n target, put back together from its training and test entries
+    (together they cover every entry, whichever ``test_on``)."""
+    matrix = torch.zeros(n, n, dtype=torch.float64)
+    for x, y in ((ctx.test_x, ctx.test_y), (ctx.train_x, ctx.train_y)):
+        rows, cols = x[:, 0].long().cpu(), x[:, 1].long().cpu()
+        matrix[rows, cols] = y.reshape(-1).double().cpu()
+    return matrix
+
+
+SUBSTEP = 20  # gradient steps per RK4 step of the reference flow
+
+
+def mode_trajectories(phases: list[tuple[int, torch.Tensor]], *, depth: int, lr: float, n: int, init: float,
+                      epochs: int, k: int, points: int = 2000) -> list[list[tuple[float, float]]]:
+    """The ``k`` largest end-to-end singular values over ``epochs`` full-batch steps, as
+    gradient flow predicts them mode by mode (Saxe et al. 2014; Arora et al. 2019, Thm 3):
+    a mode of singular value σ, aligned with a target mode of singular value m, moves as
+    dσ/dt = lr · depth · σ^(2 − 2/depth) · (m − σ) / n².
+
+    Approximations, all stated: the gradient of ½·MSE on the observed entries is replaced by
+    its expectation over the positions, (W − M)/n² (full observation, rescaled); every mode
+    starts aligned with its target at σ₀ = init/√n (the RMS projection of the initial map on
+    one target mode); the modes of different targets (``phases``: ``(first epoch, target)``,
+    in order; the same tensor again is the same target) are orthogonal, so a target's modes
+    decay to 0 while another is trained. Their own code integrates Arora et al.'s full
+    singular-vector dynamics instead (O(n³) a step). Returns ``k`` lists of (epoch, value):
+    the value after the step of that epoch, on about ``points`` epochs (and every phase edge).
+    """
+    targets: list[torch.Tensor] = []
+    for _, matrix in phases:
+        if not any(matrix is t for t in targets):
+            targets.append(matrix)
+    # each target's nonzero singular values (a rank-r target has r)
+    goals = []
+    for matrix in targets:
+        values = torch.linalg.svdvals(matrix.double()).tolist()
+        goals.append([v for v in values if v > 1e-6 * values[0]])
+    sigma = [[init / n**0.5] * len(g) for g in goals]
+    alpha = 2.0 - 2.0 / depth
+    rate = lr * depth / n**2
+    stride = max(1, -(-epochs // points))
+    edges = sorted({e for e, _ in phases if 0 < e < epochs})
+    curves: list[list[tuple[float, float]]] = [[] for _ in range(k)]
+
+    def active_at(t: int) -> int:
+        current = phases[0][1]
+        for first, matrix in phases:
+            if first <= t:
+                current = matrix
+        return next(i for i, m in enumerate(targets) if m is current)
+
+    def flow(s: float, m: float) -> float:
+        return rate * max(s, 0.0) ** alpha * (m - s)
+
+    t = 0
+    while t < epochs:
+        nxt = min([epochs] + [e for e in edges if e > t] + [(t // stride + 1) * stride])
+        active = active_at(t)
+        while t < nxt:  # RK4 in stretches of at most SUBSTEP steps: one step moves σ far less than σ
+            h = min(SUBSTEP, nxt - t)
+            for i, goal in enumerate(goals):
+                sig = sigma[i]
+                for j, s in enumerate(sig):
+                    m = goal[j] if i == active else 0.0
+                    k1 = flow(s, m)
+                    k2 = flow(s + h * k1 / 2, m)
+                    k3 = flow(s + h * k2 / 2, m)
+                    k4 = flow(s + h * k3, m)
+                    sig[j] = s + h * (k1 + 2 * k2 + 2 * k3 + k4) / 6
+            t += h
+        largest = sorted((s for sig in sigma for s in sig), reverse=True)
+        for i in range(min(k, len(largest))):
+            curves[i].append((float(t - 1), largest[i]))
+    return [c for c in curves if c]

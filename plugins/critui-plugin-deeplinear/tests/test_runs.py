@@ -113,3 +113,30 @@ def test_sweep_forks_equal_scratch_and_report_drops_are_lower_is_better(tmp_path
     scratch = next(d for d in json.loads(critui(tmp_path, "runs", "--json").stdout)
                    if not d.get("parent") and d["window"] == [0, 15])
     assert child["final_acc"] == scratch["final_acc"]
+
+
+def test_singular_values_come_with_their_reference_curve_in_events_and_show(tmp_path):
+    """metrics.singular-values supplies the gradient-flow prediction (Metric.reference): the
+    worker records it once, `critui show` prints it beside the measured values, and it rises
+    towards the targets' singular values as the measured ones do."""
+    critui(tmp_path, "run", *TINY, "--plugin", "metrics.singular-values", "--set", "metrics.singular-values.k=3",
+           "--set", "deficit.end=20", "--set", "train.log_every=20", "--epochs", "120")
+    (run_id,) = run_ids(tmp_path)
+    log = events(tmp_path, run_id)
+    (reference,) = [e for e in log if e["event"] == "reference"]
+    assert reference["metric"] == "metrics.singular-values" and sorted(reference["series"]) == ["s1", "s2", "s3"]
+    s1 = reference["series"]["s1"]
+    assert s1[0][0] == 0 and s1[-1][0] == 119 and all(a[0] < b[0] for a, b in zip(s1, s1[1:], strict=False))
+    measured = [e["values"]["s1"] for e in log if e["event"] == "metric"]
+    assert s1[-1][1] > 10 * s1[0][1] and measured[-1] > 10 * measured[0]  # both learnt from a small init
+    out = critui(tmp_path, "show", run_id).stdout
+    assert "s1 ref" in out and "metrics.singular-values" in out
+
+
+def test_no_reference_where_the_flow_does_not_apply(tmp_path):
+    """With momentum the per-mode gradient flow is not the dynamics: no curve, no warning."""
+    critui(tmp_path, "run", *[a if a != "optim.momentum=0" else "optim.momentum=0.5" for a in TINY],
+           "--plugin", "metrics.singular-values", "--set", "deficit.end=5", "--epochs", "10")
+    (run_id,) = run_ids(tmp_path)
+    kinds = {e["event"] for e in events(tmp_path, run_id)}
+    assert "reference" not in kinds and "warning" not in kinds
