@@ -73,8 +73,8 @@ class SmallCNN(Model):
             "depth",
             "int",
             6,
-            "number of conv layers; the 3rd, 5th, 7th, ... downsample (stride 2) while the "
-            "feature map is wider than 4 pixels",
+            "number of conv layers; the 3rd and the 5th or second-to-last (whichever is later) "
+            "downsample by 2 while the feature map is wider than 4 pixels",
             min=1,
             max=32,
         ),
@@ -85,13 +85,12 @@ class SmallCNN(Model):
         c_in, h, _ = input_shape
         layers: list[tuple[str, nn.Module]] = []
         channels, side = width, h
+        # Two downsamplings at most: at layer 3, and at layer 5 or the second-to-last layer,
+        # whichever is later, so that a deeper net adds its layers at 8x8 with 32 channels rather
+        # than at 4x4 with 64 or 128 (docs/results.md, "Depth"). Depths 4 and 6 are unchanged.
+        downsample = {3, max(5, depth - 1)}
         for i in range(1, depth + 1):
-            # Downsample at layers 3, 5, 7, ... while the feature map is wider than 4 pixels.
-            # Below 4×4 a 3×3 conv sees mostly padding, and the 128-channel layers that a
-            # further halving brings made depth 8 memorise the 16×16 demo instead of
-            # learning it (100% train, about 55% test); stopping at 4×4 keeps every depth's
-            # layers up to the last downsampling as they were (depth 6 is unchanged).
-            stride = 2 if i >= 3 and i % 2 == 1 and side > 4 else 1
+            stride = 2 if i in downsample and side > 4 else 1
             if stride == 2:
                 channels *= 2
                 side = (side + 1) // 2
