@@ -131,7 +131,7 @@ def test_a_loaded_demo_sweep_plans_as_the_command_line_does_and_saves_back(tmp_p
 
     plan, summary, tree = asyncio.run(scenario())
     runs, scratch, forked = dry_run_epochs(critui, str(DEMO), "--jobs", "2")
-    assert runs == 12 and (len(plan.planned), plan.scratch, plan.forked) == (runs, scratch, forked)
+    assert runs == 14 and (len(plan.planned), plan.scratch, plan.forked) == (runs, scratch, forked)
     assert f"{runs} runs, 2 at once (1 thread each)" in summary
     assert f"Epochs: {scratch} from scratch, {forked} with shared-prefix forking" in " ".join(summary.split())
     # the fork tree: a line per run, each fork with its epoch, as the plan has them
