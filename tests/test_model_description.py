@@ -30,7 +30,7 @@ def test_results_page_names_the_depth_panels_layouts_the_code_builds():
     # the two other layouts in its setup list.
     text = DOCS.read_text()
     for depth in (4, 8):
-        stated = re.search(rf"depth {depth} \(([0-9s-]+)\)", text)
+        stated = re.search(rf"depth {depth}\s+\(([0-9s-]+)\)", text)
         assert stated, f"docs/results.md no longer states the depth-{depth} layout"
         assert stated.group(1) == built_layout(depth)
 
