@@ -191,11 +191,11 @@ def test_the_limit_is_settable_in_the_file_and_on_the_command_line(critui, tmp_p
     demo = (CONFIGS / "demo-removal.toml").read_text()
     assert "max_runs" not in demo
     lowered = config(tmp_path, demo.replace("[sweep]\n", "[sweep]\nmax_runs = 5\n", 1), "demo.toml")
-    assert_clean_error(critui("sweep", lowered, "--dry-run"), "this sweep has 12 runs", "limit of 5 runs")
-    assert critui("sweep", lowered, "--dry-run", "--max-runs", "12").returncode == 0
+    assert_clean_error(critui("sweep", lowered, "--dry-run"), "this sweep has 14 runs", "limit of 5 runs")
+    assert critui("sweep", lowered, "--dry-run", "--max-runs", "14").returncode == 0
     # --seeds grows the grid after the file is read: the limit still holds.
-    assert_clean_error(critui("sweep", lowered, "--dry-run", "--max-runs", "12", "--seeds", "0,1"),
-                       "this sweep has 24 runs", "limit of 12 runs")
+    assert_clean_error(critui("sweep", lowered, "--dry-run", "--max-runs", "14", "--seeds", "0,1"),
+                       "this sweep has 28 runs", "limit of 14 runs")
     bad = config(tmp_path, demo.replace("[sweep]\n", "[sweep]\nmax_runs = -1\n", 1), "bad.toml")
     assert_clean_error(critui("sweep", bad, "--dry-run"), "sweep.max_runs = -1 must be a whole number")
     help_text = " ".join(critui("sweep", "--help").stdout.split())

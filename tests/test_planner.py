@@ -71,8 +71,8 @@ def test_dry_run_plan_fits_80_columns_one_line_per_run(critui):
     plan = critui("sweep", str(REPO / "configs" / "demo-removal.toml"), "--dry-run",
                   env={"COLUMNS": "80"}, check=True).stdout.splitlines()
     assert max(len(line.rstrip()) for line in plan) <= 80
-    row = next(line.split() for line in plan if line.split()[:2] == ["1", "removal=4"])
-    assert row == ["1", "removal=4", "deficit=blur", "seed=0", "blur", "[0,4)", "24", "#5@4", "20"]
+    row = next(line.split() for line in plan if line.split()[:2] == ["2", "removal=4"])
+    assert row == ["2", "removal=4", "deficit=blur", "seed=0", "blur", "[0,4)", "34", "#6@4", "30"]
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "configs").glob("*.toml")

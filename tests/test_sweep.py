@@ -213,7 +213,7 @@ def test_an_interrupted_sweep_resumes_without_redoing_finished_runs(tmp_path, ho
 def test_seeds_option_replaces_the_configs_seeds(critui):
     config = str(Path(__file__).parents[1] / "configs" / "demo-removal.toml")
     plan = critui("sweep", config, "--seeds", "0,1", "--dry-run", check=True).stdout
-    assert "24 runs" in plan and "seed=1" in plan and "seed=2" not in plan
+    assert "28 runs" in plan and "seed=1" in plan and "seed=2" not in plan
     for bad in ("0,x", "1,1", "-1"):
         result = critui("sweep", config, "--seeds", bad, "--dry-run")
         assert result.returncode == 2 and "--seeds" in result.stderr

@@ -90,8 +90,8 @@ def test_a_loaded_demo_sweep_plans_as_the_command_line_does_and_saves_back(tmp_p
 
             await load(pilot, app, screen, DEMO)
             assert screen.query_one("#window-axis", Select).value == "removal"
-            assert screen.query_one("#window-values", Input).value == "0,4,8,12,16,24"
-            assert screen.query_one("#window-after", Input).value == "20"
+            assert screen.query_one("#window-values", Input).value == "0,2,4,6,8,12,16"
+            assert screen.query_one("#window-after", Input).value == "30"
             assert screen.set_axes == {"deficit.id": "deficits.blur,deficits.flip"}
             assert screen.field("model.depth").raw == "6" and screen.field("train.threads").raw == "1"
             # the deficit, its window and the Fisher settings come before train and optim
@@ -131,7 +131,7 @@ def test_a_loaded_demo_sweep_plans_as_the_command_line_does_and_saves_back(tmp_p
 
     plan, summary, tree = asyncio.run(scenario())
     runs, scratch, forked = dry_run_epochs(critui, str(DEMO), "--jobs", "2")
-    assert runs == 12 and (len(plan.planned), plan.scratch, plan.forked) == (runs, scratch, forked)
+    assert runs == 14 and (len(plan.planned), plan.scratch, plan.forked) == (runs, scratch, forked)
     assert f"{runs} runs, 2 at once (1 thread each)" in summary
     assert f"Epochs: {scratch} from scratch, {forked} with shared-prefix forking" in " ".join(summary.split())
     # the fork tree: a line per run, each fork with its epoch, as the plan has them
