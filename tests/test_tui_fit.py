@@ -100,3 +100,27 @@ def test_the_forms_metric_boxes_stack_on_a_narrow_terminal(tmp_path):
                 assert box.region.right <= 60 and box.size.width >= len(str(box.label)), box.region
 
     asyncio.run(scenario())
+
+
+def test_the_run_details_footer_fits_80_columns(tmp_path):
+    """At 80 columns the run detail's footer cut "Save plot" to "Save" and left a stray letter."""
+    from textual.widgets._footer import FooterKey
+
+    from critui.tui.screens.run_detail import RunDetailScreen
+
+    home = tmp_path / "home"
+    write_run(home, RUN, epochs=20)
+    RunStore(home).reconcile()
+
+    async def scenario():
+        app = make_app(home, poll_interval=0.2)
+        async with app.run_test(size=(80, 24)) as pilot:
+            assert await wait_for(pilot, lambda: RUN in app.feed.docs)
+            app.push_screen(RunDetailScreen(RUN))
+            assert await wait_for(pilot, lambda: isinstance(app.screen, RunDetailScreen) and app.screen.query(FooterKey))
+            await pilot.pause(0.3)
+            keys = list(app.screen.query(FooterKey))
+            assert sum(k.outer_size.width for k in keys) <= 80
+            assert {"Back", "Fork", "Save plot"} <= {k.description for k in keys}
+
+    asyncio.run(scenario())

@@ -17,7 +17,6 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import (
-    Footer,
     Header,
     Log,
     Select,
@@ -42,6 +41,7 @@ from critui.tui.widgets.charts import (
     metric_draw,
     no_fisher_text,
 )
+from critui.tui.widgets.footer import FittingFooter
 from critui.tui.widgets.runs_table import STATUS_STYLES, deficit_text, fmt_acc
 
 LOG_TAIL_BYTES = 16_384
@@ -214,6 +214,8 @@ class RunDetailScreen(Screen):
         Binding("4", "tab('heatmap')", "Heatmap", show=False),
         Binding("5", "tab('metrics')", "Metrics", show=False),
     ]
+    # Left out first on a narrow terminal (their keys still work, and ctrl+p lists them).
+    FOOTER_SPARE = ("export", "delete_run", "resume_run", "cancel_run")
 
     def __init__(self, run_id: str):
         super().__init__()
@@ -257,7 +259,7 @@ class RunDetailScreen(Screen):
                         with Vertical(id="metric-main"):
                             yield Chart("metric", id="metric-chart")
                             yield Static("", id="metric-warnings", markup=False)
-        yield Footer(compact=True)
+        yield FittingFooter()  # at 80 columns Footer cut "Save plot" mid-word
 
     def on_mount(self) -> None:
         self.app.runs_changed.subscribe(self, self.on_runs_changed)
