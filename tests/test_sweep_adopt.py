@@ -74,7 +74,11 @@ def test_resume_follows_a_worker_left_behind_and_refuses_while_its_manager_lives
         if worker.poll() is None:
             os.kill(worker.pid, signal.SIGCONT)
             worker.wait(timeout=120)
-    assert resume.returncode == 0, out + err
+    log = store.run_dir(left) / "log.txt"
+    assert resume.returncode == 0, "\n".join([
+        out + err, str(RunStore(home).get(left)), log.read_text() if log.exists() else "(no log)",
+        str(read_events(store.run_dir(left))[-3:]),
+    ])
     assert "Following 1 run(s) still training from an earlier session" in " ".join(err.split())
     docs = {d["id"]: d for d in RunStore(home).all()}
     assert docs[left]["status"] == docs[queued]["status"] == "finished"
