@@ -492,14 +492,16 @@ def test_save_dialog_snapshot(snap_compare, tmp_path, monkeypatch):
     app = snapshot_app(charts_home(tmp_path))
 
     async def open_dialog(pilot) -> None:
-        await wait_for(pilot, lambda: app.polls_done >= 1)
+        # Asserted, with room for a loaded machine: a wait that ran out would otherwise
+        # snapshot a half-drawn screen and report only that the pictures differ.
+        assert await wait_for(pilot, lambda: app.polls_done >= 1, timeout=60)
         from critui.tui.screens.run_detail import RunDetailScreen
         from critui.tui.widgets.save import SaveModal
 
         app.push_screen(RunDetailScreen(RUN))
-        await wait_for(pilot, lambda: bool(app.screen.query("#metric-warnings")))
+        assert await wait_for(pilot, lambda: bool(app.screen.query("#metric-warnings")), timeout=60)
         await pilot.press("p")
-        await wait_for(pilot, lambda: isinstance(app.screen, SaveModal))
+        assert await wait_for(pilot, lambda: isinstance(app.screen, SaveModal), timeout=60)
         await settle(app, pilot)
 
     assert snap_compare(app, terminal_size=(80, 24), run_before=open_dialog)

@@ -386,6 +386,7 @@ class SweepScheduler:
         """Follow the live workers of ``orphans`` (from :func:`left_behind`) as running runs:
         they are not started again, their children wait for their checkpoints, and their end
         is recorded as if this scheduler had started them. Returns the entries adopted."""
+        from critui.events import EventTail
         from critui.runs.monitor import RunMonitor
 
         index_of = {e["run_id"]: e["index"] for e in self.entries}
@@ -394,7 +395,11 @@ class SweepScheduler:
             if index is None or index not in self.pending:
                 continue
             self.pending.remove(index)
-            self.running[index] = RunMonitor(self.store, doc["id"], launcher=AdoptingLauncher(pid, doc["id"]))
+            monitor = RunMonitor(self.store, doc["id"], launcher=AdoptingLauncher(pid, doc["id"]))
+            # From the first event, not from the end of the file as for a worker just started:
+            # one that wrote its final event and is still exiting would otherwise end "failed".
+            monitor.tail = EventTail(monitor.run_dir)
+            self.running[index] = monitor
             self.status[index] = "running"
             self.adopted.append(index)
             self.on_start(self.entries[index])
