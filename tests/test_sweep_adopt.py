@@ -85,3 +85,34 @@ def test_resume_follows_a_worker_left_behind_and_refuses_while_its_manager_lives
     # the left-behind run was followed, never started again: one worker, one start
     assert [e["event"] for e in read_events(store.run_dir(left))].count("started") == 1
     assert docs[left]["epochs_done"] == docs[queued]["epochs_done"] == 2
+
+
+def test_a_worker_adopted_after_its_final_event_is_recorded_finished(home):
+    """A worker that has written its last event but not yet exited when --resume adopts it
+    (caught in CI under load): its end is read from the events already written, not lost."""
+    sweep = parse_sweep({"train": TINY, "dataset": {"id": "datasets.synthetic", "n_train": 200, "n_test": 100},
+                         "model": {"id": "models.cnn", "width": 4}, "sweep": {"seeds": [0]}})
+    planned = expand(sweep, get_registry())
+    store = RunStore(home)
+    nodes, _, _ = sched.plan_sweep(planned, 1, True)
+    record = sched.create_sweep(store, sweep, planned, nodes, lambda spec: {}, None)
+    (run_id,) = (e["run_id"] for e in record["runs"])
+    worker = start_worker(store.run_dir(run_id))
+    assert worker.wait(timeout=240) == 0, (store.run_dir(run_id) / "log.txt").read_text()
+    assert read_events(store.run_dir(run_id))[-1]["event"] == "finished"
+    # Its process still exiting: a stand-in that names the run on its command line.
+    exiting = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", run_id])
+    try:
+        store.update(run_id, status="running", pid=exiting.pid, manager_pid=dead_pid())
+        live = sched.left_behind(store, record)
+        assert [doc["id"] for doc, _ in live["orphans"]] == [run_id]
+        scheduler = sched.SweepScheduler(store, record, jobs=1)
+        assert scheduler.adopt(live["orphans"]) == [0]
+        exiting.terminate()
+        exiting.wait(timeout=60)
+        assert wait(lambda: not scheduler.step())
+    finally:
+        if exiting.poll() is None:
+            exiting.kill()
+    assert scheduler.status[0] == "finished"
+    assert RunStore(home).get(run_id)["status"] == "finished"
