@@ -255,3 +255,26 @@ def test_launcher_help_lists_the_registered_launchers(critui):
         shown = " ".join(critui(command, "--help", check=True).stdout.split())
         assert "local (Workers as subprocesses of this machine)" in shown
         assert "slurm (Each worker as a Slurm job, through submitit)" in shown and "ray (" in shown
+
+
+def test_a_local_submitit_job_starts_however_slowly_submitit_itself_goes_on(monkeypatch, tmp_path):
+    """submitit's local controller opens its log as soon as it starts, while submitit creates a
+    job's own ``%j`` folder only after starting it: on a loaded machine the controller won that
+    race and died (CI: ``FileNotFoundError: .../submitit/12841/12841_0_log.out``). Here submitit
+    is held back until its controller has opened its log or died, so the race is always lost."""
+    import submitit.local.local as submitit_local
+
+    from critui.builtin.launchers import Slurm
+
+    start = submitit_local.start_controller
+
+    def start_then_wait(folder, *args, **kwargs):
+        process = start(folder, *args, **kwargs)
+        deadline = time.monotonic() + WAIT_S
+        while process.poll() is None and not list((tmp_path / "submitit").rglob("*_log.out")):
+            assert time.monotonic() < deadline, "submitit's controller neither opened its log nor ended"
+            time.sleep(0.05)
+        return process
+
+    monkeypatch.setattr(submitit_local, "start_controller", start_then_wait)
+    check_launcher(Slurm, {"cluster": "local"}, home=tmp_path, timeout=1800)

@@ -59,8 +59,7 @@ class Slurm(Launcher):
 
     def executor(self):
         submitit = _submitit()
-        folder = self.home / SUBMITIT_DIR / "%j"
-        executor = submitit.AutoExecutor(folder=folder, cluster=self.settings["cluster"])
+        executor = submitit.AutoExecutor(folder=self.folder(self.settings["cluster"]), cluster=self.settings["cluster"])
         options: dict[str, Any] = {"timeout_min": self.settings["time"], "gpus_per_node": self.settings["gpus"],
                                    "cpus_per_task": self.settings["cpus"], "mem_gb": self.settings["mem"],
                                    "tasks_per_node": 1, "nodes": 1, "name": "critui"}
@@ -73,6 +72,12 @@ class Slurm(Launcher):
         executor.update_parameters(**options)
         return executor
 
+    def folder(self, cluster: str) -> Path:
+        """Where submitit keeps a job's files. A local job's are in one folder that exists before
+        it starts: submitit's local controller opens its log at once, in ``%j`` put in by its
+        parent only after the controller has started, a race it loses on a loaded machine."""
+        return self.home / SUBMITIT_DIR / ("local" if cluster == "local" else "%j")
+
     def start(self, run_dir: Path, env: dict[str, str]):
         job = self.executor().submit(WorkerJob(), str(run_dir), dict(env))
         return SubmititWorker(job, self.settings["cluster"])
@@ -84,7 +89,7 @@ class Slurm(Launcher):
         if cluster == "local":  # submitit's local job id is its controller's pid
             from critui.processes import pid_alive
 
-            done = (self.home / SUBMITIT_DIR / job_id / f"{job_id}_0_result.pkl").exists()
+            done = (self.folder("local") / f"{job_id}_0_result.pkl").exists()
             return pid_alive(int(job_id), LOCAL_CONTROLLER) and not done
         try:
             submitit = _submitit()
