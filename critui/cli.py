@@ -1009,16 +1009,13 @@ def _fisher_table(rows, layers, normalised, shown=None) -> Table:
     return table
 
 
-REF = " ref"  # a reference curve's column: the metric's key and this
-
-
 def _metric_tables(rows, width: int, references=None) -> list[Table]:
     """Each plugin metric's values as a table like the Fisher one: an epoch row per
     measurement, a column per key (a per-layer metric: per layer). Keys that do not fit
     ``width`` go on to a further table, the epoch column repeated, so that no value is cut.
     A key with a reference curve (``references``, from :func:`critui.events.reference_series`)
     gets a ``KEY ref`` column beside it: the curve's value at that epoch."""
-    from critui.events import reference_at
+    from critui.events import REFERENCE_SUFFIX as REF, reference_at
     from critui.runs.lineage import metric_keys
 
     references = references or {}
@@ -1066,7 +1063,11 @@ def _fmt_num(value, spec: str = ".4g") -> str:
               help="Write to this file (atomically) instead of standard output.")
 @home_option
 def export(run_refs, fmt, output, home) -> None:
-    """Export runs' per-epoch metrics: CSV (one row per run and epoch) or JSON (with specs)."""
+    """Export runs' per-epoch metrics: CSV (one row per run and epoch) or JSON (with specs).
+
+    A fork's rows start at epoch 0, its parent's epochs marked inherited. A metric with a
+    reference curve gets a `KEY ref` column beside its values, as in `critui show`.
+    """
     from critui.runs.export import export_csv, export_json
 
     store = open_store(home)

@@ -299,6 +299,25 @@ def reference_series(events: list[dict[str, Any]]) -> dict[str, tuple[list[float
     return found
 
 
+REFERENCE_SUFFIX = " ref"  # a reference curve's column in a table or an export: the metric's key and this
+
+
+def with_references(rows: list[dict[str, Any]], references: dict[str, tuple[list[float], list[float]]]) -> list[dict[str, Any]]:
+    """``rows`` with, after each metric key that has a reference curve, ``KEY ref``: the
+    curve's value at that row's epoch (None outside the curve), where the row measured KEY."""
+    if not references:
+        return rows
+    out = []
+    for r in rows:
+        row = {}
+        for key, value in r.items():
+            row[key] = value
+            if key in references:
+                row[key + REFERENCE_SUFFIX] = reference_at(references[key], r["epoch"])
+        out.append(row)
+    return out
+
+
 def reference_at(curve: tuple[list[float], list[float]], epoch: float) -> float | None:
     """A reference curve's value at ``epoch``, linearly interpolated; None outside its range."""
     xs, ys = curve

@@ -79,6 +79,30 @@ def test_show_prints_the_reference_beside_the_measured_values(tmp_path, critui):
     assert row5[1:3] == ["1.5", "2"]  # measured 1 + 0.1·5 beside the reference 1 + 0.2·5
 
 
+def test_export_carries_the_reference_beside_the_measured_values(tmp_path, critui):
+    import csv
+    import io
+    import json
+
+    home = charts_home(tmp_path)
+    edit_events(home / "runs" / RUN, with_reference)
+    env = {"CRITUI_HOME": str(home)}
+    result = critui("export", RUN, env=env)
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    columns = list(rows[0])
+    assert columns.index("weight-norm.conv1 ref") == columns.index("weight-norm.conv1") + 1
+    assert not any("no-such-key" in c for c in columns)  # only keys the metric records
+    row5 = next(r for r in rows if r["epoch"] == "5")
+    assert float(row5["weight-norm.conv1"]) == 1.5 and float(row5["weight-norm.conv1 ref"]) == 2.0
+    assert next(r for r in rows if r["epoch"] == "19")["weight-norm.conv1 ref"] == "4.8"
+    result = critui("export", RUN, "--format", "json", env=env)
+    assert result.returncode == 0, result.stderr
+    (run,) = json.loads(result.stdout)["runs"]
+    assert run["references"]["weight-norm.conv1"] == {"epochs": [0.0, 10.0, 19.0], "values": [1.0, 3.0, 4.8]}
+    assert run["epochs"][5]["weight-norm.conv1 ref"] == 2.0
+
+
 def test_the_metrics_tab_overlays_the_reference_curve(tmp_path):
     home = charts_home(tmp_path)
     edit_events(home / "runs" / RUN, with_reference)

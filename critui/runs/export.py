@@ -2,7 +2,9 @@
 
 Both carry each run's joined history (:func:`critui.runs.lineage.run_history`): a fork's
 epochs before its fork, trained by its parent, come first and are marked ``inherited``, so
-an export has the same epochs and final accuracy as ``critui show`` and the TUI.
+an export has the same epochs and final accuracy as ``critui show`` and the TUI. A metric
+with a reference curve (``Metric.reference``) gets a ``KEY ref`` column beside its values, as
+in ``critui show``; the JSON carries the curves themselves too.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from critui.errors import CritUIError
-from critui.events import Problem
+from critui.events import Problem, read_events, reference_series, with_references
 from critui.runs.lineage import JoinedHistory, read_spec_json, run_history
 
 
@@ -40,6 +42,11 @@ def _marked(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 RUN_COLUMNS = ("deficit", "window_start", "window_end", "seed")
 
 
+def references(store, run_id: str, problems: list[Problem] | None = None):
+    """The reference curves a run's metrics supplied (:func:`critui.events.reference_series`)."""
+    return reference_series(read_events(store.run_dir(run_id), problems))
+
+
 def run_columns(doc: dict[str, Any]) -> dict[str, Any]:
     """A run's deficit (plugin id, empty for none), window [start, end) and seed, for an
     export read without the index: each row says which experiment it belongs to."""
@@ -56,7 +63,8 @@ def export_csv(store, docs: list[dict[str, Any]], problems: list[Problem] | None
     after ``inherited`` (the TUI's exports)."""
     rows = [{"run": h.run_id, "epoch": r["epoch"], "inherited": r["inherited"],
              **(run_columns(d) if with_run else {}), **r}
-            for d, h in zip(docs, histories(store, docs, problems), strict=True) for r in _marked(h.rows)]
+            for d, h in zip(docs, histories(store, docs, problems), strict=True)
+            for r in with_references(_marked(h.rows), references(store, h.run_id))]
     columns = ["run", "epoch", "inherited", *(RUN_COLUMNS if with_run else ())]
     for r in rows:
         columns += [k for k in r if k not in columns]
@@ -72,8 +80,10 @@ def export_json(store, docs: list[dict[str, Any]], problems: list[Problem] | Non
     runs = []
     for d, history in zip(docs, histories(store, docs, problems), strict=True):
         spec = read_spec_json(store.run_dir(d["id"]), problems)
+        curves = references(store, d["id"])
         runs.append({"run": {**d, **history.summary(), "inherited_epochs": history.inherited},
-                     "spec": spec, "epochs": _marked(history.rows)})
+                     "spec": spec, "epochs": with_references(_marked(history.rows), curves),
+                     "references": {key: {"epochs": xs, "values": ys} for key, (xs, ys) in curves.items()}})
     return json.dumps({"runs": runs}, indent=2) + "\n"
 
 

@@ -275,7 +275,7 @@ def rich_table(report: dict[str, Any]):
             lead = "drop: reference accuracy minus this row's, per series; the reference is "
         table.caption = lead + reference_text(report).replace("its ", "the ", 1)
         if single:
-            table.caption += f". {ONE_SEED_CAVEAT}"
+            table.caption += f". {one_seed_caveat(not report.get('metric') and not score)}"
         elif marked:
             table.caption += f". {spread_legend()}"
     return table
@@ -345,8 +345,13 @@ def per_seed_csv(report: dict[str, Any]) -> str:
 
 # On the demo, single runs of one setting differ by several points (docs/results.md, "How
 # far one seed can be trusted"), so a one-seed drop near a threshold says little alone.
-ONE_SEED_CAVEAT = ("One seed: a drop of a few points can be run-to-run noise; add seeds "
+ONE_SEED_CAVEAT = ("One seed: {drop} can be run-to-run noise; add seeds "
                    "(--seeds 0,1,2) for mean ± std")
+
+
+def one_seed_caveat(accuracy: bool) -> str:
+    """The one-seed caveat, in points of accuracy or, for another score, in no unit."""
+    return ONE_SEED_CAVEAT.format(drop="a drop of a few points" if accuracy else "a small drop")
 
 
 def to_csv(report: dict[str, Any]) -> str:
