@@ -1403,7 +1403,7 @@ def _run_sweep(store, record: dict[str, Any], jobs: int, gpus_option: str | None
 
 
 @cli.command()
-@click.argument("sweep_ref", metavar="SWEEP")
+@click.argument("sweep_refs", metavar="SWEEP...", nargs=-1, required=True)
 @click.option("--csv", "as_csv", is_flag=True, help="Print the table as CSV.")
 @click.option("--json", "as_json", is_flag=True, help="Print the table as JSON (with each seed's accuracy).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), callback=lambda ctx, param, value: _output_path(value),
@@ -1418,11 +1418,12 @@ def _run_sweep(store, record: dict[str, Any], jobs: int, gpus_option: str | None
               help="Show each seed's final accuracy and its drop from the same seed's reference "
                    "(with --csv: one line per run).")
 @home_option
-def report(sweep_ref, as_csv, as_json, output, png, chart, metric, per_seed, home) -> None:
+def report(sweep_refs, as_csv, as_json, output, png, chart, metric, per_seed, home) -> None:
     """Print a sweep's figure: final test accuracy per axis value (mean ± std over seeds),
     the drop against the baseline, the LR at removal, and a terminal chart.
 
-    SWEEP is a sweep id, a unique prefix of one, or `last`.
+    SWEEP is a sweep id, a unique prefix of one, or `last`. Several sweeps of the same
+    config (run again with other seeds, say) are reported together, as one figure.
     """
     from critui.runs import report as reports
     from critui.runs import scheduler as sched
@@ -1440,7 +1441,7 @@ def report(sweep_ref, as_csv, as_json, output, png, chart, metric, per_seed, hom
                               "the table with --csv / --json and plot it elsewhere.") from None
     store = open_store(home)
     problems: list = []
-    record = sched.load_record(store, sweep_ref)
+    record = reports.merge_records([sched.load_record(store, ref) for ref in sweep_refs])
     data = reports.build_report(store, record, problems, metric=metric)
     warn_problems(problems)
     reports.check_metric(data, store, record)

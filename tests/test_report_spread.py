@@ -31,12 +31,16 @@ FINAL = {
 }
 
 
-def write_sweep(home: Path, seeds: int = 3) -> None:
-    """A finished removal sweep of ``seeds`` seeds, written as the scheduler and workers leave it."""
+def write_sweep(home: Path, seeds: int | tuple[int, ...] = 3, sweep_id: str = SWEEP_ID, primary: str = "removal") -> None:
+    """A finished removal sweep of ``seeds`` seeds (the first N, or those named), written as
+    the scheduler and workers leave it."""
+    seeds = tuple(range(seeds)) if isinstance(seeds, int) else seeds
     entries = []
     for removal, accs in FINAL.items():
-        for seed, acc in enumerate(accs[:seeds]):
-            run_id = f"20260101-00{removal:02d}{seed:02d}-{removal:02x}{seed:02x}"
+        for seed in seeds:
+            acc = accs[seed]
+            day = sweep_id.split("-")[1]  # each sweep's runs their own ids
+            run_id = f"{day}-00{removal:02d}{seed:02d}-{removal:02x}{seed:02x}"
             run_dir = home / "runs" / run_id
             run_dir.mkdir(parents=True)
             spec = spec_json(EPOCHS, seed, deficit=removal > 0)
@@ -46,7 +50,7 @@ def write_sweep(home: Path, seeds: int = 3) -> None:
             axis = {"removal": removal, "seed": seed}
             (run_dir / "run.json").write_text(json.dumps({
                 "id": run_id, "name": "", "created": T0, "host": "lab", "git_commit": None,
-                "plugins": {}, "parent": None, "fork_epoch": None, "sweep": SWEEP_ID, "axis": axis}))
+                "plugins": {}, "parent": None, "fork_epoch": None, "sweep": sweep_id, "axis": axis}))
             lines = [{"event": "started", "time": T0, "epoch": 0, "device": "cpu", "resumed": False}]
             lines += [{"event": "epoch", "time": T0 + e, "epoch": e, "lr": 0.05, "deficit_active": e < removal,
                        "train_loss": 1.0, "train_acc": acc, "test_loss": 1.0, "test_acc": acc, "seconds": 1.0}
@@ -57,10 +61,10 @@ def write_sweep(home: Path, seeds: int = 3) -> None:
             entries.append({"index": len(entries), "run_id": run_id, "axis": axis, "baseline": False,
                             "label": run_id, "parent": None, "fork_epoch": 0, "epochs": EPOCHS,
                             "window": [0, removal]})
-    record = {"id": SWEEP_ID, "name": "spread", "config": None, "created": T0, "primary": "removal",
+    record = {"id": sweep_id, "name": "spread", "config": None, "created": T0, "primary": primary,
               "axes": ["removal", "seed"], "runs": entries}
-    (home / "sweeps" / SWEEP_ID).mkdir(parents=True)
-    (home / "sweeps" / SWEEP_ID / "sweep.json").write_text(json.dumps(record))
+    (home / "sweeps" / sweep_id).mkdir(parents=True)
+    (home / "sweeps" / sweep_id / "sweep.json").write_text(json.dumps(record))
     RunStore(home).reconcile()
 
 
@@ -105,3 +109,37 @@ def test_a_one_seed_table_has_no_mark_and_keeps_its_caveat(critui, home):
     write_sweep(home, seeds=1)
     table = " ".join(critui("report", SWEEP_ID, "--no-chart", check=True).stdout.split())
     assert SPREAD_MARK not in table and "One seed" in table
+
+
+MORE_SEEDS = "spread-20260102-000000"
+
+
+def test_sweeps_run_again_with_other_seeds_report_as_one(critui, home):
+    """The same config run twice, seed 0 then seeds 1 and 2: reported together, the figure is
+    the 3-seed sweep's, to the digit."""
+    write_sweep(home, seeds=(0,), sweep_id=MORE_SEEDS)
+    write_sweep(home, seeds=(1, 2), sweep_id=SWEEP_ID.replace("0101", "0103"))
+    split = json.loads(critui("report", MORE_SEEDS, "spread-20260103", "--json", check=True).stdout)
+    assert split["sweep"] == f"{MORE_SEEDS} + spread-20260103-000000"
+    write_sweep(home, sweep_id=SWEEP_ID)
+    whole = json.loads(critui("report", SWEEP_ID, "--json", check=True).stdout)
+    assert [r["finished"] for r in split["rows"]] == [3, 3, 3, 3]
+    for a, b in zip(split["rows"], whole["rows"], strict=True):
+        assert a["drop"] == pytest.approx(b["drop"]) and a["within_spread"] == b["within_spread"]
+        assert [s["seed"] for s in a["per_seed"]] == [0, 1, 2]
+    table = critui("report", MORE_SEEDS, "spread-20260103", "--per-seed", check=True).stdout
+    assert "seed 0" in table and "seed 2" in table
+
+
+def test_sweeps_that_repeat_a_run_or_vary_other_axes_are_not_merged(critui, home):
+    write_sweep(home, seeds=(0, 1), sweep_id=MORE_SEEDS)
+    write_sweep(home, seeds=(1, 2), sweep_id=SWEEP_ID)
+    result = critui("report", MORE_SEEDS, SWEEP_ID)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    message = " ".join(result.stderr.split())
+    assert "both ran removal=0, seed=1" in message and "count twice" in message
+    write_sweep(home, seeds=(2,), sweep_id="spread-20260104-000000", primary="onset")
+    result = critui("report", MORE_SEEDS, "spread-20260104-000000")
+    assert result.returncode != 0 and "vary different axes" in " ".join(result.stderr.split())
+    result = critui("report", MORE_SEEDS, MORE_SEEDS)
+    assert result.returncode != 0 and "named twice" in " ".join(result.stderr.split())

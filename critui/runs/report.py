@@ -27,6 +27,37 @@ COLUMNS = ("series", "value", "runs", "finished", "final_acc_mean", "final_acc_s
            "drop_std", "within_spread")
 
 
+def merge_records(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several sweeps of one experiment (the same config run again with other seeds, say) as
+    one record to report: their runs together, grouped as one sweep's would be.
+
+    They must share the primary axis, and no run of one may repeat another's (the same axis
+    values, seed included): a seed counted twice would weigh double in the mean.
+    """
+    if len(records) == 1:
+        return records[0]
+    ids = [r["id"] for r in records]
+    if len(set(ids)) < len(ids):
+        raise CritUIError(f"Sweep {next(i for i in ids if ids.count(i) > 1)} is named twice. Name each sweep once.")
+    primaries = {r.get("primary") for r in records}
+    if len(primaries) > 1:
+        shown = ", ".join(f"{r['id']} varies {r.get('primary') or 'nothing'}" for r in records)
+        raise CritUIError(f"These sweeps vary different axes ({shown}), so they are not one figure. "
+                          "Report them one at a time.")
+    seen: dict[tuple, str] = {}
+    for record in records:
+        for entry in record["runs"]:
+            key = (bool(entry.get("baseline")), tuple(sorted((k, repr(v)) for k, v in entry["axis"].items())))
+            if key in seen:
+                point = ", ".join(axis_text(k, v) for k, v in entry["axis"].items())
+                raise CritUIError(f"Sweeps {seen[key]} and {record['id']} both ran {point}, which would count "
+                                  "twice in the mean. Report them one at a time, or leave one out.")
+            seen[key] = record["id"]
+    names = list(dict.fromkeys(str(r.get("name")) for r in records if r.get("name")))
+    return {"id": " + ".join(ids), "name": " + ".join(names) or None, "primary": records[0].get("primary"),
+            "runs": [entry for record in records for entry in record["runs"]]}
+
+
 def build_report(store, record: dict[str, Any], problems: list[Problem] | None = None,
                  metric: str | None = None) -> dict[str, Any]:
     """The figure's data: one row per (series, primary value), with per-seed accuracies.
