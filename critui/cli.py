@@ -1458,7 +1458,8 @@ def report(sweep_refs, as_csv, as_json, output, png, chart, metric, per_seed, ho
             write_atomic(output, text)
             err_console.print(f"Wrote the report of sweep {data['sweep']} to {output}")
     else:
-        console.print(reports.per_seed_table(data) if per_seed else reports.rich_table(data))
+        for table in reports.per_seed_tables(data, console.width) if per_seed else [reports.rich_table(data)]:
+            console.print(table)
         if chart and not per_seed:
             drawn = reports.terminal_chart(data, width=min(console.width, 100))
             if drawn:

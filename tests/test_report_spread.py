@@ -143,3 +143,15 @@ def test_sweeps_that_repeat_a_run_or_vary_other_axes_are_not_merged(critui, home
     assert result.returncode != 0 and "vary different axes" in " ".join(result.stderr.split())
     result = critui("report", MORE_SEEDS, MORE_SEEDS)
     assert result.returncode != 0 and "named twice" in " ".join(result.stderr.split())
+
+
+def test_a_per_seed_table_wider_than_the_terminal_is_split_with_no_cell_cut(critui, home):
+    write_sweep(home)
+    table = critui("report", SWEEP_ID, "--per-seed", env={"COLUMNS": "40"}, check=True).stdout
+    assert "…" not in table.replace("… seed", "")  # only the continued tables' titles
+    headers = [line for line in table.splitlines() if line.split()[:2] == ["removal", "seed"]]
+    assert len(headers) == 3  # one table per seed, each with the value column again
+    assert "per seed, seed 0 (" in " ".join(table.split()) and "… seed 2" in table
+    assert "0.6600 (+29.0)" in table and "0.5400 (+31.0)" in table  # removal 8, seeds 1 and 2 whole
+    wide = critui("report", SWEEP_ID, "--per-seed", env={"COLUMNS": "200"}, check=True).stdout
+    assert sum(line.split()[:2] == ["removal", "seed"] for line in wide.splitlines()) == 1 and "… seed" not in wide

@@ -318,25 +318,52 @@ def seed_list(report: dict[str, Any]) -> list[Any]:
     return sorted(seeds, key=_key)
 
 
-def per_seed_table(report: dict[str, Any]):
-    """Each seed's final accuracy, and its drop from the same seed's reference, in points."""
+def per_seed_tables(report: dict[str, Any], width: int = 10_000) -> list:
+    """Each seed's final accuracy, and its drop from the same seed's reference, in points: one
+    table, or, where the seeds do not fit ``width`` columns side by side, several, each with
+    the series and value columns again, so that no cell is cut."""
     from rich import box
     from rich.table import Table
 
     seeds = seed_list(report)
-    table = Table(title=f"sweep {report['sweep']}: final {report.get('score') or 'test accuracy'} per seed "
-                  f"(drop{'' if report.get('score') else ' in points'} from that seed's reference)", box=box.SIMPLE_HEAD, pad_edge=False)
     header, labels = series_column(series_names(report))
     multi = has_series(list(labels))
+    value_name = report["primary"] or "value"
+    cells = {id(r): seed_cells(r, seeds) for r in report["rows"]}
+    fixed = len(value_name) + 2
+    fixed = max([fixed, *(len(str(r["value"])) + 2 for r in report["rows"])])
     if multi:
-        table.add_column(header, overflow="fold")
-    table.add_column(report["primary"] or "value", justify="right", no_wrap=True)
-    for seed in seeds:
-        table.add_column(f"seed {seed}", justify="right", no_wrap=True, min_width=13)
-    for r in report["rows"]:
-        table.add_row(*([labels[r["series"]]] if multi else []), str(r["value"]), *seed_cells(r, seeds))
-    table.caption = per_seed_caption(report)
-    return table
+        fixed += min(30, max(len(header), *(len(label) for label in labels.values()))) + 2
+    need = [max(13, len(f"seed {seed}"), *(len(cells[id(r)][i]) for r in report["rows"])) + 2
+            for i, seed in enumerate(seeds)]
+    parts: list[list[int]] = [[]]
+    used = fixed
+    for i in range(len(seeds)):
+        if parts[-1] and used + need[i] > width:
+            parts.append([])
+            used = fixed
+        parts[-1].append(i)
+        used += need[i]
+    title = (f"sweep {report['sweep']}: final {report.get('score') or 'test accuracy'} per seed "
+             f"(drop{'' if report.get('score') else ' in points'} from that seed's reference)")
+    tables = []
+    def span(part: list[int]) -> str:
+        return f"seeds {seeds[part[0]]}–{seeds[part[-1]]}" if len(part) > 1 else f"seed {seeds[part[0]]}"
+
+    for n, part in enumerate(parts):
+        shown = f", {span(part)}" if len(parts) > 1 else ""
+        table = Table(title=title.replace(" per seed (", f" per seed{shown} (", 1) if n == 0 else f"… {span(part)}",
+                      box=box.SIMPLE_HEAD, pad_edge=False)
+        if multi:
+            table.add_column(header, overflow="fold")
+        table.add_column(value_name, justify="right", no_wrap=True)
+        for i in part:
+            table.add_column(f"seed {seeds[i]}", justify="right", no_wrap=True, min_width=13)
+        for r in report["rows"]:
+            table.add_row(*([labels[r["series"]]] if multi else []), str(r["value"]), *(cells[id(r)][i] for i in part))
+        tables.append(table)
+    tables[-1].caption = per_seed_caption(report)
+    return tables
 
 
 def seed_cells(row: dict[str, Any], seeds: list[Any]) -> list[str]:
