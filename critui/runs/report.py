@@ -385,7 +385,8 @@ def seed_cells(row: dict[str, Any], seeds: list[Any]) -> list[str]:
 
 
 def per_seed_caption(report: dict[str, Any]) -> str:
-    return (reference_text(report).replace("its ", "In brackets: the drop in points from each seed's ", 1)
+    unit = "" if report.get("score") or report.get("metric") else " in points"  # points: of accuracy only
+    return (reference_text(report).replace("its ", f"In brackets: the drop{unit} from each seed's ", 1)
             + ". -: not run, or not finished.")
 
 

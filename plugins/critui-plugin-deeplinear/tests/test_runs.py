@@ -106,6 +106,8 @@ def test_sweep_forks_equal_scratch_and_report_drops_are_lower_is_better(tmp_path
     table = critui(tmp_path, "report", "last", "--no-chart").stdout
     assert "test_mse" in table and "lower is better" in table and "pts" not in table
     assert "a small drop can be run-to-run noise" in " ".join(table.split()) and "points" not in table
+    per_seed = " ".join(critui(tmp_path, "report", "last", "--per-seed").stdout.split())
+    assert "In brackets: the drop from each seed's" in per_seed and "points" not in per_seed
 
     # A forked run (T = 15, from the T = 40 trunk) is the run trained from scratch, bit for bit.
     forked = json.loads(critui(tmp_path, "runs", "--json").stdout)
