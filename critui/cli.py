@@ -1015,7 +1015,8 @@ def _metric_tables(rows, width: int, references=None) -> list[Table]:
     ``width`` go on to a further table, the epoch column repeated, so that no value is cut.
     A key with a reference curve (``references``, from :func:`critui.events.reference_series`)
     gets a ``KEY ref`` column beside it: the curve's value at that epoch."""
-    from critui.events import REFERENCE_SUFFIX as REF, reference_at
+    from critui.events import REFERENCE_SUFFIX as REF
+    from critui.events import reference_at
     from critui.runs.lineage import metric_keys
 
     references = references or {}
