@@ -435,10 +435,10 @@ def preflight(registry: Registry, specs: list[RunSpec]) -> None:
     starting runs calls it (``critui run``, ``critui sweep``, the TUI's launch); dry runs
     do not, so a plan can be printed on a machine without the data.
     """
-    from critui.devices import resolve_device
+    from critui.devices import check_device
 
     for device in sorted({spec.train["device"] for spec in specs}):
-        resolve_device(device)
+        check_device(device)
     checked: set[str] = set()
     for spec in specs:
         key = json.dumps([spec.dataset.id, spec.dataset.params], sort_keys=True, default=str)

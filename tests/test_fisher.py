@@ -365,3 +365,13 @@ def test_factored_and_vmap_paths_give_the_same_estimate(monkeypatch):
     by_vmap = fisher_trace(model, x, seed=1, epoch=4, samples=2, chunk=7)
     for key in factored:
         assert relative(factored[key], by_vmap[key]) < 1e-5
+
+
+def test_the_plugin_offers_exactly_the_estimators_fisher_trace_takes():
+    # metrics.fisher lists them without importing critui.train.fisher (which imports torch).
+    from critui.builtin import metrics
+    from critui.train import fisher
+
+    assert metrics.ESTIMATORS == fisher.ESTIMATORS
+    (param,) = [p for p in Fisher.params if p.name == "estimator"]
+    assert tuple(param.choices) == fisher.ESTIMATORS

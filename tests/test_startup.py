@@ -1,9 +1,11 @@
-"""Commands that only read the home start without importing torch (seconds on every call).
+"""Commands that only read the home, or only check and start runs, do not import torch.
 
 torch takes seconds to import; `critui runs`, `show`, `export` and `report` need none of it,
-and neither does `--help`. Each command runs in a fresh interpreter that says afterwards
-whether torch was imported, so a module-level ``import torch`` reached from one of them fails
-here, naming the command.
+and neither does `--help`. Neither do `critui plugins`, a mistake in `critui run`'s settings,
+a sweep's plan, or the manager of a CPU run: the built-in plugins import torch only where
+they compute, and only the worker process computes. Each command runs in a fresh
+interpreter that says afterwards whether torch was imported, so a module-level ``import
+torch`` reached from one of them fails here, naming the command.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import sys
 
 import pytest
 
+from critui.devices import no_gpu_driver
+from tests.conftest import REPO
 from tests.test_tui_sweep import SWEEP_ID, write_sweep
 
 # `python -m critui ARGS`, then one line on stderr: was torch imported?
@@ -53,3 +57,37 @@ def test_reading_commands_do_not_import_torch(sweep_home, args):
     assert done.returncode == 0, done.stdout + done.stderr
     assert RUN_ID in done.stdout or args[0] in ("--help", "report"), done.stdout  # it did the work
     assert done.stderr.strip().endswith("torch not imported"), (args, done.stderr)
+
+
+# Commands that load the plugins (the built-ins only: CRITUI_LOAD_PLUGINS is empty, so an
+# installed third-party plugin that imports torch at its top does not count) and check
+# settings, and one that trains: its manager waits on a worker, which imports torch itself.
+PLUGIN_COMMANDS = [
+    (["plugins"], 0),
+    (["plugins", "--json"], 0),
+    (["run", "--plugin", "deficits.moon"], 2),
+    (["run", "--set", "optim.lr=fast"], 2),
+    (["run", "--plugin", "deficits.flip", "--epochs", "1", "--set", "dataset.n_train=64",
+      "--set", "dataset.n_test=32", "--set", "train.threads=1", "--set", "metrics.fisher.probe=20"], 0),
+]
+
+
+@pytest.mark.parametrize("args, code", PLUGIN_COMMANDS, ids=[" ".join(a[:2]) for a, _ in PLUGIN_COMMANDS])
+def test_plugin_commands_and_a_runs_manager_do_not_import_torch(tmp_path, args, code):
+    env = {**os.environ, "CRITUI_HOME": str(tmp_path / "home"), "COLUMNS": "160", "CRITUI_LOAD_PLUGINS": ""}
+    done = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, env=env,
+                          timeout=240)
+    assert done.returncode == code, done.stdout + done.stderr
+    if args[0] == "run" and code == 0:
+        assert "finished" in done.stdout, done.stdout  # the worker trained, with torch
+    assert done.stderr.strip().endswith("torch not imported"), (args, done.stderr)
+
+
+@pytest.mark.skipif(not no_gpu_driver(), reason="with a GPU driver, a sweep asks torch how many GPUs it sees")
+def test_a_sweeps_plan_on_a_machine_without_a_gpu_does_not_import_torch(tmp_path):
+    env = {**os.environ, "CRITUI_HOME": str(tmp_path / "home"), "COLUMNS": "160", "CRITUI_LOAD_PLUGINS": ""}
+    args = ["sweep", str(REPO / "configs" / "demo-depth.toml"), "--dry-run"]
+    done = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, env=env,
+                          timeout=240)
+    assert done.returncode == 0 and "27 runs" in done.stdout, done.stdout + done.stderr
+    assert done.stderr.strip().endswith("torch not imported"), done.stderr

@@ -35,16 +35,21 @@ from __future__ import annotations
 import os
 import pickle
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from critui.errors import CritUIError
 from critui.hookspecs import hookimpl
 from critui.kinds import Dataset, DatasetTensors
 from critui.params import Param
+
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported inside the functions that compute, not here: listing the plugins and
+# checking a run's settings (`critui plugins`, a `critui run` or `sweep` before its workers
+# start, the TUI's form) then never pay its import, about 1.8 s of a 2-s command.
 
 # The fine cue repeats every PERIOD pixels: the factor by which Blur's default size
 # (8 for 32-pixel images, the same ratio for others) downsamples.
@@ -69,6 +74,7 @@ def pair_by_flip(first: torch.Tensor, num_classes: int) -> torch.Tensor:
     ``first`` is ceil(K/2)×C×H×W. An odd last class is made symmetric under flip so the
     set of patterns still maps onto itself.
     """
+    import torch
     out = []
     for label in range(num_classes):
         base = first[label // 2]
@@ -83,6 +89,7 @@ def pair_by_flip(first: torch.Tensor, num_classes: int) -> torch.Tensor:
 
 def random_tiles(num_classes: int, channels: int, generator: torch.Generator) -> torch.Tensor:
     """K×C×4×4 random fine patterns: every row and column sums to zero, unit RMS, flip-paired."""
+    import torch
     raw = torch.randn((num_classes + 1) // 2, channels, PERIOD, PERIOD, generator=generator)
     # Double centring: zero row sums keep the cue out of the blurred image at the top and
     # bottom borders, zero column sums at the left and right ones; only the corners leak.
@@ -94,6 +101,7 @@ def random_tiles(num_classes: int, channels: int, generator: torch.Generator) ->
 
 def shift_distance(tiles: torch.Tensor) -> torch.Tensor:
     """K×K RMS distance between tiles, minimised over the cyclic shifts an image may apply."""
+    import torch
     rolled = torch.stack(
         [torch.roll(tiles, (dy, dx), dims=(-2, -1)) for dy in range(PERIOD) for dx in range(PERIOD)]
     )  # shifts×K×C×4×4
@@ -110,6 +118,7 @@ def class_tiles(
     after a shift; the fine cue then cannot tell those classes apart and clean accuracy
     would depend on the dataset seed.
     """
+    import torch
     best, best_gap = None, -1.0
     off_diagonal = ~torch.eye(num_classes, dtype=torch.bool)
     for _ in range(candidates):
@@ -124,6 +133,7 @@ def class_templates(
     num_classes: int, channels: int, grid: int, generator: torch.Generator
 ) -> torch.Tensor:
     """K×C×grid×grid coarse random fields, flip-paired, with unit variance."""
+    import torch
     raw = torch.randn((num_classes + 1) // 2, channels, grid, grid, generator=generator)
     templates = pair_by_flip(raw, num_classes)
     return templates / templates.std()
@@ -134,6 +144,7 @@ def class_templates(
 
 def upsample(fields: torch.Tensor, size: int) -> torch.Tensor:
     """Bilinear upsampling, the same interpolation Blur uses on its way back up."""
+    import torch.nn.functional as F
     return F.interpolate(fields, size=(size, size), mode="bilinear", align_corners=False)
 
 
@@ -141,6 +152,7 @@ def fine_cue(
     tiles: torch.Tensor, labels: torch.Tensor, size: int, generator: torch.Generator
 ) -> torch.Tensor:
     """Each image's class tile repeated across the image, cyclically shifted by a random (dy, dx)."""
+    import torch
     n, channels = len(labels), tiles.shape[1]
     shifts = torch.randint(0, PERIOD, (n, 2), generator=generator)
     rows = (torch.arange(size)[None, :] + shifts[:, :1]) % PERIOD  # n×size
@@ -160,12 +172,14 @@ def coarse_cue(
     generator: torch.Generator,
 ) -> torch.Tensor:
     """The class template plus a per-image random field on the same grid, upsampled."""
+    import torch
     fields = templates[labels]
     return upsample(fields + jitter * torch.randn(fields.shape, generator=generator), size)
 
 
 def pink_noise(shape: tuple[int, int, int, int], generator: torch.Generator) -> torch.Tensor:
     """Stationary noise with amplitude spectrum 1/f (like natural images) and unit variance."""
+    import torch
     h, w = shape[-2:]
     radius = (torch.fft.fftfreq(h)[:, None] ** 2 + torch.fft.fftfreq(w)[None, :] ** 2).sqrt()
     # No DC term: the noise must not shift an image's mean brightness.
@@ -185,6 +199,7 @@ def render(
     generator: torch.Generator,
 ) -> torch.Tensor:
     """Zero-centred images N×C×size×size of the given labels (before scaling into 0..1)."""
+    import torch
     size, n, channels = settings["size"], len(labels), tiles.shape[1]
     shape = (n, channels, size, size)
     return (
@@ -197,6 +212,7 @@ def render(
 
 def balanced_labels(n: int, num_classes: int, generator: torch.Generator) -> torch.Tensor:
     """``n`` labels in random order with every class as equally often as ``n`` allows."""
+    import torch
     return (torch.arange(n) % num_classes)[torch.randperm(n, generator=generator)]
 
 
@@ -207,6 +223,7 @@ def synthetic_class_names(num_classes: int) -> list[str]:
 
 def synthetic_patterns(settings: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
     """The class tiles (K×C×4×4) and coarse templates (K×C×g×g) that ``settings`` define."""
+    import torch
     generator = torch.Generator().manual_seed(3 * settings["seed"])
     tiles = class_tiles(settings["classes"], settings["channels"], generator)
     grid = settings["size"] // PERIOD
@@ -226,6 +243,7 @@ def check_synthetic(settings: dict[str, Any]) -> None:
 
 def generate_synthetic(settings: dict[str, Any]) -> DatasetTensors:
     """Draw the whole synthetic dataset from ``settings`` (the parameters of ``Synthetic``)."""
+    import torch
     check_synthetic(settings)
     num_classes, seed = settings["classes"], settings["seed"]
     # Separate streams, so changing n_test does not redraw the patterns or the train images
@@ -447,6 +465,7 @@ def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def read_cifar_split(folder: Path, files: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
     """The concatenated batches ``files`` of ``folder`` as tensors."""
+    import torch
     parts = [read_cifar_batch(folder / name) for name in files]
     images = np.concatenate([p[0] for p in parts])
     labels = np.concatenate([p[1] for p in parts])
@@ -466,6 +485,7 @@ def read_cifar_classes(folder: Path) -> list[str]:
 def balanced_prefix(labels: torch.Tensor, n: int) -> torch.Tensor:
     """Indices of the first ``n`` images taking classes in turn (the first of each class,
     then the second of each, ...), in file order. ``n`` = 0 or more than all: every index."""
+    import torch
     if n <= 0 or n >= len(labels):
         return torch.arange(len(labels))
     rank = torch.empty_like(labels)

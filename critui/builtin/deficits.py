@@ -6,12 +6,17 @@ Each runs batched on the device, on normalised images, and only while the run's 
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING
 
 from critui.hookspecs import hookimpl
 from critui.kinds import Deficit
 from critui.params import Param
+
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported inside the functions that compute, not here: listing the plugins and
+# checking a run's settings then never pay its import (see critui/builtin/datasets.py).
 
 
 class Blur(Deficit):
@@ -34,6 +39,7 @@ class Blur(Deficit):
         return max(1, round(self.settings["size"] * height / 32))
 
     def apply(self, x, y, epoch, generator):
+        import torch.nn.functional as F
         h, w = x.shape[-2:]
         side = self.target_side(h)
         if side >= h:
@@ -50,6 +56,7 @@ class Noise(Deficit):
     params = (Param("std", "float", 1.0, "standard deviation of the noise, in normalised units", min=0.0, max=1000.0),)
 
     def apply(self, x, y, epoch, generator):
+        import torch
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         return noise * self.settings["std"], y
 
@@ -61,11 +68,13 @@ class VerticalFlip(Deficit):
     level = "high"
 
     def apply(self, x, y, epoch, generator):
+        import torch
         return torch.flip(x, dims=(-2,)), y
 
 
 def derangement(num_classes: int, seed: int) -> torch.Tensor:
     """A permutation of range(num_classes) with no fixed point, determined by ``seed``."""
+    import torch
     if num_classes < 2:
         raise ValueError("a label permutation needs at least 2 classes")
     generator = torch.Generator().manual_seed(seed)

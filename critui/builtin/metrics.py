@@ -5,16 +5,22 @@ Both run in the training worker at the end of an epoch, on data already on the d
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING, Any
 
 from critui.hookspecs import hookimpl
 from critui.kinds import Metric, MetricContext
 from critui.params import Param, defaults
-from critui.train.fisher import ESTIMATORS, eval_mode, fisher_trace, probe_indices
 from critui.train.seeds import derive_seed
+
+if TYPE_CHECKING:
+    import torch
+
+# torch, and critui.train.fisher which needs it, are imported inside the functions that
+# compute, not here: listing the plugins and checking a run's settings then never pay
+# torch's import (see critui/builtin/datasets.py).
+
+# The estimators of critui.train.fisher.fisher_trace (a test holds the two lists equal).
+ESTIMATORS = ("exact", "batch")
 
 # The default cadence: the trace moves fastest early (PAPER.md: a sharp rise in the first
 # epochs, then a decline), so every epoch at first and every 5th after.
@@ -104,6 +110,8 @@ class Fisher(Metric):
         return fisher_due(epoch, epochs, self.settings["every"])
 
     def compute(self, ctx: MetricContext) -> dict[str, float]:
+        from critui.train.fisher import fisher_trace
+
         return fisher_trace(
             ctx.model,
             self.probe_images(ctx),
@@ -117,6 +125,8 @@ class Fisher(Metric):
     def probe(self, ctx: MetricContext) -> torch.Tensor:
         """The probe's indices, drawn once per run so every epoch measures the same images."""
         if self._probe is None:
+            from critui.train.fisher import probe_indices
+
             self._probe = probe_indices(
                 ctx.train_y, self.settings["probe"], ctx.num_classes, ctx.seed
             )
@@ -131,6 +141,7 @@ class Fisher(Metric):
         own generator seeded by (run seed, epoch), so the probe is the same whether the run
         was trained straight through, resumed or forked, and training draws nothing less.
         """
+        import torch
         idx = self.probe(ctx).to(ctx.train_x.device)
         x = ctx.train_x[idx]
         if self.settings["probe_data"] != "train" or ctx.deficit is None or not ctx.deficit_active:
@@ -161,6 +172,11 @@ class DeficitAccuracy(Metric):
     batch_size = 1000
 
     def compute(self, ctx: MetricContext) -> dict[str, float]:
+        import torch
+        import torch.nn.functional as F
+
+        from critui.train.fisher import eval_mode
+
         if ctx.deficit is None or not ctx.deficit_active:
             return {}
         device = ctx.test_x.device

@@ -7,15 +7,22 @@ trace per convolution or linear layer under its module name.
 from __future__ import annotations
 
 from collections import OrderedDict
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from critui.hookspecs import hookimpl
 from critui.kinds import Model
 from critui.params import Param
 
+if TYPE_CHECKING:
+    from torch import nn
+
+# torch is imported inside the functions that build, not here: listing the plugins and
+# checking a run's settings then never pay its import (see critui/builtin/datasets.py).
+
 
 def conv_bn(c_in: int, c_out: int, kernel: int, stride: int = 1) -> nn.Sequential:
+    from torch import nn
+
     # Bias off: BatchNorm's shift makes it redundant (PAPER.md, All-CNN).
     return nn.Sequential(
         OrderedDict(
@@ -26,11 +33,11 @@ def conv_bn(c_in: int, c_out: int, kernel: int, stride: int = 1) -> nn.Sequentia
     )
 
 
-class ConvNet(nn.Sequential):
-    """A stack of conv-BN-ReLU layers, global average pooling and a linear or 1×1 head."""
+def named_stack(layers: list[tuple[str, nn.Module]]) -> nn.Sequential:
+    """The layers in order, each under its name (``conv1``, ..., ``fc``)."""
+    from torch import nn
 
-    def __init__(self, layers: list[tuple[str, nn.Module]]):
-        super().__init__(OrderedDict(layers))
+    return nn.Sequential(OrderedDict(layers))
 
 
 # (channels, kernel, stride) per layer, from PAPER.md's All-CNN table.
@@ -50,6 +57,8 @@ class AllCNN(Model):
     )
 
     def build(self, input_shape, num_classes, width=1.0, dropout=0.0):
+        from torch import nn
+
         c_in = input_shape[0]
         layers: list[tuple[str, nn.Module]] = []
         for i, (channels, kernel, stride) in enumerate(ALLCNN_LAYERS, start=1):
@@ -62,7 +71,7 @@ class AllCNN(Model):
         layers.append((f"conv{len(ALLCNN_LAYERS) + 1}", conv_bn(c_in, num_classes, 1)))
         layers.append(("pool", nn.AdaptiveAvgPool2d(1)))
         layers.append(("flatten", nn.Flatten()))
-        return ConvNet(layers)
+        return named_stack(layers)
 
 
 class SmallCNN(Model):
@@ -82,6 +91,8 @@ class SmallCNN(Model):
     )
 
     def build(self, input_shape, num_classes, depth=6, width=16):
+        from torch import nn
+
         c_in, h, _ = input_shape
         layers: list[tuple[str, nn.Module]] = []
         channels, side = width, h
@@ -99,7 +110,7 @@ class SmallCNN(Model):
             layers.append((f"conv{i}", conv_bn(c_in, channels, 3, stride)))
             c_in = channels
         layers += [("pool", nn.AdaptiveAvgPool2d(1)), ("flatten", nn.Flatten()), ("fc", nn.Linear(c_in, num_classes))]
-        return ConvNet(layers)
+        return named_stack(layers)
 
 
 class FullyConnected(Model):
@@ -111,6 +122,8 @@ class FullyConnected(Model):
     )
 
     def build(self, input_shape, num_classes, depth=3, width=512):
+        from torch import nn
+
         size = 1
         for d in input_shape:
             size *= d
@@ -122,7 +135,7 @@ class FullyConnected(Model):
             layers.append((f"fc{i}", block))
             size = width
         layers.append(("fc", nn.Linear(size, num_classes)))
-        return ConvNet(layers)
+        return named_stack(layers)
 
 
 @hookimpl

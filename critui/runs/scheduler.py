@@ -337,6 +337,10 @@ def plan_sweep(planned, jobs: int, local: bool):
 
 
 def detect_gpus() -> list[str]:
+    from critui.devices import no_gpu_driver
+
+    if no_gpu_driver():
+        return []
     try:
         import torch
 

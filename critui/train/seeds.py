@@ -8,8 +8,10 @@ too, so they live here, with nothing of critui's to import.
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 def derive_seed(seed: int, epoch: int, purpose: str) -> int:
@@ -19,4 +21,5 @@ def derive_seed(seed: int, epoch: int, purpose: str) -> int:
 
 
 def generator(device: torch.device, seed: int, epoch: int, purpose: str) -> torch.Generator:
+    import torch
     return torch.Generator(device=device).manual_seed(derive_seed(seed, epoch, purpose))
