@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from critui.runs.store import RunStore
+from tests.conftest import index_docs
 from tests.test_tui import T0, fake_home, make_app, wait_for, write_run
 
 
@@ -209,6 +210,32 @@ def test_a_large_home_is_drawn_without_reading_every_run_s_events(tmp_path):
             assert await wait_for(pilot, lambda: table.cursor_row > 10)
             await pilot.press("s")  # sort by status, over all 120
             assert len(table.shown) == count
+
+    asyncio.run(scenario())
+
+
+def test_end_pressed_as_the_rows_arrive_scrolls_the_last_run_into_view(tmp_path):
+    """Rows that arrived since the last layout have no scrollbar yet; End must scroll anyway.
+    Textual drops a scroll on a widget without a scrollbar, which left the cursor on the last
+    run and the view on the first (a CI failure of the test above)."""
+    home = tmp_path / "home"
+    count = 60
+    for i in range(count):
+        write_run(home, f"20260101-{i // 60:02d}{i % 60:02d}00-{i:04x}", epochs=4, created=T0 + i, seed=i)
+    RunStore(home).reconcile()
+    docs = index_docs(home)
+
+    async def scenario():
+        from critui.tui.widgets.runs_table import RunsTable
+
+        app = make_app(tmp_path / "empty", poll_interval=3600)
+        async with app.run_test(size=(120, 30)) as pilot:
+            table = app.screen.query_one(RunsTable)
+            await pilot.pause()
+            table.show_runs(docs, {})
+            table.action_cursor_to(-1)  # in the same tick: no layout in between
+            assert table.cursor_row == count - 1
+            assert table.scroll_y > 0
 
     asyncio.run(scenario())
 

@@ -332,11 +332,13 @@ class RunsTable(ScrollView, can_focus=True):
         visible = max(self.scrollable_content_region.height - 1, 1)  # less the header
         top = int(self.scroll_y)
         # At once, not after the next refresh: a deferred scroll could be overtaken by a poll's
-        # refill and leave the cursor below the visible rows.
+        # refill and leave the cursor below the visible rows. Forced: rows that arrived since
+        # the last layout have no scrollbar yet, and Textual drops a scroll without one (End
+        # right after the runs first appeared left the cursor out of sight).
         if self.cursor_row < top:
-            self.scroll_to(y=self.cursor_row, animate=False, immediate=True)
+            self.scroll_to(y=self.cursor_row, animate=False, immediate=True, force=True)
         elif self.cursor_row >= top + visible:
-            self.scroll_to(y=self.cursor_row - visible + 1, animate=False, immediate=True)
+            self.scroll_to(y=self.cursor_row - visible + 1, animate=False, immediate=True, force=True)
 
     def action_cursor(self, step: int) -> None:
         self.move_cursor(self.cursor_row + step)
