@@ -91,3 +91,34 @@ def test_a_sweeps_plan_on_a_machine_without_a_gpu_does_not_import_torch(tmp_path
                           timeout=240)
     assert done.returncode == 0 and "27 runs" in done.stdout, done.stdout + done.stderr
     assert done.stderr.strip().endswith("torch not imported"), done.stderr
+
+
+# The TUI, started and then showing its new-experiment form (which lists every plugin and
+# its parameters), in a fresh interpreter.
+TUI_PROBE = """\
+import asyncio, sys
+from pathlib import Path
+from critui.tui.app import CritUIApp
+
+async def main():
+    app = CritUIApp(Path(sys.argv[1]))
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.press("n")
+        for _ in range(100):
+            if type(app.screen).__name__ == "NewExperimentScreen":
+                break
+            await pilot.pause(0.1)
+        await pilot.pause(0.5)
+        print(type(app.screen).__name__)
+asyncio.run(main())
+print("torch imported" if "torch" in sys.modules else "torch not imported", file=sys.stderr)
+"""
+
+
+def test_the_tui_and_its_new_experiment_form_do_not_import_torch(tmp_path):
+    env = {**os.environ, "CRITUI_LOAD_PLUGINS": ""}
+    done = subprocess.run([sys.executable, "-c", TUI_PROBE, str(tmp_path / "home")], capture_output=True,
+                          text=True, env=env, timeout=240)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "NewExperimentScreen" in done.stdout, done.stdout
+    assert done.stderr.strip().endswith("torch not imported"), done.stderr
