@@ -370,8 +370,8 @@ def test_factored_and_vmap_paths_give_the_same_estimate(monkeypatch):
 def test_the_plugin_offers_exactly_the_estimators_fisher_trace_takes():
     # metrics.fisher lists them without importing critui.train.fisher (which imports torch).
     from critui.builtin import metrics
-    from critui.train import fisher
+    from critui.train import FISHER_ESTIMATORS, fisher
 
-    assert metrics.ESTIMATORS == fisher.ESTIMATORS
+    assert metrics.FISHER_ESTIMATORS == fisher.ESTIMATORS == FISHER_ESTIMATORS
     (param,) = [p for p in Fisher.params if p.name == "estimator"]
     assert tuple(param.choices) == fisher.ESTIMATORS

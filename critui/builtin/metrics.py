@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from critui.hookspecs import hookimpl
 from critui.kinds import Metric, MetricContext
 from critui.params import Param, defaults
+from critui.train import FISHER_ESTIMATORS
 from critui.train.seeds import derive_seed
 
 if TYPE_CHECKING:
@@ -18,9 +19,6 @@ if TYPE_CHECKING:
 # torch, and critui.train.fisher which needs it, are imported inside the functions that
 # compute, not here: listing the plugins and checking a run's settings then never pay
 # torch's import (see critui/builtin/datasets.py).
-
-# The estimators of critui.train.fisher.fisher_trace (a test holds the two lists equal).
-ESTIMATORS = ("exact", "batch")
 
 # The default cadence: the trace moves fastest early (PAPER.md: a sharp rise in the first
 # epochs, then a decline), so every epoch at first and every 5th after.
@@ -96,7 +94,7 @@ class Fisher(Metric):
             "choice",
             "exact",
             "exact: per-sample gradients; batch: B·‖mean gradient‖², cheaper but much noisier",
-            choices=ESTIMATORS,
+            choices=FISHER_ESTIMATORS,
         ),
     )
 

@@ -44,9 +44,8 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from critui.errors import CritUIError
+from critui.train import FISHER_ESTIMATORS as ESTIMATORS
 from critui.train.seeds import derive_seed
-
-ESTIMATORS = ("exact", "batch")
 
 # "nn.Conv*" and nn.Linear: the modules that carry the weights the paper reports per layer.
 WEIGHT_LAYERS = (
