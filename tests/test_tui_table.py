@@ -309,3 +309,34 @@ def test_keys_typed_while_the_form_rebuilds_its_fields_reach_the_field_they_were
             assert app.focused is screen.field("metrics.fisher.every").query_one(Input)
 
     asyncio.run(scenario())
+
+
+def test_a_key_already_queued_for_a_field_survives_a_rebuild_for_another_plugin(tmp_path, registry):
+    """The race a loaded machine hit: the app had already forwarded a digit to the focused
+    ``every`` Input when a deficit pick rebuilt the fields. Fields of plugins still chosen are
+    not remounted, so the Input is still there to take its key."""
+    async def scenario():
+        from textual import events
+        from textual.widgets import Input, Select
+
+        from critui.tui.widgets.param_form import ParamField
+
+        app = make_app(tmp_path / "home", registry=registry, poll_interval=0.2)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.press("n")
+            screen = app.screen
+            assert await wait_for(pilot, lambda: screen.ready and screen.query(ParamField))
+            every = screen.field("metrics.fisher.every")
+            every_input = every.query_one(Input)
+            every_input.focus()
+            every.set_value("")
+            deficit_before = screen.query_one("#pick-deficit", Select).value
+            await pilot.pause()
+            every_input.post_message(events.Key("1", "1"))  # in the Input's queue, not yet handled
+            screen.query_one("#pick-deficit", Select).value = "deficits.blur"
+            await screen.rebuild_plugin_fields()  # before the Input's task has run
+            assert await wait_for(pilot, lambda: screen.ready and screen.field("metrics.fisher.every").raw == "1")
+            assert screen.field("metrics.fisher.every") is every and app.focused is every_input
+            assert deficit_before != "deficits.blur" and screen.query("#f-deficit-size")
+
+    asyncio.run(scenario())

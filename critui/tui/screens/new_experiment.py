@@ -207,35 +207,43 @@ class NewExperimentScreen(HoldsKeys, Screen):
                 self.release_keys()
 
     async def _rebuild_plugin_fields(self) -> None:
+        picks, metrics = self.chosen()
+        deficit = [p for p in picks if p.startswith("deficits.")]
+        others = [p for p in picks if p not in deficit] + [self.launcher_id()]
         first = self.query_one("#plugin-fields", Vertical)
         rest = self.query_one("#plugin-fields-rest", Vertical)
         kept = {f.key: f.raw for box in (first, rest) for f in box.query(ParamField).results(ParamField)}
-        await first.remove_children()
-        await rest.remove_children()
-        picks, metrics = self.chosen()
-        deficit = [p for p in picks if p.startswith("deficits.")]
-        await first.mount_all(self._plugin_widgets(deficit + metrics, kept))
-        others = [p for p in picks if p not in deficit] + [self.launcher_id()]
-        await rest.mount_all(self._plugin_widgets(others, kept))
+        await self._show_plugin_groups(first, deficit + metrics, kept)
+        await self._show_plugin_groups(rest, others, kept)
         self._offer_axes()
 
-    def _plugin_widgets(self, plugin_ids: list[str], kept: dict[str, Any]) -> list:
-        widgets: list = []
-        for plugin_id in plugin_ids:
-            info = self.registry.get(plugin_id)
-            prefix = (
-                f"metrics.{info.name}"
-                if info.kind == "metrics"
-                else plugin_id.split(".")[0].rstrip("s")
-            )
-            if not info.params:
+    async def _show_plugin_groups(self, box: Vertical, plugin_ids: list[str], kept: dict[str, Any]) -> None:
+        """One group of fields per plugin in ``plugin_ids`` (those with settings), in order.
+
+        A group already shown stays as it is: its fields keep their values, their focus and any
+        key already on its way to one of them (a removed Input drops the keys queued for it,
+        which on a loaded machine lost a digit typed into ``metrics.fisher.every`` while a
+        deficit was picked). Only the groups of plugins no longer chosen are removed, and the
+        new ones mounted in place, with the values typed for a setting of the same name.
+        """
+        wanted = [p for p in plugin_ids if self.registry.get(p).params]
+        shown = {group.name: group for group in box.query_children(".plugin-group")}
+        gone = [group for name, group in shown.items() if name not in wanted]
+        if gone:
+            await box.remove_children(gone)
+        for index, plugin_id in enumerate(wanted):
+            if plugin_id in shown:
                 continue
-            widgets.append(Label(f"{prefix}: {info.id}", classes="section"))
-            widgets += [
-                ParamField(p, f"{prefix}.{p.name}", kept.get(f"{prefix}.{p.name}"))
-                for p in info.params
-            ]
-        return widgets
+            group = Vertical(*self._plugin_widgets(plugin_id, kept), name=plugin_id, classes="plugin-group group")
+            following = next((shown[p] for p in wanted[index + 1:] if p in shown), None)
+            await box.mount(group, before=following)
+
+    def _plugin_widgets(self, plugin_id: str, kept: dict[str, Any]) -> list:
+        info = self.registry.get(plugin_id)
+        prefix = f"metrics.{info.name}" if info.kind == "metrics" else plugin_id.split(".")[0].rstrip("s")
+        return [Label(f"{prefix}: {info.id}", classes="section")] + [
+            ParamField(p, f"{prefix}.{p.name}", kept.get(f"{prefix}.{p.name}")) for p in info.params
+        ]
 
     def launcher_id(self) -> str:
         value = self.query_one("#pick-launcher", Select).value
