@@ -271,22 +271,30 @@ def test_the_dashboard_says_it_is_reading_the_runs_until_the_first_poll_lands(tm
     asyncio.run(scenario())
 
 
+async def open_form_with_every_focused_and_empty(app, pilot):
+    """Open the new-experiment form, empty ``metrics.fisher.every`` and focus it."""
+    from textual.widgets import Input
+
+    from critui.tui.widgets.param_form import ParamField
+
+    await pilot.press("n")
+    screen = app.screen
+    assert await wait_for(pilot, lambda: screen.ready and screen.query(ParamField))
+    every = screen.field("metrics.fisher.every")
+    every.query_one(Input).focus()
+    every.set_value("")
+    await pilot.pause()
+    return screen, every
+
+
 def test_keys_typed_while_the_form_rebuilds_its_fields_reach_the_field_they_were_typed_into(tmp_path, registry):
     async def scenario():
         from textual.widgets import Input, Select
 
-        from critui.tui.widgets.param_form import ParamField
-
         app = make_app(tmp_path / "home", registry=registry, poll_interval=0.2)
         async with app.run_test(size=(120, 40)) as pilot:
-            await pilot.press("n")
-            screen = app.screen
-            assert await wait_for(pilot, lambda: screen.ready and screen.query(ParamField))
-            every = screen.field("metrics.fisher.every")
+            screen, every = await open_form_with_every_focused_and_empty(app, pilot)
             probe_before = screen.field("metrics.fisher.probe").raw
-            every.query_one(Input).focus()
-            every.set_value("")
-            await pilot.pause()
             # A slow machine: a plugin picked, its fields removed and mounted again, while
             # the user goes on typing into `every` and then tabs on.
             screen.hold_keys()
@@ -319,19 +327,11 @@ def test_a_key_already_queued_for_a_field_survives_a_rebuild_for_another_plugin(
         from textual import events
         from textual.widgets import Input, Select
 
-        from critui.tui.widgets.param_form import ParamField
-
         app = make_app(tmp_path / "home", registry=registry, poll_interval=0.2)
         async with app.run_test(size=(120, 40)) as pilot:
-            await pilot.press("n")
-            screen = app.screen
-            assert await wait_for(pilot, lambda: screen.ready and screen.query(ParamField))
-            every = screen.field("metrics.fisher.every")
+            screen, every = await open_form_with_every_focused_and_empty(app, pilot)
             every_input = every.query_one(Input)
-            every_input.focus()
-            every.set_value("")
             deficit_before = screen.query_one("#pick-deficit", Select).value
-            await pilot.pause()
             every_input.post_message(events.Key("1", "1"))  # in the Input's queue, not yet handled
             screen.query_one("#pick-deficit", Select).value = "deficits.blur"
             await screen.rebuild_plugin_fields()  # before the Input's task has run
