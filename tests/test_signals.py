@@ -99,6 +99,10 @@ def test_a_workers_own_pid_is_alive(tmp_path):
     marker = str(tmp_path / "20260101-000000-abcd")
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", marker])
     try:
+        # Until the child has exec'd, its command line is still pytest's, without the run id.
+        deadline = time.monotonic() + WAIT_S
+        while not pid_alive(child.pid, "20260101-000000-abcd") and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert pid_alive(child.pid, "20260101-000000-abcd")
         assert signal_process(child.pid, signal.SIGTERM, "20260101-000000-abcd")
         assert child.wait(timeout=WAIT_S) == -signal.SIGTERM
