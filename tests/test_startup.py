@@ -89,7 +89,7 @@ def test_a_sweeps_plan_on_a_machine_without_a_gpu_does_not_import_torch(tmp_path
     args = ["sweep", str(REPO / "configs" / "demo-depth.toml"), "--dry-run"]
     done = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, env=env,
                           timeout=240)
-    assert done.returncode == 0 and "27 runs" in done.stdout, done.stdout + done.stderr
+    assert done.returncode == 0 and "36 runs" in done.stdout, done.stdout + done.stderr
     assert done.stderr.strip().endswith("torch not imported"), done.stderr
 
 
