@@ -181,3 +181,24 @@ def test_a_cancel_during_a_checkpoint_save_waits_for_the_checkpoint(tmp_path):
     assert sorted(p.name for p in (run_dir / "ckpt").iterdir()) == ["latest.pt"]  # no half-written file
     assert work(run_dir) == 0
     assert [r["epoch"] for r in epoch_table(read_events(run_dir))] == [0, 1, 2]
+
+
+def test_the_worker_skips_the_teardown_but_keeps_its_exit_code_handlers_and_output(tmp_path):
+    # `python -m critui.train.worker` ends through exit_without_teardown: what a launcher reads
+    # (the exit code, the streams) and what a plugin's atexit handler writes must survive it.
+    marker = tmp_path / "handler-ran"
+    script = (
+        "import atexit, sys\n"
+        "from critui.train.worker import exit_without_teardown\n"
+        f"atexit.register(lambda: open({str(marker)!r}, 'w').write('yes'))\n"
+        "sys.stdout.write('unflushed out'); sys.stderr.write('unflushed err')\n"
+        "exit_without_teardown(75)\n"
+    )
+    buffered = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # pipes: block-buffered
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=buffered)
+    assert (done.returncode, done.stdout, done.stderr) == (75, "unflushed out", "unflushed err")
+    assert marker.read_text() == "yes"
+    # And the entry point itself: a directory that is not a run is bad input, exit code 2.
+    entry = subprocess.run([sys.executable, "-m", "critui.train.worker", str(tmp_path)], capture_output=True,
+                           text=True, timeout=120)
+    assert entry.returncode == 2 and "has no spec.json" in entry.stderr
