@@ -408,7 +408,7 @@ def test_the_footer_fits_the_terminal_and_its_dropped_keys_still_work(tmp_path):
             for width in (80, 60):
                 await pilot.resize_terminal(width, 24)
                 # The footer is laid out again after the resize: wait for what fits `width`.
-                assert await wait_for(pilot, lambda: not set(shown()[0]) & {"Plugins", "Export", "Sort"}
+                assert await wait_for(pilot, lambda width=width: not set(shown()[0]) & {"Plugins", "Export", "Sort"}
                                       and shown()[1] <= width, timeout=60), (width, shown())
                 descriptions, used = shown()
                 footer = app.screen.query_one(FittingFooter)
@@ -620,16 +620,24 @@ def test_delete_asks_first_and_removes_the_run(tmp_path):
                 "cannot be deleted" in n.message and fork in n.message for n in app._notifications
             ))
             assert not isinstance(app.screen, ConfirmModal) and (home / "runs" / parent).exists()
-            table.move_cursor(row=table.shown.index(fork))
-            await pilot.press("D", "n")
-            await pilot.pause(0.5)
-            assert (home / "runs" / fork).exists()
-            await pilot.press("D", "y")
-            assert await wait_for(pilot, lambda: fork not in table.shown)
+
+            async def answer(run_id: str, key: str) -> None:
+                """Press D on ``run_id``'s row and answer once the question about it is up (a
+                key pressed before the modal opens would go to the table instead)."""
+                table.move_cursor(row=table.shown.index(run_id))
+                await pilot.press("D")
+                assert await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), timeout=60)
+                assert run_id in app.screen.question
+                await pilot.press(key)
+                assert await wait_for(pilot, lambda: not isinstance(app.screen, ConfirmModal), timeout=60)
+
+            await answer(fork, "n")
+            assert (home / "runs" / fork).exists() and fork in table.shown
+            await answer(fork, "y")
+            assert await wait_for(pilot, lambda: fork not in table.shown, timeout=60)
             assert not (home / "runs" / fork).exists()
-            table.move_cursor(row=table.shown.index(parent))
-            await pilot.press("D", "y")
-            assert await wait_for(pilot, lambda: parent not in table.shown)
+            await answer(parent, "y")
+            assert await wait_for(pilot, lambda: parent not in table.shown, timeout=60)
             assert not (home / "runs" / parent).exists()
 
     asyncio.run(scenario())
@@ -837,12 +845,14 @@ def test_quit_asks_first_while_runs_started_here_still_train(tmp_path):
             monitor = SimpleNamespace(run_id="20260101-000000-aaaa", done=False, poll=lambda: [])
             app.feed.monitors[monitor.run_id] = monitor
             await pilot.press("q")
-            await pilot.pause()
-            assert isinstance(app.screen, ConfirmModal) and "still training" in app.screen.question
+            assert await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), timeout=60)
+            assert "still training" in app.screen.question
             await pilot.press("n")
-            await pilot.pause()
+            assert await wait_for(pilot, lambda: not isinstance(app.screen, ConfirmModal), timeout=60)
             assert app.is_running and app.return_code is None
-            await pilot.press("q", "y")
+            await pilot.press("q")  # the answer only once the question is up
+            assert await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), timeout=60)
+            await pilot.press("y")
             await pilot.pause()
             assert app.return_code == 0  # exited
 

@@ -327,8 +327,10 @@ def test_cancel_asks_first_and_signals_a_worker_started_elsewhere(tmp_path):
                 await pilot.press("escape")
                 await pilot.pause(0.5)
                 assert isinstance(app.screen, RunDetailScreen) and worker.poll() is None
-                await pilot.press("x", "y")
-                assert await wait_for(pilot, lambda: worker.poll() is not None, timeout=5)
+                await pilot.press("x")  # the answer only once the question is up
+                assert await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), timeout=60)
+                await pilot.press("y")
+                assert await wait_for(pilot, lambda: worker.poll() is not None, timeout=60)
 
         asyncio.run(scenario())
     finally:

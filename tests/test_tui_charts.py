@@ -305,7 +305,9 @@ def test_saving_a_chart_without_matplotlib_says_how_to_get_it_and_still_saves_th
             await pilot.press("n")
             assert await wait_for(pilot, lambda: isinstance(app.screen, SaveModal))
             assert (tmp_path / "acc.csv").read_text() == "mine"
-            await pilot.press("enter", "y")
+            await pilot.press("enter")  # the answer only once the question is up
+            assert await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), timeout=60)
+            await pilot.press("y")
             assert await wait_for(pilot, lambda: (tmp_path / "acc.csv").read_text() != "mine")
 
     asyncio.run(scenario())
