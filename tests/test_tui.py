@@ -204,6 +204,17 @@ async def wait_for(pilot, condition, timeout: float = 10.0, step: float = 0.2) -
     return condition()
 
 
+async def ask(pilot, app, key: str, about: str = "") -> None:
+    """Press ``key`` and wait until the confirmation it opens is up (asking about ``about``),
+    so that the answer pressed next reaches it: pressed before the modal opens, the answer
+    goes to the screen below."""
+    from critui.tui.widgets.confirm import ConfirmModal
+
+    await pilot.press(key)
+    assert await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), timeout=60), key
+    assert about in app.screen.question
+
+
 def plain_text(renderable) -> str:
     """What a Rich renderable (a Table, Text) shows, as plain text."""
     from rich.console import Console
@@ -622,12 +633,9 @@ def test_delete_asks_first_and_removes_the_run(tmp_path):
             assert not isinstance(app.screen, ConfirmModal) and (home / "runs" / parent).exists()
 
             async def answer(run_id: str, key: str) -> None:
-                """Press D on ``run_id``'s row and answer once the question about it is up (a
-                key pressed before the modal opens would go to the table instead)."""
+                """Press D on ``run_id``'s row, then ``key`` to the question about it."""
                 table.move_cursor(row=table.shown.index(run_id))
-                await pilot.press("D")
-                assert await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), timeout=60)
-                assert run_id in app.screen.question
+                await ask(pilot, app, "D", about=run_id)
                 await pilot.press(key)
                 assert await wait_for(pilot, lambda: not isinstance(app.screen, ConfirmModal), timeout=60)
 
@@ -844,14 +852,11 @@ def test_quit_asks_first_while_runs_started_here_still_train(tmp_path):
         async with app.run_test(size=(120, 40)) as pilot:
             monitor = SimpleNamespace(run_id="20260101-000000-aaaa", done=False, poll=lambda: [])
             app.feed.monitors[monitor.run_id] = monitor
-            await pilot.press("q")
-            assert await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), timeout=60)
-            assert "still training" in app.screen.question
+            await ask(pilot, app, "q", about="still training")
             await pilot.press("n")
             assert await wait_for(pilot, lambda: not isinstance(app.screen, ConfirmModal), timeout=60)
             assert app.is_running and app.return_code is None
-            await pilot.press("q")  # the answer only once the question is up
-            assert await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), timeout=60)
+            await ask(pilot, app, "q")
             await pilot.press("y")
             await pilot.pause()
             assert app.return_code == 0  # exited

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from critui.runs.store import RunStore
-from tests.test_tui import T0, fake_home, make_app, wait_for, write_run
+from tests.test_tui import T0, ask, fake_home, make_app, wait_for, write_run
 
 TINY = {
     "train.threads": "1",
@@ -327,8 +327,7 @@ def test_cancel_asks_first_and_signals_a_worker_started_elsewhere(tmp_path):
                 await pilot.press("escape")
                 await pilot.pause(0.5)
                 assert isinstance(app.screen, RunDetailScreen) and worker.poll() is None
-                await pilot.press("x")  # the answer only once the question is up
-                assert await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), timeout=60)
+                await ask(pilot, app, "x")
                 await pilot.press("y")
                 assert await wait_for(pilot, lambda: worker.poll() is not None, timeout=60)
 

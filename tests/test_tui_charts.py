@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from critui.runs.store import RunStore
-from tests.test_tui import LAYERS, T0, make_app, plain_text, wait_for, write_run
+from tests.test_tui import LAYERS, T0, ask, make_app, plain_text, wait_for, write_run
 
 RUN = "20260101-000000-aaaa"
 OFF = "20260101-000100-bbbb"
@@ -305,8 +305,7 @@ def test_saving_a_chart_without_matplotlib_says_how_to_get_it_and_still_saves_th
             await pilot.press("n")
             assert await wait_for(pilot, lambda: isinstance(app.screen, SaveModal))
             assert (tmp_path / "acc.csv").read_text() == "mine"
-            await pilot.press("enter")  # the answer only once the question is up
-            assert await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), timeout=60)
+            await ask(pilot, app, "enter")
             await pilot.press("y")
             assert await wait_for(pilot, lambda: (tmp_path / "acc.csv").read_text() != "mine")
 
