@@ -26,12 +26,12 @@ from tests.test_cli_errors import assert_clean_error
 TINY = {"threads": 1, "epochs": 2}
 
 
-def wait(condition, timeout: float = 120.0) -> bool:
+def wait(condition, timeout: float = 120.0, step: float = 0.1) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
             return True
-        time.sleep(0.1)
+        time.sleep(step)
     return False
 
 
@@ -43,7 +43,10 @@ def dead_pid() -> int:
 
 def test_resume_follows_a_worker_left_behind_and_refuses_while_its_manager_lives(home, critui):
     registry = get_registry()
-    sweep = parse_sweep({"train": TINY, "dataset": {"id": "datasets.synthetic", "n_train": 200, "n_test": 100},
+    # 4,000 images: an epoch takes a few tenths of a second even on a fast machine, so the
+    # worker is frozen mid-run (with 200, two epochs took 70 ms, and the worker sometimes
+    # finished before the stop: --resume then had nothing to refuse).
+    sweep = parse_sweep({"train": TINY, "dataset": {"id": "datasets.synthetic", "n_train": 4000, "n_test": 100},
                          "model": {"id": "models.cnn", "width": 4}, "sweep": {"seeds": [0, 1]}})
     planned = expand(sweep, registry)
     store = RunStore(home)
@@ -52,8 +55,10 @@ def test_resume_follows_a_worker_left_behind_and_refuses_while_its_manager_lives
     left, queued = (e["run_id"] for e in record["runs"])
     worker = start_worker(store.run_dir(left))
     try:
-        assert wait(lambda: any(e["event"] == "started" for e in read_events(store.run_dir(left))))
+        assert wait(lambda: any(e["event"] == "started" for e in read_events(store.run_dir(left))), step=0.01)
         os.kill(worker.pid, signal.SIGSTOP)  # still training, for as long as the test needs
+        ended = [e["event"] for e in read_events(store.run_dir(left)) if e["event"] in ("finished", "failed")]
+        assert worker.poll() is None and not ended, f"the worker ended before it could be frozen: {ended}"
         store.update(left, status="running", pid=worker.pid, manager_pid=os.getpid())
 
         # a live manager (this test process plays it) still follows the worker: refused, named
