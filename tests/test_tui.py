@@ -829,8 +829,7 @@ def test_compare_overlays_the_marked_runs(tmp_path):
             table = app.screen.query_one(RunsTable)
             assert await wait_for(pilot, lambda: len(table.shown) == 4)
             await pilot.press("end", "space", "up", "up", "space", "c")  # newest first: from the bottom
-            await pilot.pause(0.3)
-            assert isinstance(app.screen, CompareScreen)
+            assert await wait_for(pilot, lambda: isinstance(app.screen, CompareScreen))
             rows = app.screen.query_one(DataTable)
             assert [rows.get_row_at(i)[1] for i in range(rows.row_count)] == [
                 "20260101-000200-cccc",

@@ -214,15 +214,16 @@ def test_a_long_question_scrolls_above_buttons_that_stay_in_view(tmp_path):
             await loaded(app, pilot)
             answers = []
             app.push_screen(ConfirmModal(question, yes="Quit"), answers.append)
-            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal))
-            await pilot.pause(0.3)
+            assert await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal))
+            # taller than the screen: it scrolls
+            assert await wait_for(pilot, lambda: any(box.max_scroll_y > 0 for box in app.screen.query("#question-box")))
             box = app.screen.query_one("#question-box")
-            assert box.max_scroll_y > 0  # taller than the screen: it scrolls
             for button in app.screen.query("Button"):
                 assert str(button.label) in shown_in(app, button)
             box.scroll_end(animate=False)
-            await pilot.pause(0.2)
-            assert shown_in(app, box).endswith("`critui sweep --resume 11` continues it.")
+            assert await wait_for(
+                pilot, lambda: shown_in(app, box).endswith("`critui sweep --resume 11` continues it.")
+            ), shown_in(app, box)
             await pilot.press("y")
             assert await wait_for(pilot, lambda: answers == [True])
 

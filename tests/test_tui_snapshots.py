@@ -12,14 +12,23 @@ SIZE = (120, 35)
 
 
 async def settle(app, pilot) -> None:
-    """Until no chart has a build in flight (charts are built in thread workers)."""
+    """Until no chart on any screen of the stack has had a build in flight for 10 checks in
+    a row (charts are built in thread workers). A modal is drawn over the screen below it,
+    so that screen's charts are in the picture too."""
     from critui.tui.widgets.charts import Chart
 
-    await pilot.pause(0.1)
-    for _ in range(100):
-        if not any(c.busy for c in app.screen.query(Chart).results(Chart)):
+    def quiet() -> bool:
+        return not any(
+            chart.busy for screen in app.screen_stack for chart in screen.query(Chart).results(Chart)
+        )
+
+    steady = 0
+    for _ in range(1200):  # 60 s, for a loaded machine
+        steady = steady + 1 if quiet() else 0
+        if steady >= 10:
             break
         await pilot.pause(0.05)
+    assert steady >= 10, "a chart was still being built after 60 s"
     await pilot.pause(0.1)
 
 

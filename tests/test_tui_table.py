@@ -259,8 +259,7 @@ def test_the_dashboard_says_it_is_reading_the_runs_until_the_first_poll_lands(tm
         app.feed.poll = slow_poll
         async with app.run_test(size=(120, 40)) as pilot:
             selection = app.screen.query_one("#selection", Static)
-            await pilot.pause(0.3)
-            assert "reading the runs" in str(selection.render())
+            assert await wait_for(pilot, lambda: "reading the runs" in str(selection.render()))
             await pilot.press("slash", *"blur")  # typed while loading: kept in the filter
             gate.set()
             table = app.screen.query_one(RunsTable)
