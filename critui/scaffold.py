@@ -207,11 +207,14 @@ MODULES["deficit"] = '''\
 critui imports this module through the entry point in pyproject.toml (group ``critui``)
 and calls ``critui_register_deficits`` once, which registers the class below. Its id is
 ``deficits.NAME``; ``critui plugins`` lists it with its distribution's name and version.
+
+torch is imported inside the methods that compute, not at the top: critui imports this
+module every time it lists its plugins (``critui plugins``, the TUI's start, checking a
+run's settings), and torch's import takes about a second.
 """
 
 from __future__ import annotations
 
-import torch
 from critui.hookspecs import hookimpl
 from critui.kinds import Deficit
 from critui.params import Param
@@ -239,6 +242,8 @@ class $cls(Deficit):
     params = (Param("p", "float", 0.5, "probability that a pixel is zeroed", min=0.0, max=1.0),)
 
     def apply(self, x, y, epoch, generator):
+        import torch
+
         keep = torch.rand(x.shape, generator=generator, device=x.device) >= self.settings["p"]
         return x * keep, y
 
@@ -284,6 +289,10 @@ MODULES["model"] = '''\
 critui imports this module through the entry point in pyproject.toml (group ``critui``)
 and calls ``critui_register_models`` once, which registers the class below. Its id is
 ``models.NAME``; ``critui plugins`` lists it with its distribution's name and version.
+
+torch is imported inside the methods that compute, not at the top: critui imports this
+module every time it lists its plugins (``critui plugins``, the TUI's start, checking a
+run's settings), and torch's import takes about a second.
 """
 
 from __future__ import annotations
@@ -293,7 +302,6 @@ from collections import OrderedDict
 from critui.hookspecs import hookimpl
 from critui.kinds import Model
 from critui.params import Param
-from torch import nn
 
 
 class $cls(Model):
@@ -311,6 +319,8 @@ class $cls(Model):
     params = (Param("width", "int", 16, "channels of the convolution", min=1, max=4096),)
 
     def build(self, input_shape, num_classes, width=16):
+        from torch import nn
+
         channels = input_shape[0]
         return nn.Sequential(
             OrderedDict(
@@ -360,13 +370,16 @@ MODULES["dataset"] = '''\
 critui imports this module through the entry point in pyproject.toml (group ``critui``)
 and calls ``critui_register_datasets`` once, which registers the class below. Its id is
 ``datasets.NAME``; ``critui plugins`` lists it with its distribution's name and version.
+
+torch is imported inside the methods that compute, not at the top: critui imports this
+module every time it lists its plugins (``critui plugins``, the TUI's start, checking a
+run's settings), and torch's import takes about a second.
 """
 
 from __future__ import annotations
 
 import math
 
-import torch
 from critui.hookspecs import hookimpl
 from critui.kinds import Dataset, DatasetTensors
 from critui.params import Param
@@ -395,6 +408,8 @@ class $cls(Dataset):
     )
 
     def load(self, params, seed):
+        import torch
+
         generator = torch.Generator().manual_seed(params["seed"])
         train_x, train_y = stripes(params["n_train"], params, generator)
         test_x, test_y = stripes(params["n_test"], params, generator)
@@ -412,6 +427,8 @@ class $cls(Dataset):
 
 def stripes(n, params, generator):
     """``n`` images (float32 N×1×size×size in 0..1) and their labels (the orientation index)."""
+    import torch
+
     size, classes = params["size"], params["classes"]
     labels = torch.randint(0, classes, (n,), generator=generator)
     angle = labels.float() * math.pi / classes
@@ -467,11 +484,14 @@ MODULES["metric"] = '''\
 critui imports this module through the entry point in pyproject.toml (group ``critui``)
 and calls ``critui_register_metrics`` once, which registers the class below. Its id is
 ``metrics.NAME``; ``critui plugins`` lists it with its distribution's name and version.
+
+torch is imported inside the methods that compute, not at the top: critui imports this
+module every time it lists its plugins (``critui plugins``, the TUI's start, checking a
+run's settings), and torch's import takes about a second.
 """
 
 from __future__ import annotations
 
-import torch
 from critui.hookspecs import hookimpl
 from critui.kinds import Metric
 from critui.params import Param
@@ -495,6 +515,8 @@ class $cls(Metric):
         return epoch % self.settings["every"] == 0 or epoch == epochs - 1
 
     def compute(self, ctx):
+        import torch
+
         with torch.no_grad():
             weights = [p for p in ctx.model.parameters() if p.ndim > 1]
             total = sum(float(p.pow(2).sum()) for p in weights) ** 0.5

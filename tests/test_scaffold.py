@@ -101,6 +101,10 @@ def test_scaffolds_install_editable_pass_their_tests_and_run(critui, tmp_path):
         names = names_for(name, kind)
         assert (plugins[names.plugin_id]["distribution"], plugins[names.plugin_id]["version"]) == (names.dist, "0.1.0")
     assert plugins["deficits.my-deficit"]["description"].startswith("EDITED")
+    # Listing them did not import torch: each module imports it where it computes.
+    modules = ", ".join(names_for(name, kind).module for kind, name in KIND_NAMES.items())
+    imported = env.run("-c", f"import sys, {modules}; print('torch' in sys.modules)")
+    assert imported.stdout.split() == ["False"], imported.stdout + imported.stderr
 
     run = env.critui(
         "run", "--plugin", "datasets.my-dataset", "--plugin", "models.my-model", "--plugin", "deficits.my-deficit",
