@@ -8,12 +8,27 @@ stages use width, 2·width, 4·width and 8·width.
 
 from __future__ import annotations
 
+from typing import Any
+
 from critui.hookspecs import hookimpl
 from critui.kinds import Model
 from critui.params import Param
-from critui_resnet.preact import DEPTHS, PreActResNet, resnet
 
 __all__ = ["DEPTHS", "PreActResNet", "ResNet18", "ResNet34", "resnet"]
+
+# The network (critui_resnet.preact) imports torch, so it is imported when a model is built,
+# not here: critui imports this module whenever it lists its plugins or checks a run's
+# settings (`critui plugins`, the TUI's start), and torch's import takes about a second.
+_FROM_PREACT = ("DEPTHS", "PreActResNet", "resnet")
+
+
+def __getattr__(name: str) -> Any:
+    """``from critui_resnet import resnet`` (and DEPTHS, PreActResNet) still works."""
+    if name in _FROM_PREACT:
+        from critui_resnet import preact
+
+        return getattr(preact, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 WIDTH = Param(
     "width",
@@ -34,6 +49,8 @@ class ResNet18(Model):
     params = (WIDTH,)
 
     def build(self, input_shape, num_classes, width=64):
+        from critui_resnet.preact import resnet
+
         return resnet(self.name, input_shape, num_classes, width)
 
 

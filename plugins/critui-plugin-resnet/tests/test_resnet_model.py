@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 import pytest
 import torch
@@ -77,3 +80,13 @@ def test_is_registered_with_this_distribution(critui_contract):
         pytest.skip("critui-plugin-resnet is not installed here; test_resnet_install.py installs it")
     for plugin_id in ("models.resnet18", "models.resnet34"):
         critui_contract.check_registered(plugin_id, distribution="critui-plugin-resnet", version=installed)
+
+
+def test_importing_the_plugin_does_not_import_torch():
+    """critui imports every plugin to list them (`critui plugins`, the TUI's start): torch's
+    import, about a second, waits until a model is built."""
+    check = "import sys, critui_resnet; print('torch' in sys.modules, callable(critui_resnet.resnet))"
+    # From the package's folder: the source checkout's copy when the distribution is not installed.
+    out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[1], check=True).stdout.split()
+    assert out == ["False", "True"]
