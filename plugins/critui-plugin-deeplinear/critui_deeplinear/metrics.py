@@ -6,11 +6,17 @@ this plugin provide; any model with those methods works.
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from critui.errors import CritUIError
 from critui.kinds import Metric, MetricContext
 from critui.params import Param
+
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported inside the functions that compute, not here: listing the plugins and
+# checking a run's settings then never pay its import.
 
 
 def _every(params) -> Param:
@@ -54,6 +60,8 @@ class SingularValues(Metric):
         if not hasattr(ctx.model, "end_to_end"):
             raise CritUIError(f"metrics.singular-values needs a model with an end_to_end() map (models.deep-linear, "
                               f"models.two-pathway); this run's is a {type(ctx.model).__name__}.")
+        import torch
+
         with torch.no_grad():
             values = torch.linalg.svdvals(ctx.model.end_to_end().double().cpu())
         k = min(self.settings["k"], len(values))
@@ -79,6 +87,8 @@ class PathwayShare(Metric):
         if not hasattr(ctx.model, "pathway_maps"):
             raise CritUIError(f"metrics.pathway-share needs a model with two pathways (models.two-pathway); this "
                               f"run's is a {type(ctx.model).__name__}.")
+        import torch
+
         with torch.no_grad():
             omega_a, omega_b = (m.double() for m in ctx.model.pathway_maps())
             total = omega_a + omega_b
@@ -90,6 +100,8 @@ class PathwayShare(Metric):
 def full_matrix(n: int, ctx: MetricContext) -> torch.Tensor:
     """The dataset's whole n×n target, put back together from its training and test entries
     (together they cover every entry, whichever ``test_on``)."""
+    import torch
+
     matrix = torch.zeros(n, n, dtype=torch.float64)
     for x, y in ((ctx.test_x, ctx.test_y), (ctx.train_x, ctx.train_y)):
         rows, cols = x[:, 0].long().cpu(), x[:, 1].long().cpu()
@@ -116,6 +128,8 @@ def mode_trajectories(phases: list[tuple[int, torch.Tensor]], *, depth: int, lr:
     singular-vector dynamics instead (O(n³) a step). Returns ``k`` lists of (epoch, value):
     the value after the step of that epoch, on about ``points`` epochs (and every phase edge).
     """
+    import torch
+
     targets: list[torch.Tensor] = []
     for _, matrix in phases:
         if not any(matrix is t for t in targets):

@@ -13,13 +13,17 @@ descent when ``optim.batch_size`` covers the training set, one epoch being one s
 from __future__ import annotations
 
 import hashlib
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from critui.errors import CritUIError
 from critui.kinds import Dataset, DatasetTensors, Deficit
 from critui.params import Param
+
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported inside the functions that compute, not here: listing the plugins and
+# checking a run's settings then never pay its import.
 
 
 def task_seed(seed: int, purpose: str) -> int:
@@ -30,6 +34,8 @@ def task_seed(seed: int, purpose: str) -> int:
 
 def low_rank_target(n: int, rank: int, seed: int, purpose: str) -> torch.Tensor:
     """An n×n matrix of rank ``rank``, Frobenius norm n, as the paper's ``create_matrix``."""
+    import torch
+
     gen = torch.Generator().manual_seed(task_seed(seed, purpose))
     u = torch.randn(n, rank, generator=gen, dtype=torch.float64)
     v = torch.randn(n, rank, generator=gen, dtype=torch.float64)
@@ -39,6 +45,8 @@ def low_rank_target(n: int, rank: int, seed: int, purpose: str) -> torch.Tensor:
 
 def observed_positions(n: int, count: int, seed: int) -> torch.Tensor:
     """``count`` distinct (row, column) positions of an n×n matrix, as an int64 count×2."""
+    import torch
+
     gen = torch.Generator().manual_seed(task_seed(seed, "observed"))
     flat = torch.randperm(n * n, generator=gen)[:count]
     return torch.stack([flat // n, flat % n], dim=1)
@@ -46,6 +54,8 @@ def observed_positions(n: int, count: int, seed: int) -> torch.Tensor:
 
 def positions_as_inputs(positions: torch.Tensor) -> torch.Tensor:
     """Positions as the float inputs a model gets (exact: n is far below 2**24)."""
+    import torch
+
     return positions.to(torch.float32)
 
 
@@ -64,6 +74,8 @@ class MatrixCompletion(Dataset):
     )
 
     def load(self, params: dict[str, Any], seed: int) -> DatasetTensors:
+        import torch
+
         n, rank, observed = params["n"], params["rank"], params["observed"]
         if observed >= n * n or rank > n:
             raise CritUIError(f"datasets.matrix-completion: observed={observed} and rank={rank} do not fit an "
@@ -127,13 +139,22 @@ class TaskSwitch(Deficit):
         return x, targets
 
 
-# Their Y_default (multipath/analysis_diag.py): 8 items, 15 features of a three-level hierarchy.
-HIERARCHY = torch.tensor([
+# Their Y_default (multipath/analysis_diag.py): 8 items, 15 features of a three-level hierarchy,
+# features × items. Plain lists, so that importing this module does not import torch.
+Y_DEFAULT = [
     [1, 1, 1, 1, 1, 1, 1, 1],
     [1, 1, 1, 1, 0, 0, 0, 0], [0, 0, 0, 0, 1, 1, 1, 1],
     [1, 1, 0, 0, 0, 0, 0, 0], [0, 0, 1, 1, 0, 0, 0, 0], [0, 0, 0, 0, 1, 1, 0, 0], [0, 0, 0, 0, 0, 0, 1, 1],
     *[[1 if i == j else 0 for j in range(8)] for i in range(8)],
-], dtype=torch.float32).T  # items × features: 8×15
+]
+
+
+def hierarchy_targets() -> torch.Tensor:
+    """The multipath targets, items × features: 8×15 float32, a new tensor on every call."""
+    import torch
+
+    return torch.tensor(Y_DEFAULT, dtype=torch.float32).T
+
 
 
 class Hierarchy(Dataset):
@@ -144,6 +165,8 @@ class Hierarchy(Dataset):
                    "features; loss ½ · summed squared error, trained and tested on the same 8 items.")
 
     def load(self, params: dict[str, Any], seed: int) -> DatasetTensors:
+        import torch
+
         x = torch.eye(8)
-        return DatasetTensors(train_x=x, train_y=HIERARCHY.clone(), test_x=x.clone(), test_y=HIERARCHY.clone(),
+        return DatasetTensors(train_x=x, train_y=hierarchy_targets(), test_x=x.clone(), test_y=hierarchy_targets(),
                               classes=[], mean=(0.0,), std=(1.0,), loss="half_sse")

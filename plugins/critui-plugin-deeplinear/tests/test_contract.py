@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from critui_deeplinear import (
     DeepLinear,
@@ -13,7 +16,7 @@ from critui_deeplinear import (
     TaskSwitch,
     TwoPathway,
 )
-from critui_deeplinear.models import Factorisation, Pathways
+from critui_deeplinear.networks import Factorisation, Pathways
 
 SMALL = {"n": 12, "rank": 2, "observed": 40}
 
@@ -59,3 +62,10 @@ def test_deficits(critui_contract, completion, hierarchy):
 def test_metrics(critui_contract, completion, hierarchy):
     critui_contract.check_metric(SingularValues, {"k": 3}, model=Factorisation(12, 2, 1e-3), data=completion)
     critui_contract.check_metric(PathwayShare, model=Pathways(8, 15, 2, 4, 0.01), data=hierarchy)
+
+
+def test_importing_the_plugin_does_not_import_torch():
+    """Listing the plugins and the TUI's start import every plugin: they must not pay torch's import."""
+    out = subprocess.run([sys.executable, "-c", "import critui_deeplinear, sys; print('torch' in sys.modules)"],
+                         capture_output=True, text=True, check=True, timeout=120).stdout
+    assert out.strip() == "False"

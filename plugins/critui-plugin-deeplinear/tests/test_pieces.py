@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 from critui_deeplinear import Hierarchy, MatrixCompletion, PathwayFreeze, PathwayShare, TaskSwitch
-from critui_deeplinear.models import Factorisation, Pathways
-from critui_deeplinear.tasks import HIERARCHY, low_rank_target
+from critui_deeplinear.networks import Factorisation, Pathways
+from critui_deeplinear.tasks import hierarchy_targets, low_rank_target
 
 from critui.kinds import Deficit, MetricContext
 
@@ -46,7 +46,7 @@ def test_pathway_freeze_stops_learning_in_b_only_while_active():
     model = Pathways(8, 15, 2, 6, 0.1)
     freeze = PathwayFreeze({"pathway": "b", "start": 0, "end": 1}, 0, 15, (8,))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    x, y = Hierarchy().load({}, 0).train_x, HIERARCHY
+    x, y = Hierarchy().load({}, 0).train_x, hierarchy_targets()
 
     def step(active):
         freeze.before_epoch(model, 0, active)
