@@ -204,6 +204,18 @@ async def wait_for(pilot, condition, timeout: float = 10.0, step: float = 0.2) -
     return condition()
 
 
+async def wait_steady(pilot, condition, checks: int = 10, timeout: float = 60.0, step: float = 0.05) -> bool:
+    """Pause the pilot until ``condition()`` has held for ``checks`` checks in a row: nothing
+    is left in flight (a poll's messages, a chart's build). False if it never did."""
+    steady = 0
+    for _ in range(int(timeout / step)):
+        steady = steady + 1 if condition() else 0
+        if steady >= checks:
+            return True
+        await pilot.pause(step)
+    return False
+
+
 async def ask(pilot, app, key: str, about: str = "") -> None:
     """Press ``key`` and wait until the confirmation it opens is up (asking about ``about``),
     so that the answer pressed next reaches it: pressed before the modal opens, the answer

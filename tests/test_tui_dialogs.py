@@ -20,7 +20,7 @@ from types import SimpleNamespace
 import pytest
 
 from critui.runs.store import RunStore
-from tests.test_tui import T0, fake_home, wait_for, write_run
+from tests.test_tui import T0, fake_home, wait_for, wait_steady, write_run
 
 RUNNING = "20260101-000000-aaaa"  # marked running in the feed, so that `x` asks
 CHILDLESS = "20260101-000100-bbbb"  # no fork inherits from it, so that `del` asks
@@ -76,12 +76,7 @@ async def loaded(app, pilot) -> None:
             t.row_count == 4 for t in tables
         ) and not any(c.busy for c in app.screen.query(Chart).results(Chart))
 
-    steady = 0
-    for _ in range(400):  # ready for 10 checks in a row
-        steady = steady + 1 if ready() else 0
-        if steady >= 10:
-            break
-        await pilot.pause(0.05)
+    assert await wait_steady(pilot, ready), "the table never held its 4 runs, charts drawn"
     # A resize forces the full layout a DataTable can otherwise leave for later.
     width, height = app.size
     await pilot.resize_terminal(width - 1, height)

@@ -6,7 +6,7 @@ and look at the SVGs in tests/__snapshots__/ before committing them.
 
 from __future__ import annotations
 
-from tests.test_tui import builtin_registry_with_failure, fake_home
+from tests.test_tui import builtin_registry_with_failure, fake_home, wait_steady
 
 SIZE = (120, 35)
 
@@ -22,13 +22,7 @@ async def settle(app, pilot) -> None:
             chart.busy for screen in app.screen_stack for chart in screen.query(Chart).results(Chart)
         )
 
-    steady = 0
-    for _ in range(1200):  # 60 s, for a loaded machine
-        steady = steady + 1 if quiet() else 0
-        if steady >= 10:
-            break
-        await pilot.pause(0.05)
-    assert steady >= 10, "a chart was still being built after 60 s"
+    assert await wait_steady(pilot, quiet), "a chart was still being built after 60 s"
     await pilot.pause(0.1)
 
 
@@ -48,12 +42,7 @@ def loaded(app, runs: int = 4):
                 t.row_count == runs for t in tables
             )
 
-        steady = 0
-        for _ in range(200):  # ready for 10 checks in a row: nothing is left in flight
-            steady = steady + 1 if ready() else 0
-            if steady >= 10:
-                break
-            await pilot.pause(0.05)
+        assert await wait_steady(pilot, ready), f"the table never held {runs} runs"
         # A DataTable can keep lines painted at its empty-table column widths until the next
         # full layout; a resize forces one, so the capture never depends on that timing.
         await pilot.resize_terminal(SIZE[0] - 1, SIZE[1])
