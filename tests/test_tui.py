@@ -216,6 +216,17 @@ async def wait_steady(pilot, condition, checks: int = 10, timeout: float = 60.0,
     return False
 
 
+def steady_cursors(app) -> None:
+    """Stop the text cursors blinking, on every screen of the stack, before a snapshot. A
+    focused Input turns its cursor on and off every half second, so a capture would catch it
+    on or off by chance (a 0.5 s longer wait flips the save dialog's picture)."""
+    from textual.widgets import Input
+
+    for screen in app.screen_stack:
+        for field in screen.query(Input).results(Input):
+            field.cursor_blink = False  # the cursor then stays on
+
+
 async def ask(pilot, app, key: str, about: str = "") -> None:
     """Press ``key`` and wait until the confirmation it opens is up (asking about ``about``),
     so that the answer pressed next reaches it: pressed before the modal opens, the answer

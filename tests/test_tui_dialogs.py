@@ -20,7 +20,7 @@ from types import SimpleNamespace
 import pytest
 
 from critui.runs.store import RunStore
-from tests.test_tui import T0, fake_home, wait_for, wait_steady, write_run
+from tests.test_tui import T0, fake_home, steady_cursors, wait_for, wait_steady, write_run
 
 RUNNING = "20260101-000000-aaaa"  # marked running in the feed, so that `x` asks
 CHILDLESS = "20260101-000100-bbbb"  # no fork inherits from it, so that `del` asks
@@ -235,12 +235,9 @@ def test_dialog_snapshot(snap_compare, tmp_path, utc, which):
     app = make_app(home)
 
     async def open_it(pilot) -> None:
-        from textual.widgets import Input
-
         await loaded(app, pilot)
         await open_dialog(app, pilot, which)
-        for field in app.screen.query(Input).results(Input):
-            field.cursor_blink = False  # a blinking cursor is caught on or off by chance
+        steady_cursors(app)
         await pilot.pause(0.2)
 
     assert snap_compare(app, terminal_size=(80, 24), run_before=open_it)

@@ -6,15 +6,15 @@ and look at the SVGs in tests/__snapshots__/ before committing them.
 
 from __future__ import annotations
 
-from tests.test_tui import builtin_registry_with_failure, fake_home, wait_steady
+from tests.test_tui import builtin_registry_with_failure, fake_home, steady_cursors, wait_steady
 
 SIZE = (120, 35)
 
 
 async def settle(app, pilot) -> None:
     """Until no chart on any screen of the stack has had a build in flight for 10 checks in
-    a row (charts are built in thread workers). A modal is drawn over the screen below it,
-    so that screen's charts are in the picture too."""
+    a row (charts are built in thread workers), then with the text cursors held still. A
+    modal is drawn over the screen below it, so that screen's charts are in the picture too."""
     from critui.tui.widgets.charts import Chart
 
     def quiet() -> bool:
@@ -23,6 +23,7 @@ async def settle(app, pilot) -> None:
         )
 
     assert await wait_steady(pilot, quiet), "a chart was still being built after 60 s"
+    steady_cursors(app)
     await pilot.pause(0.1)
 
 

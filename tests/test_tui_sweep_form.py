@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_tui import make_app, wait_for
+from tests.test_tui import make_app, steady_cursors, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "configs" / "demo-removal.toml"
@@ -208,6 +208,7 @@ def test_sweep_preview_snapshot(snap_compare, tmp_path, registry, cores):
         screen.query_one("#sweep-jobs", Input).value = "2"
         await pilot.press("ctrl+l")
         assert await wait_for(pilot, lambda: isinstance(app.screen, SweepPlanModal), timeout=30)
+        steady_cursors(app)
         await pilot.pause(0.3)
 
     assert snap_compare(app, terminal_size=(80, 24), run_before=open_it)
@@ -271,6 +272,7 @@ def test_form_sweep_preview_snapshot(snap_compare, tmp_path, registry, cores):
         screen = await form(app, pilot)
         await fill_removal_sweep(pilot, screen, seeds="0,1,2")
         assert await wait_for(pilot, lambda: screen.preview_text.startswith("plan: 9 runs"), timeout=30)
+        steady_cursors(app)
         await pilot.pause(0.3)
         await pilot.wait_for_scheduled_animations()
 
