@@ -20,7 +20,8 @@ from types import SimpleNamespace
 import pytest
 
 from critui.runs.store import RunStore
-from tests.test_tui import T0, fake_home, steady_cursors, wait_for, wait_steady, write_run
+from tests.test_tui import T0, fake_home, steady_cursors, wait_for, write_run
+from tests.test_tui_snapshots import loaded
 
 RUNNING = "20260101-000000-aaaa"  # marked running in the feed, so that `x` asks
 CHILDLESS = "20260101-000100-bbbb"  # no fork inherits from it, so that `del` asks
@@ -63,26 +64,6 @@ def write_sweeps(home: Path) -> None:
         folder.mkdir(parents=True)
         record = {"id": sweep_id, "name": name, "created": T0 + 3600 * i, "runs": []}
         (folder / SWEEP_FILE).write_text(json.dumps(record))
-
-
-async def loaded(app, pilot) -> None:
-    """Until the first poll has filled the table and nothing is left in flight."""
-    from critui.tui.widgets.charts import Chart
-    from critui.tui.widgets.runs_table import RunsTable
-
-    def ready() -> bool:
-        tables = list(app.screen.query(RunsTable).results(RunsTable))
-        return app.polls_done >= 1 and all(
-            t.row_count == 4 for t in tables
-        ) and not any(c.busy for c in app.screen.query(Chart).results(Chart))
-
-    assert await wait_steady(pilot, ready), "the table never held its 4 runs, charts drawn"
-    # A resize forces the full layout a DataTable can otherwise leave for later.
-    width, height = app.size
-    await pilot.resize_terminal(width - 1, height)
-    await pilot.pause(0.1)
-    await pilot.resize_terminal(width, height)
-    await pilot.pause(0.2)
 
 
 async def open_dialog(app, pilot, which: str):
@@ -167,7 +148,7 @@ def test_every_dialog_shows_its_whole_message_on_screen(tmp_path, size, utc):
     async def scenario():
         app = make_app(home)
         async with app.run_test(size=size) as pilot:
-            await loaded(app, pilot)
+            await loaded(app)(pilot)
             for which in DIALOGS:
                 modal = await open_dialog(app, pilot, which)
                 for message, widget in messages(app, modal, which):
@@ -186,7 +167,7 @@ def test_the_quit_question_names_the_resume_command_whole_at_60_columns(tmp_path
     async def scenario():
         app = make_app(home)
         async with app.run_test(size=(60, 20)) as pilot:
-            await loaded(app, pilot)
+            await loaded(app)(pilot)
             modal = await open_dialog(app, pilot, "quit")
             shown = shown_in(app, modal.query_one("#question-box"))
             assert f"`critui sweep --resume {SWEEP}` continues it." in shown
@@ -206,7 +187,7 @@ def test_a_long_question_scrolls_above_buttons_that_stay_in_view(tmp_path):
     async def scenario():
         app = make_app(home)
         async with app.run_test(size=(60, 20)) as pilot:
-            await loaded(app, pilot)
+            await loaded(app)(pilot)
             answers = []
             app.push_screen(ConfirmModal(question, yes="Quit"), answers.append)
             assert await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal))
@@ -235,7 +216,7 @@ def test_dialog_snapshot(snap_compare, tmp_path, utc, which):
     app = make_app(home)
 
     async def open_it(pilot) -> None:
-        await loaded(app, pilot)
+        await loaded(app)(pilot)
         await open_dialog(app, pilot, which)
         steady_cursors(app)
         await pilot.pause(0.2)

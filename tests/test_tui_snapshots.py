@@ -46,9 +46,10 @@ def loaded(app, runs: int = 4):
         assert await wait_steady(pilot, ready), f"the table never held {runs} runs"
         # A DataTable can keep lines painted at its empty-table column widths until the next
         # full layout; a resize forces one, so the capture never depends on that timing.
-        await pilot.resize_terminal(SIZE[0] - 1, SIZE[1])
+        width, height = app.size
+        await pilot.resize_terminal(width - 1, height)
         await pilot.pause(0.1)
-        await pilot.resize_terminal(*SIZE)
+        await pilot.resize_terminal(width, height)
         await settle(app, pilot)
 
     return wait
